@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import pytest
+
+from tollgate.config import ConfigError, LocatedError, load_config_file, parse_config_text
+
+
+class Inner(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    name: str
+    count: int = 0
+
+
+class Outer(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    items: list[Inner]
+
+
+def build(data: Any) -> Outer:
+    outer = Outer.model_validate(data)
+    for i, item in enumerate(outer.items):
+        if item.count < 0:
+            raise LocatedError(("items", i, "count"), "must not be negative")
+    return outer
+
+
+def test_valid_document_builds() -> None:
+    out = parse_config_text("items:\n  - name: a\n    count: 2\n", "c.yaml", build)
+    assert out.items[0].count == 2
+
+
+def test_unknown_key_names_file_line_and_key() -> None:
+    text = "items:\n  - name: a\n    colour: red\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config_text(text, "c.yaml", build)
+    assert err.value.line == 3
+    assert str(err.value) == "c.yaml:3: items[0].colour: unknown key 'colour'"
+
+
+def test_wrong_type_points_at_the_value() -> None:
+    text = "items:\n  - name: a\n  - name: b\n    count: many\n"
+    with pytest.raises(ConfigError) as err:
+        parse_config_text(text, "c.yaml", build)
+    assert err.value.line == 4
+    assert "items[1].count" in err.value.reason
+
+
+def test_missing_key_points_at_its_mapping() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config_text("items:\n  - count: 1\n", "c.yaml", build)
+    assert err.value.line == 2
+    assert "items[0].name: Field required" in err.value.reason
+
+
+def test_duplicate_key_is_rejected_with_its_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config_text("items: []\nitems: []\n", "c.yaml", build)
+    assert (err.value.line, err.value.reason) == (2, "duplicate key 'items'")
+
+
+def test_semantic_error_is_located() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config_text("items:\n  - name: a\n    count: -1\n", "c.yaml", build)
+    assert str(err.value) == "c.yaml:3: items[0].count: must not be negative"
+
+
+def test_broken_yaml_reports_line() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config_text("items:\n  - name: [a\n", "c.yaml", build)
+    assert err.value.line is not None
+    assert err.value.reason.startswith("invalid YAML")
+
+
+def test_python_tags_are_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config_text("items: !!python/object/apply:os.system ['true']\n", "c.yaml", build)
+    assert "invalid" in err.value.reason
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config_file(tmp_path / "nope.yaml", build)
+    assert err.value.reason == "file not found"
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"items: [\xff]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config_file(path, build)
+    assert "not UTF-8" in err.value.reason

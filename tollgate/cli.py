@@ -1,0 +1,33 @@
+"""`tollgate`: operator tasks (run the local stack, mint demo tokens, check configs).
+
+Each subcommand lives in its own module and is imported only when used, so
+`tollgate check-config` does not pay for the local-stack code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help); each module has add_arguments(p) and run(args) -> int
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("tollgate.check_config", "validate an authz or ratelimit config"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tollgate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    code: int = module.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

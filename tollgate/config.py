@@ -1,0 +1,110 @@
+"""Config files: YAML -> pydantic model, with errors that name file, line and reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+
+from tollgate._yaml import YamlError, line_of, load_yaml
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ConfigError(Exception):
+    """A config file that cannot be used; `str()` reads `file:line: reason`."""
+
+    file: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.reason}"
+
+
+def _loc_text(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def parse_config_text(
+    text: str,
+    file: str,
+    build: Callable[[Any], T],
+) -> T:
+    """Parse YAML text and build a config object; raise ConfigError with a location.
+
+    `build` is usually `Model.model_validate` followed by compilation; it may raise
+    pydantic.ValidationError (mapped to the line of the failing key) or
+    ConfigError-like `LocatedError` for semantic checks done after validation.
+    """
+    try:
+        doc = load_yaml(text)
+    except YamlError as exc:
+        raise ConfigError(file, exc.line, exc.reason) from None
+    try:
+        return build(doc.data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        loc = tuple(err["loc"])
+        # pydantic adds the union member / discriminator names into loc; keep the
+        # parts that exist in the document for the line lookup.
+        line = line_of(doc.lines, _document_path(loc, doc.data))
+        reason = err["msg"]
+        if err["type"] == "extra_forbidden":
+            reason = f"unknown key '{loc[-1]}'"
+        where = _loc_text(loc)
+        raise ConfigError(file, line, f"{where}: {reason}" if where else reason) from None
+    except LocatedError as exc:
+        line = line_of(doc.lines, exc.path)
+        where = _loc_text(exc.path)
+        raise ConfigError(file, line, f"{where}: {exc.reason}" if where else exc.reason) from None
+
+
+def _document_path(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, dict) and isinstance(part, str) and part not in node:
+            # A missing key: the error points at the mapping that lacks it.
+            continue
+    return tuple(path)
+
+
+class LocatedError(ValueError):
+    """A semantic config error found after schema validation, at a document path."""
+
+    def __init__(self, path: tuple[str | int, ...], reason: str) -> None:
+        super().__init__(reason)
+        self.path = path
+        self.reason = reason
+
+
+def load_config_file(path: str | Path, build: Callable[[Any], T]) -> T:
+    """Read and build a config file; every failure is a ConfigError naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), None, "file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(p), None, f"not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise ConfigError(str(p), None, f"cannot read: {exc.strerror}") from None
+    return parse_config_text(text, str(p), build)
