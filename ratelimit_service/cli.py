@@ -1,0 +1,239 @@
+"""`ratelimit-service`: serve ShouldRateLimit, or `--check-config PATH` and exit.
+
+Every flag also reads environment variables: `RATELIMIT_*` names of our own and,
+where envoyproxy/ratelimit has a setting for the same thing, its name too (see
+docs/ratelimit.md for the mapping). Settings are read once, at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from ratelimit_service.config import load_rules
+from ratelimit_service.decision import DecisionSettings, HeaderNames
+from ratelimit_service.defaults import default_rules
+from ratelimit_service.limiter import FailureMode, RateLimiter
+from ratelimit_service.rules import RuleSet
+from ratelimit_service.service import service_spec
+from ratelimit_service.stores import CounterStore
+from ratelimit_service.stores.memory import MemoryStore
+from ratelimit_service.stores.target import StoreTarget, TargetError, parse_target
+from tollgate.config import ConfigError
+from tollgate.logs import configure_logging
+from tollgate.reload import ConfigHolder, ConfigWatcher
+from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
+from tollgate.settings import flag
+
+log = logging.getLogger("ratelimit_service")
+
+DEFAULT_ADDRESS = "127.0.0.1:8081"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ratelimit-service", description=__doc__)
+    flag(p, "--config", env=["RATELIMIT_CONFIG"],
+         help="YAML file or directory of them (one domain per file); "
+              "default: $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config if set, "
+              "else the embedded default")
+    p.add_argument("--check-config", metavar="PATH",
+                   help="validate PATH (file or directory) and exit")
+    flag(p, "--grpc-address", env=["RATELIMIT_GRPC_ADDRESS"],
+         help=f"HOST:PORT or unix:PATH (also GRPC_UDS, GRPC_HOST + GRPC_PORT); "
+              f"default {DEFAULT_ADDRESS}")
+    flag(p, "--redis-url", env=["RATELIMIT_REDIS_URL", "REDIS_URL"], default="",
+         help="redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or the "
+              "reference's bare forms; empty: in-memory store")
+    flag(p, "--redis-type", env=["RATELIMIT_REDIS_TYPE", "REDIS_TYPE"], default="single",
+         help="how to read a bare --redis-url: single, sentinel or cluster")
+    flag(p, "--redis-socket-type", env=["RATELIMIT_REDIS_SOCKET_TYPE", "REDIS_SOCKET_TYPE"],
+         default="tcp", help="tcp or unix, for a bare single --redis-url")
+    flag(p, "--redis-auth", env=["RATELIMIT_REDIS_AUTH", "REDIS_AUTH"], default="",
+         help="password or user:password")
+    flag(p, "--redis-tls", env=["RATELIMIT_REDIS_TLS", "REDIS_TLS"], default=False, kind=bool,
+         help="TLS to Redis")
+    flag(p, "--redis-pool-size", env=["RATELIMIT_REDIS_POOL_SIZE", "REDIS_POOL_SIZE"],
+         default=64, kind=int, help="connections per Redis node")
+    flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
+         help="seconds to connect to / wait for Redis before the store counts as down")
+    flag(p, "--store-failure-mode", env=["RATELIMIT_STORE_FAILURE_MODE"], default="open",
+         choices=["open", "closed"],
+         help="store down: open = answer OK (logged, counted); closed = gRPC UNAVAILABLE")
+    flag(p, "--local-cache-size-bytes",
+         env=["RATELIMIT_LOCAL_CACHE_SIZE_BYTES", "LOCAL_CACHE_SIZE_IN_BYTES"],
+         default=1_048_576, kind=int,
+         help="memory for the Redis stores' cache of over-limit keys; 0 disables it")
+    flag(p, "--memory-max-keys", env=["RATELIMIT_MEMORY_MAX_KEYS"], default=1_000_000,
+         kind=int, help="bound on counters kept by the in-memory store")
+    flag(p, "--near-limit-ratio", env=["RATELIMIT_NEAR_LIMIT_RATIO", "NEAR_LIMIT_RATIO"],
+         default=0.8, kind=float, help="fraction of a limit counted as near the limit")
+    flag(p, "--cache-key-prefix", env=["RATELIMIT_CACHE_KEY_PREFIX", "CACHE_KEY_PREFIX"],
+         default="", help="prefix of every counter key")
+    flag(p, "--shadow-mode", env=["RATELIMIT_SHADOW_MODE", "SHADOW_MODE"], default=False,
+         kind=bool, help="always answer OK, still counting and reporting")
+    flag(p, "--quota-mode", env=["RATELIMIT_QUOTA_MODE", "QUOTA_MODE"], default=False,
+         kind=bool, help="treat every limit as a quota")
+    flag(p, "--response-headers",
+         env=["RATELIMIT_RESPONSE_HEADERS", "LIMIT_RESPONSE_HEADERS_ENABLED",
+              "RESPONSE_HEADERS_ENABLED"],
+         default=False, kind=bool, help="add X-RateLimit-Limit/Remaining/Reset headers")
+    flag(p, "--header-limit", env=["RATELIMIT_HEADER_LIMIT", "LIMIT_LIMIT_HEADER"],
+         default="X-RateLimit-Limit", help="name of the limit header")
+    flag(p, "--header-remaining", env=["RATELIMIT_HEADER_REMAINING", "LIMIT_REMAINING_HEADER"],
+         default="X-RateLimit-Remaining", help="name of the remaining header")
+    flag(p, "--header-reset", env=["RATELIMIT_HEADER_RESET", "LIMIT_RESET_HEADER"],
+         default="X-RateLimit-Reset", help="name of the reset header")
+    flag(p, "--reload-interval", env=["RATELIMIT_RELOAD_INTERVAL"], default=1.0, kind=float,
+         help="seconds between config change checks")
+    flag(p, "--drain-seconds", env=["RATELIMIT_DRAIN_SECONDS"], default=5.0, kind=float,
+         help="grace for in-flight requests on SIGTERM")
+    flag(p, "--log-level", env=["RATELIMIT_LOG_LEVEL", "LOG_LEVEL"], default="info",
+         help="debug, info, warning, error")
+    flag(p, "--log-format", env=["RATELIMIT_LOG_FORMAT", "LOG_FORMAT"], default="json",
+         help="json or text")
+    return p
+
+
+def resolve_address(explicit: str | None, environ: dict[str, str] | None = None) -> str:
+    """--grpc-address, else the reference's GRPC_UDS / GRPC_HOST + GRPC_PORT, else default."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return normalize_address(explicit)
+    if env.get("GRPC_UDS"):
+        return normalize_address(f"unix:{env['GRPC_UDS']}")
+    if env.get("GRPC_HOST") or env.get("GRPC_PORT"):
+        host = env.get("GRPC_HOST") or "127.0.0.1"
+        return normalize_address(f"{host}:{env.get('GRPC_PORT') or '8081'}")
+    return DEFAULT_ADDRESS
+
+
+def resolve_config_path(explicit: str | None, environ: dict[str, str] | None = None) -> str | None:
+    """--config, else the reference's RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return explicit
+    root = env.get("RUNTIME_ROOT")
+    if root:
+        return str(Path(root, env.get("RUNTIME_SUBDIRECTORY", ""),
+                        env.get("RUNTIME_APPDIRECTORY") or "config"))
+    return None
+
+
+def check_config(path: str, out: TextIO, err: TextIO) -> int:
+    """Validate a config file or directory; print `file:line: reason` to err on failure."""
+    try:
+        rules = load_rules(path)
+    except ConfigError as exc:
+        print(str(exc), file=err)
+        return 1
+    names = ", ".join(sorted(rules.domains)) or "none"
+    print(f"{path}: ok (domains: {names})", file=out)
+    return 0
+
+
+def build_store(args: argparse.Namespace) -> tuple[CounterStore, StoreTarget]:
+    """The counter store the flags select (clients connect lazily, on first use)."""
+    from ratelimit_service.stores.redis import (  # noqa: PLC0415 - memory users skip redis
+        RedisOptions,
+        RedisStore,
+        connect_sentinel,
+        connect_single,
+    )
+
+    target = parse_target(
+        args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
+        auth=args.redis_auth, tls=args.redis_tls,
+    )
+    options = RedisOptions(
+        timeout=args.redis_timeout, pool_size=args.redis_pool_size,
+        username=target.username, password=target.password, tls=target.tls,
+    )
+    cache = args.local_cache_size_bytes
+    if target.kind == "memory":
+        return MemoryStore(args.memory_max_keys), target
+    if target.kind == "cluster":
+        from ratelimit_service.stores.cluster import (  # noqa: PLC0415
+            ClusterStore,
+            connect_cluster,
+        )
+
+        return ClusterStore(connect_cluster(target.nodes, options), local_cache_bytes=cache), target
+    if target.kind == "sentinel":
+        client = connect_sentinel(target.nodes, target.master, options)
+        return RedisStore(client, local_cache_bytes=cache), target
+    return RedisStore(connect_single(target.url, options), local_cache_bytes=cache), target
+
+
+def settings_from(args: argparse.Namespace) -> DecisionSettings:
+    headers = None
+    if args.response_headers:
+        headers = HeaderNames(args.header_limit, args.header_remaining, args.header_reset)
+    return DecisionSettings(
+        near_limit_ratio=args.near_limit_ratio,
+        shadow_mode=args.shadow_mode,
+        quota_mode=args.quota_mode,
+        headers=headers,
+        key_prefix=args.cache_key_prefix,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.check_config:
+        return check_config(args.check_config, sys.stdout, sys.stderr)
+    configure_logging(args.log_level, args.log_format)
+    try:
+        address = resolve_address(args.grpc_address)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not 0.0 <= args.near_limit_ratio <= 1.0:
+        parser.error("--near-limit-ratio must be between 0 and 1")
+    config_path = resolve_config_path(args.config)
+    try:
+        rules = load_rules(config_path) if config_path else default_rules()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    try:
+        store, target = build_store(args)
+    except TargetError as exc:
+        parser.error(str(exc))
+    holder: ConfigHolder[RuleSet] = ConfigHolder(rules)
+    limiter = RateLimiter(
+        holder, store, settings_from(args), failure_mode=FailureMode(args.store_failure_mode)
+    )
+
+    async def serve() -> None:
+        background = []
+        watcher: ConfigWatcher[RuleSet] | None = None
+        if config_path:
+            path = config_path
+            watcher = ConfigWatcher(path, holder, lambda: load_rules(path),
+                                    interval=args.reload_interval)
+            background.append(watcher.run)
+        log.info(
+            "starting",
+            extra={"config": config_path or "<embedded default>", "store": target.kind,
+                   "domains": sorted(rules.domains)},
+        )
+        app = GrpcApp(address, [service_spec(limiter)])
+        await serve_until_signal(
+            app,
+            drain_seconds=args.drain_seconds,
+            background=background,
+            on_reload_signal=watcher.request_reload if watcher is not None else None,
+            on_stop=store.close,
+        )
+
+    run(serve)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

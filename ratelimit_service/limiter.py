@@ -1,0 +1,85 @@
+"""One ShouldRateLimit decision: rule snapshot -> plan -> store -> decide.
+
+The only await is the store call; the clock is injected so tests pin window edges.
+What happens when the store fails is the operator's choice (`FailureMode`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+
+from ratelimit_service.decision import (
+    Decision,
+    DecisionSettings,
+    counter_ops,
+    decide,
+    fail_open,
+    plan,
+)
+from ratelimit_service.model import RateLimitQuery, Stats
+from ratelimit_service.rules import RuleSet
+from ratelimit_service.stores import CounterStore, StoreUnavailable
+from tollgate.reload import ConfigHolder
+
+log = logging.getLogger("ratelimit_service")
+
+
+class FailureMode(enum.StrEnum):
+    """open: answer OK (and count it); closed: gRPC UNAVAILABLE (Envoy's failure_mode_deny)."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class RateLimiter:
+    """Decides requests against the current rules and a counter store."""
+
+    def __init__(
+        self,
+        rules: ConfigHolder[RuleSet],
+        store: CounterStore,
+        settings: DecisionSettings,
+        *,
+        failure_mode: FailureMode = FailureMode.OPEN,
+        clock: Callable[[], float] = time.time,
+        stats: Stats | None = None,
+    ) -> None:
+        self.rules = rules
+        self.store = store
+        self.settings = settings
+        self.failure_mode = failure_mode
+        self.clock = clock
+        self.stats = stats if stats is not None else Stats()
+        self._last_failure_log = 0.0
+
+    async def should_rate_limit(self, query: RateLimitQuery) -> Decision:
+        """Raises RequestError for a malformed query, StoreUnavailable when failing closed."""
+        checks = plan(self.rules.current, query)
+        ops = counter_ops(checks, query.domain, self.settings.key_prefix)
+        usages = []
+        if ops:
+            now = self.clock()
+            try:
+                usages = await self.store.apply(ops, now)
+            except Exception as exc:  # any store failure is an outage, never a crash
+                return self._store_failed(query, exc)
+        return decide(checks, usages, self.settings, self.stats)
+
+    def _store_failed(self, query: RateLimitQuery, exc: Exception) -> Decision:
+        self.stats.add("service", "store_error")
+        now = time.monotonic()
+        if now - self._last_failure_log >= 1.0:  # one line per second, not per request
+            self._last_failure_log = now
+            log.warning(
+                "counter store unavailable",
+                extra={"error": str(exc), "failure_mode": str(self.failure_mode)},
+            )
+        if self.failure_mode is FailureMode.OPEN:
+            self.stats.add("service", "failure_mode_open")
+            return fail_open(query)
+        if isinstance(exc, StoreUnavailable):
+            raise exc
+        raise StoreUnavailable(str(exc)) from exc

@@ -1,0 +1,247 @@
+"""The compiled rule tree: one lookup per descriptor, as envoyproxy/ratelimit does it.
+
+Per descriptor entry the lookup tries `key_value`, then the wildcard values of that
+level in config order (`foo*`, `a*b*c`), then the bare `key`. A limit applies only
+when the descriptor's last entry lands on a node with a `rate_limit`. A
+`share_threshold` wildcard makes every matching value share one counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from ratelimit_service.model import (
+    Algorithm,
+    AppliedLimit,
+    Descriptor,
+    Entry,
+    Limit,
+    Rule,
+    Unit,
+)
+from tollgate.config import LocatedError
+
+if TYPE_CHECKING:
+    from ratelimit_service.config import DescriptorYaml, DomainYaml, RateLimitYaml
+
+_UNITS = {unit.name.lower(): unit for unit in Unit}
+# GCRA keeps its state as `fill` in (hits x window-milliseconds); Redis Lua numbers are
+# doubles, exact only below 2^53.
+_GCRA_MAX = 2**53
+
+
+@dataclass(slots=True)
+class _Node:
+    children: dict[str, _Node] = field(default_factory=dict)
+    wildcards: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    rule: Rule | None = None
+    value_to_metric: bool = False
+    share_threshold: bool = False
+
+
+@dataclass(frozen=True)
+class RuleTree:
+    """The compiled rules of one domain."""
+
+    domain: str
+    root: _Node
+    file: str = ""
+    domain_line: int | None = None
+
+    def located(self, file: str, line: int | None) -> RuleTree:
+        return replace(self, file=file, domain_line=line)
+
+    def lookup(self, descriptor: Descriptor) -> AppliedLimit | None:
+        """The limit that applies to a descriptor, or None."""
+        entries = descriptor.entries
+        if descriptor.limit_override is not None:
+            # Envoy's per-descriptor override: never shadow, quota or unlimited.
+            key = descriptor_key(self.domain, entries)
+            return AppliedLimit(Rule(key, descriptor.limit_override), entries, key)
+        node = self.root
+        found: Rule | None = None
+        metric_parts = [self.domain]
+        detailed_parts = [self.domain]
+        shared: dict[int, str] = {}
+        last = len(entries) - 1
+        for i, entry in enumerate(entries):
+            final = f"{entry.key}_{entry.value}"
+            detailed_parts.append(final)
+            nxt = node.children.get(final)
+            wildcard = ""
+            if nxt is None:
+                for pattern, parts in node.wildcards:
+                    if wildcard_match(parts, final):
+                        nxt, wildcard = node.children[pattern], pattern
+                        break
+            matched_value = nxt is not None
+            if nxt is None:
+                nxt = node.children.get(entry.key)
+            if nxt is None:
+                metric_parts.append(entry.key)
+                break
+            pattern_value = wildcard.removeprefix(f"{entry.key}_")
+            if wildcard and nxt.share_threshold:
+                shared[i] = pattern_value
+            metric_parts.append(
+                _metric_part(
+                    entry, nxt, wildcard=wildcard, pattern_value=pattern_value,
+                    matched_value=matched_value, shared=shared.get(i, ""),
+                )
+            )
+            if nxt.rule is not None and i == last:
+                found = nxt.rule
+            if not nxt.children:
+                break
+            node = nxt
+        if found is None:
+            return None
+        counter_entries = entries
+        if shared:
+            counter_entries = tuple(
+                Entry(e.key, shared.get(i, e.value)) for i, e in enumerate(entries)
+            )
+        if found.detailed_metric:
+            if shared:
+                stats_key = descriptor_key(self.domain, counter_entries)
+            else:
+                stats_key = ".".join(detailed_parts)
+        else:
+            stats_key = ".".join(metric_parts)
+        return AppliedLimit(found, counter_entries, stats_key)
+
+
+def _metric_part(
+    entry: Entry, node: _Node, *, wildcard: str, pattern_value: str, matched_value: bool,
+    shared: str,
+) -> str:
+    # value_to_metric puts the request's value in the stats key; a shared wildcard keeps
+    # its pattern so all values add up under one name.
+    if wildcard:
+        value = shared or (entry.value if node.value_to_metric else pattern_value)
+    elif matched_value:
+        value = entry.value
+    else:
+        value = entry.value if node.value_to_metric else ""
+    return f"{entry.key}_{value}" if value else entry.key
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """All domains; a reload swaps a whole RuleSet."""
+
+    domains: Mapping[str, RuleTree]
+
+    def lookup(self, domain: str, descriptor: Descriptor) -> AppliedLimit | None:
+        tree = self.domains.get(domain)
+        return None if tree is None else tree.lookup(descriptor)
+
+
+def descriptor_key(domain: str, entries: tuple[Entry, ...]) -> str:
+    """`domain.key_value.key2` (the value part omitted when empty)."""
+    parts = [f"{e.key}_{e.value}" if e.value else e.key for e in entries]
+    return f"{domain}.{'.'.join(parts)}"
+
+
+def wildcard_match(parts: tuple[str, ...], value: str) -> bool:
+    """Match `value` against a pattern pre-split on `*`; each `*` matches any run."""
+    if len(parts) == 1:
+        return parts[0] == value
+    first, last = parts[0], parts[-1]
+    if not value.startswith(first) or not value.endswith(last):
+        return False
+    if len(value) < sum(len(p) for p in parts):
+        return False
+    remaining = value[len(first) : len(value) - len(last)]
+    for part in parts[1:-1]:
+        index = remaining.find(part)
+        if index < 0:
+            return False
+        remaining = remaining[index + len(part) :]
+    return True
+
+
+def compile_domain(doc: DomainYaml) -> RuleTree:
+    """Compile a validated domain document; semantic errors are LocatedError."""
+    if not doc.domain:
+        raise LocatedError(("domain",), "config file cannot have empty domain")
+    root = _Node()
+    _compile_level(root, doc.descriptors or [], f"{doc.domain}.", ("descriptors",))
+    return RuleTree(doc.domain, root)
+
+
+def _compile_level(
+    node: _Node, descriptors: list[DescriptorYaml], parent_key: str, path: tuple[str | int, ...]
+) -> None:
+    for index, desc in enumerate(descriptors):
+        here = (*path, index)
+        if not desc.key:
+            raise LocatedError((*here, "key"), "descriptor has empty key")
+        final = f"{desc.key}_{desc.value}" if desc.value else desc.key
+        full_key = parent_key + final
+        if final in node.children:
+            raise LocatedError(here, f"duplicate descriptor composite key '{full_key}'")
+        rule = None
+        if desc.rate_limit is not None:
+            rule = _compile_rule(desc, desc.rate_limit, full_key, (*here, "rate_limit"))
+        if desc.share_threshold and "*" not in final:
+            raise LocatedError(
+                (*here, "share_threshold"),
+                "share_threshold can only be used with wildcard values (containing '*'), "
+                f"but found key '{final}'",
+            )
+        if "*" in final:
+            node.wildcards.append((final, tuple(final.split("*"))))
+        child = _Node(
+            rule=rule,
+            value_to_metric=desc.value_to_metric,
+            share_threshold=desc.share_threshold,
+        )
+        _compile_level(child, desc.descriptors or [], f"{full_key}.", (*here, "descriptors"))
+        node.children[final] = child
+
+
+def _compile_rule(
+    desc: DescriptorYaml, spec: RateLimitYaml, full_key: str, path: tuple[str | int, ...]
+) -> Rule:
+    unit = _UNITS.get(spec.unit.lower())
+    if spec.unlimited:
+        if unit is not None:
+            raise LocatedError((*path, "unit"), "should not specify rate limit unit when unlimited")
+    elif unit is None:
+        raise LocatedError((*path, "unit"), f"invalid rate limit unit '{spec.unit}'")
+    replaces: list[str] = []
+    for j, item in enumerate(spec.replaces or []):
+        if not item.name:
+            raise LocatedError((*path, "replaces", j), "should not have an empty replaces entry")
+        if item.name == spec.name:
+            raise LocatedError(
+                (*path, "replaces", j, "name"),
+                "replaces should not contain name of same descriptor",
+            )
+        replaces.append(item.name)
+    limit = None
+    if unit is not None:
+        if (
+            spec.algorithm is Algorithm.GCRA
+            and spec.requests_per_unit * unit.seconds * 1000 >= _GCRA_MAX
+        ):
+            raise LocatedError(
+                (*path, "algorithm"),
+                "gcra needs requests_per_unit x unit in milliseconds below 2^53; "
+                "use fixed_window for this limit",
+            )
+        limit = Limit(spec.requests_per_unit, unit, spec.name, spec.algorithm)
+    return Rule(
+        full_key=full_key,
+        limit=limit,
+        name=spec.name,
+        unlimited=spec.unlimited,
+        shadow_mode=desc.shadow_mode,
+        quota_mode=desc.quota_mode,
+        replaces=tuple(replaces),
+        detailed_metric=desc.detailed_metric,
+        metadata=desc.metadata,
+    )

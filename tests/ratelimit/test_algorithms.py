@@ -1,0 +1,130 @@
+"""Algorithms and the in-memory store with an injected clock; Hypothesis for the invariants."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ratelimit_service.algorithms import fixed_window, gcra, sliding_window
+from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.stores.memory import MemoryStore
+from tests.ratelimit.support import T0
+
+MINUTE = int(T0) // 60 * 60  # start of T0's minute
+
+
+def op(limit: int, unit: Unit = Unit.MINUTE, algorithm: Algorithm = Algorithm.FIXED_WINDOW,
+       hits: int = 1, key: str = "d_k_v_") -> CounterOp:
+    return CounterOp(key, hits, Limit(limit, unit, algorithm=algorithm))
+
+
+def test_fixed_window_keys_align_to_unix_time() -> None:
+    assert fixed_window.window_key("p_", MINUTE + 59.9, Unit.MINUTE) == f"p_{MINUTE}"
+    assert fixed_window.window_key("p_", MINUTE + 60, Unit.MINUTE) == f"p_{MINUTE + 60}"
+    assert fixed_window.reset_seconds(MINUTE + 59.9, Unit.MINUTE) == 1
+    assert fixed_window.reset_seconds(MINUTE, Unit.MINUTE) == 60
+    assert Unit.MONTH.seconds == 30 * 86400 and Unit.YEAR.seconds == 365 * 86400
+
+
+def test_fixed_window_resets_exactly_at_the_edge() -> None:
+    store = MemoryStore()
+    for _ in range(3):
+        store.apply_now([op(3)], MINUTE + 59.999)
+    assert store.apply_now([op(3)], MINUTE + 59.999)[0].after == 4
+    assert store.apply_now([op(3)], MINUTE + 60.0)[0].after == 1
+
+
+def test_memory_store_expires_and_is_bounded() -> None:
+    store = MemoryStore(max_keys=10)
+    for i in range(25):
+        store.apply_now([op(5, key=f"k{i}_")], MINUTE)
+    assert len(store) == 10
+    # The least recently used key was evicted, the newest survive.
+    assert store.apply_now([op(5, key="k24_")], MINUTE)[0].after == 2
+    assert store.apply_now([op(5, key="k0_")], MINUTE)[0].after == 1
+    # Everything of a past window goes, however many keys there were.
+    for _ in range(4):
+        store.apply_now([], MINUTE + 3600)
+    assert len(store) <= 10 - 8 + 1
+
+
+def test_sliding_window_weighs_the_previous_window() -> None:
+    store = MemoryStore()
+    sliding = op(10, algorithm=Algorithm.SLIDING_WINDOW)
+    for _ in range(10):
+        assert store.apply_now([sliding], MINUTE + 50)[0].after <= 10
+    # 15 s into the next window, 75% of the previous 10 still count.
+    usage = store.apply_now([sliding], MINUTE + 75)[0]
+    assert (usage.before, usage.after) == (7, 8)
+    assert sliding_window.previous_weight(MINUTE + 75, Unit.MINUTE) == 0.75
+
+
+def test_gcra_allows_a_burst_then_the_steady_rate() -> None:
+    limit = Limit(10, Unit.MINUTE, algorithm=Algorithm.GCRA)  # one hit per 6 s
+    state = gcra.EMPTY
+    now = int(T0 * 1000)
+    afters = []
+    for _ in range(11):
+        state, usage = gcra.step(state, now, 1, limit)
+        afters.append(usage.after)
+    assert afters == [*range(1, 11), 11]  # the 11th is over and not added
+    state, usage = gcra.step(state, now + 5_999, 1, limit)
+    assert usage.after == 11
+    state, usage = gcra.step(state, now + 6_000, 1, limit)
+    assert usage.after == 10
+    assert usage.reset_seconds == 60
+
+
+def test_gcra_check_only_never_over() -> None:
+    limit = Limit(1, Unit.SECOND, algorithm=Algorithm.GCRA)
+    state, _ = gcra.step(gcra.EMPTY, 1000, 1, limit)
+    _, usage = gcra.step(state, 1000, 0, limit)
+    assert (usage.before, usage.after) == (1, 1)
+
+
+requests = st.lists(
+    st.tuples(st.integers(0, 180_000), st.integers(0, 3)), min_size=1, max_size=60
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(requests=requests, limit=st.integers(0, 8), algorithm=st.sampled_from(list(Algorithm)))
+def test_no_algorithm_admits_more_than_its_bound(
+    requests: list[tuple[int, int]], limit: int, algorithm: Algorithm
+) -> None:
+    """Admitted hits per fixed window <= limit; in any span T, GCRA and sliding admit at
+    most limit * (1 + T / window) + limit. Fixed-window counts are exact."""
+    store = MemoryStore()
+    window = 60_000
+    admitted: list[tuple[int, int]] = []
+    total_per_window: dict[int, int] = {}
+    for offset_ms, hits in sorted(requests):
+        now = MINUTE + offset_ms / 1000
+        usage = store.apply_now([op(limit, algorithm=algorithm, hits=hits)], now)[0]
+        total_per_window[offset_ms // window] = total_per_window.get(offset_ms // window, 0) + hits
+        if algorithm is Algorithm.FIXED_WINDOW:
+            assert usage.after == total_per_window[offset_ms // window]
+        if usage.after <= limit:
+            admitted.append((offset_ms, hits))
+    if algorithm is Algorithm.FIXED_WINDOW:
+        per_window: dict[int, int] = {}
+        for offset_ms, hits in admitted:
+            per_window[offset_ms // window] = per_window.get(offset_ms // window, 0) + hits
+        assert all(count <= limit for count in per_window.values())
+    else:
+        for start, _ in admitted:
+            span = [h for t, h in admitted if start <= t < start + window]
+            assert sum(span) <= 2 * limit
+
+
+@settings(max_examples=100, deadline=None)
+@given(requests=requests)
+def test_gcra_in_memory_matches_the_pure_step(requests: list[tuple[int, int]]) -> None:
+    store = MemoryStore()
+    limit = Limit(5, Unit.SECOND, algorithm=Algorithm.GCRA)
+    state = gcra.EMPTY
+    for offset_ms, hits in sorted(requests):
+        now_ms = int(T0 * 1000) + offset_ms
+        state, expected = gcra.step(state, now_ms, hits, limit)
+        got = store.apply_now([CounterOp("g_", hits, limit)], now_ms / 1000)[0]
+        assert (got.before, got.after) == (expected.before, expected.after)
