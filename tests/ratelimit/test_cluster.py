@@ -1,0 +1,133 @@
+"""The cluster store against a real 3-master Redis Cluster started from redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as ClusterClient
+from redis.crc import key_slot
+
+from ratelimit_service.cli import build_parser, build_store
+from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.stores.cluster import ClusterStore, connect_cluster
+from ratelimit_service.stores.redis import RedisOptions
+from tests.ratelimit.redis_procs import RedisCluster
+from tests.ratelimit.support import (
+    OK,
+    OVER,
+    T0,
+    Clock,
+    descriptor,
+    make_limiter,
+    request,
+    rules_from,
+    serve,
+)
+
+CONFIG = """
+domain: cl
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: ip
+    rate_limit: {unit: second, requests_per_unit: 100}
+  - key: api_key
+    rate_limit: {unit: day, requests_per_unit: 1000}
+  - key: shared
+    rate_limit: {unit: minute, requests_per_unit: 30}
+  - key: gcra
+    rate_limit: {unit: minute, requests_per_unit: 2, algorithm: gcra}
+  - key: smooth
+    rate_limit: {unit: minute, requests_per_unit: 2, algorithm: sliding_window}
+"""
+
+
+def cluster_store(cluster: RedisCluster) -> ClusterStore:
+    nodes = [("127.0.0.1", n.port) for n in cluster.nodes]
+    return ClusterStore(connect_cluster(nodes, RedisOptions(timeout=2.0)))
+
+
+def users_on_every_master() -> list[str]:
+    """12 user names whose counter keys fall in each third of the slots (4 per master)."""
+    window = int(T0) // 60 * 60
+    thirds: dict[int, list[str]] = {0: [], 1: [], 2: []}
+    for i in range(1000):
+        name = f"user{i}"
+        third = key_slot(f"cl_user_{name}_{window}".encode()) * 3 // 16384
+        if len(thirds[third]) < 4:
+            thirds[third].append(name)
+    return [name for names in thirds.values() for name in names]
+
+
+def test_one_request_spanning_slots_on_every_master(redis_cluster: RedisCluster) -> None:
+    async def main() -> None:
+        store = cluster_store(redis_cluster)
+        limiter = make_limiter(rules_from(CONFIG), store=store)
+        before = [n.command_calls().get("incrby", 0) for n in redis_cluster.nodes]
+        async with serve(limiter) as served:
+            descs = [descriptor(("user", u)) for u in users_on_every_master()]
+            descs += [descriptor(("ip", "10.0.0.1")), descriptor(("api_key", "k1"))]
+            req = request("cl", *descs)
+            responses = [await served.call(req) for _ in range(4)]
+        assert [r.overall_code for r in responses] == [OK, OK, OK, OVER]
+        last = responses[-1]
+        assert [s.code for s in last.statuses[:12]] == [OVER] * 12
+        assert [s.limit_remaining for s in last.statuses[12:]] == [96, 996]
+        after = [n.command_calls().get("incrby", 0) for n in redis_cluster.nodes]
+        per_node = [a - b for a, b in zip(after, before, strict=True)]
+        assert sum(per_node) == 14 * 4
+        assert all(count > 0 for count in per_node), per_node
+        # Keys are the reference's, readable through any cluster client.
+        window = int(T0) // 60 * 60
+        seed = redis_cluster.nodes[0]
+        direct = ClusterClient(startup_nodes=[ClusterNode("127.0.0.1", seed.port)])
+        assert int(await direct.get(f"cl_user_{users_on_every_master()[0]}_{window}")) == 4
+        await direct.aclose()
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_smoother_algorithms_on_the_cluster(redis_cluster: RedisCluster) -> None:
+    async def main() -> None:
+        store = cluster_store(redis_cluster)
+        clock = Clock()
+        limiter = make_limiter(rules_from(CONFIG), store=store, clock=clock)
+        async with serve(limiter) as served:
+            both = request("cl", descriptor(("gcra", "g")), descriptor(("smooth", "s")))
+            codes = [[s.code for s in (await served.call(both)).statuses] for _ in range(3)]
+            assert codes == [[OK, OK], [OK, OK], [OVER, OVER]]
+            clock.advance(30)  # GCRA frees one slot per 30 s; sliding still sees 3
+            codes = [s.code for s in (await served.call(both)).statuses]
+            assert codes == [OK, OVER]
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_two_replicas_on_the_cluster_never_admit_more(redis_cluster: RedisCluster) -> None:
+    async def main() -> None:
+        clock = Clock()
+        stores = [cluster_store(redis_cluster) for _ in range(2)]
+        replicas = [make_limiter(rules_from(CONFIG), store=s, clock=clock) for s in stores]
+        async with serve(replicas[0]) as a, serve(replicas[1]) as b:
+            req = request("cl", descriptor(("shared", "t")))
+            responses = await asyncio.gather(*((a if i % 2 else b).call(req) for i in range(200)))
+            assert sum(1 for r in responses if r.overall_code == OK) == 30
+        for store in stores:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_cluster_url_selects_the_cluster_store(redis_cluster: RedisCluster) -> None:
+    async def main() -> None:
+        args = build_parser().parse_args(["--redis-url", redis_cluster.url])
+        store, target = build_store(args)
+        assert target.kind == "cluster" and isinstance(store, ClusterStore)
+        op = CounterOp("cl_url_x_", 1, Limit(5, Unit.HOUR, algorithm=Algorithm.FIXED_WINDOW))
+        assert (await store.apply([op], T0))[0].after == 1
+        await store.close()
+
+    asyncio.run(main())

@@ -1,0 +1,238 @@
+"""The Redis store against a real redis-server on a free port (started by the test)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from ratelimit_service.limiter import FailureMode
+from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.stores.memory import MemoryStore
+from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
+from tests.ratelimit.redis_procs import RedisProcess
+from tests.ratelimit.support import (
+    OK,
+    OVER,
+    T0,
+    Clock,
+    descriptor,
+    make_limiter,
+    request,
+    rules_from,
+    serve,
+)
+
+CONFIG = """
+domain: rl
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: ip
+    rate_limit: {unit: second, requests_per_unit: 100}
+  - key: shared
+    rate_limit: {unit: minute, requests_per_unit: 25}
+  - key: smooth
+    rate_limit: {unit: minute, requests_per_unit: 4, algorithm: sliding_window}
+  - key: gcra
+    rate_limit: {unit: minute, requests_per_unit: 4, algorithm: gcra}
+"""
+
+
+class CountingClient:
+    """Wraps a client to count pipeline round trips."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.round_trips = 0
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        pipe = self.client.pipeline(transaction=transaction)
+        execute = pipe.execute
+
+        async def counted(raise_on_error: bool = True) -> Any:
+            self.round_trips += 1
+            return await execute(raise_on_error=raise_on_error)
+
+        pipe.execute = counted
+        return pipe
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def store_for(server: RedisProcess, *, cache: int = 0) -> RedisStore:
+    return RedisStore(connect_single(server.url, RedisOptions(timeout=0.5)),
+                      local_cache_bytes=cache)
+
+
+def test_fixed_window_keys_counts_and_expiry_as_the_reference(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = store_for(redis_server)
+        limiter = make_limiter(rules_from(CONFIG), store=store)
+        async with serve(limiter) as served:
+            req = request("rl", descriptor(("user", "ann")), descriptor(("ip", "1.2.3.4")))
+            codes = await served.codes(req, 4)
+            assert codes == [OK, OK, OK, OVER]
+        window = int(T0) // 60 * 60
+        direct = aioredis.Redis.from_url(redis_server.url)
+        assert int(await direct.get(f"rl_user_ann_{window}")) == 4
+        assert int(await direct.get(f"rl_ip_1.2.3.4_{int(T0)}")) == 4
+        assert 0 < await direct.ttl(f"rl_user_ann_{window}") <= 60
+        await direct.aclose()
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_one_round_trip_per_request_and_commands_per_descriptor(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        client = CountingClient(connect_single(redis_server.url, RedisOptions()))
+        store = RedisStore(client)
+        limiter = make_limiter(rules_from(CONFIG), store=store)
+        before = redis_server.command_calls()
+        async with serve(limiter) as served:
+            req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
+                          descriptor(("unknown", "x")))
+            await served.codes(req, 3)
+        after = redis_server.command_calls()
+        assert client.round_trips == 3
+        assert after.get("incrby", 0) - before.get("incrby", 0) == 6
+        assert after.get("expire", 0) - before.get("expire", 0) == 6
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_local_cache_spares_redis_for_keys_over_the_limit(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        client = CountingClient(connect_single(redis_server.url, RedisOptions()))
+        store = RedisStore(client, local_cache_bytes=1 << 20)
+        clock = Clock()
+        limiter = make_limiter(rules_from(CONFIG), store=store, clock=clock)
+        async with serve(limiter) as served:
+            req = request("rl", descriptor(("user", "abuser")))
+            assert await served.codes(req, 4) == [OK, OK, OK, OVER]
+            trips = client.round_trips
+            assert await served.codes(req, 20) == [OVER] * 20
+            assert client.round_trips == trips
+            status = (await served.call(req)).statuses[0]
+            assert (status.limit_remaining, status.duration_until_reset.seconds) == (0, 50)
+            assert limiter.stats.get("rl.user", "over_limit_with_local_cache") == 21
+            clock.advance(50)  # the next window: Redis again
+            assert await served.codes(req, 1) == [OK]
+            assert client.round_trips == trips + 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("algorithm", [Algorithm.SLIDING_WINDOW, Algorithm.GCRA])
+def test_smoother_algorithms_on_redis_match_memory(
+    redis_server: RedisProcess, algorithm: Algorithm
+) -> None:
+    async def main() -> None:
+        store = store_for(redis_server, cache=1 << 20)
+        memory = MemoryStore()
+        limit = Limit(4, Unit.MINUTE, algorithm=algorithm)
+        now = T0
+        for step in range(40):
+            hits = step % 3
+            op = CounterOp("rl_k_v_", hits, limit)
+            expected = memory.apply_now([op], now)[0]
+            got = (await store.apply([op], now))[0]
+            if not got.from_local_cache:
+                assert (got.before, got.after) == (expected.before, expected.after), step
+            else:
+                assert expected.after > limit.requests_per_unit
+            now += 7.3
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_gcra_script_is_reloaded_after_a_flush(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        store = store_for(redis_server)
+        op = CounterOp("rl_f_", 1, Limit(10, Unit.MINUTE, algorithm=Algorithm.GCRA))
+        assert (await store.apply([op], T0))[0].after == 1
+        direct = aioredis.Redis.from_url(redis_server.url)
+        await direct.script_flush()
+        assert (await store.apply([op], T0))[0].after == 2
+        await direct.aclose()
+        calls = redis_server.command_calls()
+        assert calls["eval"] == 2 and calls["evalsha"] == 2
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("mode", [FailureMode.CLOSED, FailureMode.OPEN])
+def test_redis_killed_and_restarted_mid_test(
+    redis_server: RedisProcess, mode: FailureMode
+) -> None:
+    async def main() -> None:
+        store = store_for(redis_server)
+        limiter = make_limiter(rules_from(CONFIG), store=store, failure_mode=mode)
+        async with serve(limiter) as served:
+            req = request("rl", descriptor(("user", "k")))
+            assert await served.codes(req, 2) == [OK, OK]
+            redis_server.stop()
+            for _ in range(3):
+                if mode is FailureMode.CLOSED:
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        await served.call(req)
+                    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+                else:
+                    assert (await served.call(req)).overall_code == OK
+            assert limiter.stats.get("service", "store_error") == 3
+            redis_server.start()  # same port, empty data
+            deadline = time.monotonic() + 10
+            while True:
+                # Counted again (a status with a limit) means Redis answered.
+                try:
+                    response = await served.call(req)
+                except grpc.aio.AioRpcError:
+                    response = None
+                if response is not None and response.statuses[0].HasField("current_limit"):
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail("service did not recover within 10 s of the Redis restart")
+                await asyncio.sleep(0.05)
+            # Counting works again on the fresh Redis.
+            status = (await served.call(req)).statuses[0]
+            assert status.current_limit.requests_per_unit == 3
+            assert status.limit_remaining in (0, 1)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_two_replicas_many_clients_never_admit_more_than_the_limit(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        clock = Clock()
+        stores = [store_for(redis_server) for _ in range(2)]
+        replicas = [make_limiter(rules_from(CONFIG), store=s, clock=clock) for s in stores]
+        async with serve(replicas[0]) as a, serve(replicas[1]) as b:
+            req = request("rl", descriptor(("shared", "tenant")))
+            calls = [(a if i % 2 else b).call(req) for i in range(300)]
+            responses = await asyncio.gather(*calls)
+            admitted = sum(1 for r in responses if r.overall_code == OK)
+            assert admitted == 25
+            clock.advance(50)  # next window: a fresh 25
+            responses = await asyncio.gather(*((a if i % 2 else b).call(req) for i in range(60)))
+            assert sum(1 for r in responses if r.overall_code == OK) == 25
+        for store in stores:
+            await store.close()
+
+    asyncio.run(main())
