@@ -2,10 +2,12 @@
 
 Placement choice: keys keep the reference's names, without hash tags, so each
 descriptor's counter hashes to its own slot and hot limits spread over the masters.
-That is correct because every command of a request touches exactly one key (see
-`stores.redis`): the cluster pipeline groups one request's commands by node and sends
-the groups concurrently, so a request costs one round trip per node it touches (in
-parallel), never a cross-slot command. MOVED/ASK redirections are followed by the
+That is correct because on the cluster every command touches exactly one key (no
+multi-key script, unlike the single-Redis store): the cluster pipeline groups one
+request's commands by node and sends the groups concurrently, so a request costs one
+round trip per node it touches (in parallel), never a cross-slot command. Each
+counter is atomic on its own; a request's counters are not one transaction, exactly
+as in the reference. MOVED/ASK redirections are followed by the
 client, which also refreshes its slot map after a failover.
 """
 
@@ -35,4 +37,4 @@ class ClusterStore(RedisStore):
     """RedisStore over a RedisCluster client (same commands, per-node pipelines)."""
 
     def __init__(self, client: RedisCluster, *, local_cache_bytes: int = 0) -> None:
-        super().__init__(client, local_cache_bytes=local_cache_bytes)
+        super().__init__(client, local_cache_bytes=local_cache_bytes, single_command=False)

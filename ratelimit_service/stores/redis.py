@@ -1,21 +1,26 @@
-"""Redis counters: every operation of one request in one pipelined round trip.
+"""Redis counters: every operation of one request in one round trip.
 
-Per descriptor, by algorithm (keys as the reference: `prefix domain_key_value_ window`):
-- fixed_window: `INCRBY key hits` + `EXPIRE key window` (the reference's pipeline);
-- sliding_window: the same on the current window (kept two windows) + `GET previous`;
-- gcra: one `EVALSHA` of a short Lua script (read-modify-write of `(fill, last_ms)`).
-Each command touches one key and is atomic on its own, so no transaction is needed
-and the same pipeline works on Redis Cluster (split per node, sent concurrently).
+Keys are the reference's (`prefix domain_key_value_..._ window-start`), so counts are
+exact and windows align across replicas; each expires with its window.
 
-Keys found over the limit are remembered locally until their window ends (or, for
-GCRA, until the bucket has room again): a client hammering an exhausted limit costs
-no Redis trip. Counts only grow within a window, so the cache never admits more.
-Connection errors surface as `StoreUnavailable`; the client reconnects on the next call.
+- One Redis (`single_command=True`): one `EVALSHA` per request runs all its counters
+  in one atomic script (fixed: INCRBY + EXPIRE on creation; sliding: the same + GET
+  of the previous window; GCRA: read-modify-write of `(fill, last_ms)`).
+- Redis Cluster: a script may only touch one slot, so each counter is its own
+  single-key command (fixed: `INCRBY` + `EXPIRE`, the reference's pipeline; sliding:
+  those + `GET previous`; GCRA: `EVALSHA` on its key), all in one pipeline that the
+  cluster client splits per node and sends concurrently.
+
+Concurrent requests share pipelines (`PipelineBatcher`); each request is still in
+exactly one. Keys found over the limit are remembered locally until their window ends
+(or, for GCRA, until the bucket has room again): a client hammering an exhausted
+limit costs no Redis trip. Counts only grow within a window, so the cache never
+admits more. Connection errors surface as `StoreUnavailable`; the client reconnects
+on the next call.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,33 +30,13 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from ratelimit_service.algorithms import fixed_window, sliding_window
 from ratelimit_service.model import Algorithm, CounterOp, Usage
 from ratelimit_service.stores import StoreUnavailable
-
-GCRA_SCRIPT = """
-local now = tonumber(ARGV[1])
-local hits = tonumber(ARGV[2])
-local rate = tonumber(ARGV[3])
-local window = tonumber(ARGV[4])
-local state = redis.call('HMGET', KEYS[1], 'f', 't')
-local fill = tonumber(state[1]) or 0
-local last = tonumber(state[2]) or now
-local elapsed = now - last
-if elapsed < 0 then elapsed = 0 end
-fill = fill - elapsed * rate
-if fill < 0 then fill = 0 end
-local before = math.ceil(fill / window)
-local wanted = fill + hits * window
-if wanted <= rate * window then fill = wanted end
-redis.call('HSET', KEYS[1], 'f', string.format('%.0f', fill), 't', string.format('%.0f', now))
-local keep = math.ceil(fill / math.max(rate, 1)) + 1000
-redis.call('PEXPIRE', KEYS[1], keep)
-return {before, before + hits, string.format('%.0f', fill)}
-"""
-GCRA_SHA = hashlib.sha1(GCRA_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+from ratelimit_service.stores.batching import Command, PipelineBatcher
+from ratelimit_service.stores.scripts import GCRA_SCRIPT, GCRA_SHA, REQUEST_SCRIPT, REQUEST_SHA
 
 # Rough cost of one local-cache entry (key, expiry, dict slot), to turn the reference's
 # LOCAL_CACHE_SIZE_IN_BYTES into a number of entries.
@@ -90,23 +75,23 @@ class _Pending:
     index: int
     op: CounterOp
     key: str
-    first: int  # position of the op's first command in the pipeline
-    count: int
+    other: str  # sliding window: the previous window's key; else the key again
 
 
 class RedisStore:
     """A CounterStore on Redis or Redis Cluster (any client with `.pipeline()`)."""
 
-    def __init__(self, client: Any, *, local_cache_bytes: int = 0) -> None:
+    def __init__(
+        self, client: Any, *, local_cache_bytes: int = 0, single_command: bool = True
+    ) -> None:
         self.client = client
         self.local_cache = OverLimitCache(local_cache_bytes)
+        self.batcher = PipelineBatcher(client)
+        self.single_command = single_command
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         usages: list[Usage | None] = [None] * len(ops)
-        pipe = self.client.pipeline(transaction=False)
         pending: list[_Pending] = []
-        position = 0
-        now_ms = round(now * 1000)
         for index, op in enumerate(ops):
             unit = op.limit.unit
             algorithm = op.limit.algorithm
@@ -115,64 +100,85 @@ class RedisStore:
                 if self.local_cache.over(key, now):
                     usages[index] = _cached(op, 1)
                     continue
-                window_ms = unit.seconds * 1000
-                pipe.execute_command(
-                    "EVALSHA", GCRA_SHA, 1, key, now_ms, op.hits, op.limit.requests_per_unit,
-                    window_ms,
-                )
-                count = 1
+                pending.append(_Pending(index, op, key, key))
             elif algorithm is Algorithm.SLIDING_WINDOW:
                 key, previous = sliding_window.keys(op.key, now, unit)
-                pipe.execute_command("INCRBY", key, op.hits)
-                pipe.execute_command("EXPIRE", key, 2 * unit.seconds)
-                pipe.execute_command("GET", previous)
-                count = 3
+                pending.append(_Pending(index, op, key, previous))
             else:
                 key = fixed_window.window_key(op.key, now, unit)
                 if self.local_cache.over(key, now):
                     usages[index] = _cached(op, fixed_window.reset_seconds(now, unit))
                     continue
-                pipe.execute_command("INCRBY", key, op.hits)
-                pipe.execute_command("EXPIRE", key, unit.seconds)
-                count = 2
-            pending.append(_Pending(index, op, key, position, count))
-            position += count
+                pending.append(_Pending(index, op, key, key))
         if pending:
-            results = await self._execute(pipe)
-            retry = [p for p in pending if isinstance(results[p.first], NoScriptError)]
-            if retry:
-                await self._eval_scripts(retry, results, now_ms)
-            for p in pending:
-                usages[p.index] = self._usage(p, results, now)
+            now_ms = round(now * 1000)
+            if self.single_command:
+                raw = await self._run_script(pending, now_ms)
+            else:
+                raw = await self._run_commands(pending, now_ms)
+            for p, values in zip(pending, raw, strict=True):
+                usages[p.index] = self._usage(p, values, now)
         return [u for u in usages if u is not None]
 
-    async def _execute(self, pipe: Any) -> list[Any]:
-        try:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
-        return results
+    async def _run_script(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
+        keys: list[str] = []
+        argv: list[Any] = [now_ms]
+        for p in pending:
+            keys += (p.key, p.other)
+            limit = p.op.limit
+            if limit.algorithm is Algorithm.GCRA:
+                argv += ("g", p.op.hits, limit.requests_per_unit, limit.unit.seconds * 1000)
+            elif limit.algorithm is Algorithm.SLIDING_WINDOW:
+                argv += ("s", p.op.hits, 2 * limit.unit.seconds, 0)
+            else:
+                argv += ("f", p.op.hits, limit.unit.seconds, 0)
+        (reply,) = await self.batcher.execute([("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv)])
+        if isinstance(reply, NoScriptError):
+            # First use on this server (or after a restart or SCRIPT FLUSH): EVAL runs
+            # the script and caches it for the next EVALSHA.
+            command = ("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv)
+            (reply,) = await self.batcher.execute([command])
+        _raise_if_error(reply)
+        return [tuple(reply[3 * i : 3 * i + 3]) for i in range(len(pending))]
 
-    async def _eval_scripts(self, retry: list[_Pending], results: list[Any], now_ms: int) -> None:
-        # First use of the script on this server (or after a restart/flush): EVAL loads it.
-        pipe = self.client.pipeline(transaction=False)
-        for p in retry:
-            window_ms = p.op.limit.unit.seconds * 1000
-            pipe.execute_command(
-                "EVAL", GCRA_SCRIPT, 1, p.key, now_ms, p.op.hits,
-                p.op.limit.requests_per_unit, window_ms,
-            )
-        for p, result in zip(retry, await self._execute(pipe), strict=True):
-            results[p.first] = result
+    async def _run_commands(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
+        commands: list[Command] = []
+        spans: list[tuple[int, int]] = []
+        for p in pending:
+            first = len(commands)
+            limit = p.op.limit
+            if limit.algorithm is Algorithm.GCRA:
+                commands.append(_gcra_command("EVALSHA", GCRA_SHA, p, now_ms))
+            elif limit.algorithm is Algorithm.SLIDING_WINDOW:
+                commands += (("INCRBY", p.key, p.op.hits),
+                             ("EXPIRE", p.key, 2 * limit.unit.seconds),
+                             ("GET", p.other))
+            else:
+                commands += (("INCRBY", p.key, p.op.hits), ("EXPIRE", p.key, limit.unit.seconds))
+            spans.append((first, len(commands)))
+        results = await self.batcher.execute(commands)
+        retry = [i for i, span in enumerate(spans) if isinstance(results[span[0]], NoScriptError)]
+        if retry:
+            evals = [_gcra_command("EVAL", GCRA_SCRIPT, pending[i], now_ms) for i in retry]
+            for i, result in zip(retry, await self.batcher.execute(evals), strict=True):
+                results[spans[i][0]] = result
+        raw: list[tuple[Any, ...]] = []
+        for p, (first, end) in zip(pending, spans, strict=True):
+            chunk = results[first:end]
+            for item in chunk:
+                _raise_if_error(item)
+            if p.op.limit.algorithm is Algorithm.GCRA:
+                raw.append(tuple(chunk[0]))
+            elif p.op.limit.algorithm is Algorithm.SLIDING_WINDOW:
+                raw.append((chunk[0], chunk[2] or 0, 0))
+            else:
+                raw.append((chunk[0], 0, 0))
+        return raw
 
-    def _usage(self, p: _Pending, results: list[Any], now: float) -> Usage:
-        chunk = results[p.first : p.first + p.count]
-        for item in chunk:
-            if isinstance(item, Exception):
-                raise StoreUnavailable(f"redis: {item}")
+    def _usage(self, p: _Pending, values: tuple[Any, ...], now: float) -> Usage:
         op, unit = p.op, p.op.limit.unit
         if op.limit.algorithm is Algorithm.GCRA:
-            before, after, fill = int(chunk[0][0]), int(chunk[0][1]), int(chunk[0][2])
+            before, after, fill = int(values[0]), int(values[1]), int(values[2])
             rate = max(1, op.limit.requests_per_unit)
             window_ms = unit.seconds * 1000
             usage = Usage(before, after, math.ceil(fill / (rate * 1000)))
@@ -182,15 +188,26 @@ class RedisStore:
                 self.local_cache.add(p.key, now + wait_ms / 1000)
             return usage
         if op.limit.algorithm is Algorithm.SLIDING_WINDOW:
-            previous = int(chunk[2]) if chunk[2] is not None else 0
-            return sliding_window.usage(int(chunk[0]), previous, op.hits, now, unit)
-        usage = fixed_window.usage(int(chunk[0]), op.hits, now, unit)
+            return sliding_window.usage(int(values[0]), int(values[1]), op.hits, now, unit)
+        usage = fixed_window.usage(int(values[0]), op.hits, now, unit)
         if usage.after > op.limit.requests_per_unit:
             self.local_cache.add(p.key, fixed_window.window_start(now, unit) + unit.seconds)
         return usage
 
     async def close(self) -> None:
+        await self.batcher.close()
         await self.client.aclose()
+
+
+def _raise_if_error(reply: Any) -> None:
+    if isinstance(reply, Exception):
+        raise StoreUnavailable(f"redis: {reply}")
+
+
+def _gcra_command(verb: str, script: str, p: _Pending, now_ms: int) -> Command:
+    limit = p.op.limit
+    return (verb, script, 1, p.key, now_ms, p.op.hits, limit.requests_per_unit,
+            limit.unit.seconds * 1000)
 
 
 def _cached(op: CounterOp, reset_seconds: int) -> Usage:

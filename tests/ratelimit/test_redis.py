@@ -91,22 +91,46 @@ def test_fixed_window_keys_counts_and_expiry_as_the_reference(
     asyncio.run(main())
 
 
-def test_one_round_trip_per_request_and_commands_per_descriptor(
-    redis_server: RedisProcess,
-) -> None:
+def test_one_round_trip_and_one_command_per_request(redis_server: RedisProcess) -> None:
     async def main() -> None:
         client = CountingClient(connect_single(redis_server.url, RedisOptions()))
         store = RedisStore(client)
+        limiter = make_limiter(rules_from(CONFIG), store=store)
+        async with serve(limiter) as served:
+            req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
+                          descriptor(("smooth", "s")), descriptor(("gcra", "g")),
+                          descriptor(("unknown", "x")))
+            # The very first request finds no script cached: EVALSHA, then EVAL.
+            await served.call(req)
+            assert client.round_trips == 2
+            before = redis_server.command_calls()
+            await served.codes(req, 3)
+        after = redis_server.command_calls()
+        assert client.round_trips == 2 + 3
+        # commandstats also counts the commands a script runs; the client sent EVALSHAs.
+        assert after["evalsha"] - before["evalsha"] == 3
+        assert after.get("eval", 0) == before.get("eval", 0) == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_cluster_mode_commands_are_the_references_pipeline(redis_server: RedisProcess) -> None:
+    """Without the single-command script: INCRBY + EXPIRE per fixed-window descriptor."""
+
+    async def main() -> None:
+        client = CountingClient(connect_single(redis_server.url, RedisOptions()))
+        store = RedisStore(client, single_command=False)
         limiter = make_limiter(rules_from(CONFIG), store=store)
         before = redis_server.command_calls()
         async with serve(limiter) as served:
             req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
                           descriptor(("unknown", "x")))
-            await served.codes(req, 3)
+            assert await served.codes(req, 4) == [OK, OK, OK, OVER]
         after = redis_server.command_calls()
-        assert client.round_trips == 3
-        assert after.get("incrby", 0) - before.get("incrby", 0) == 6
-        assert after.get("expire", 0) - before.get("expire", 0) == 6
+        assert client.round_trips == 4
+        assert after.get("incrby", 0) - before.get("incrby", 0) == 8
+        assert after.get("expire", 0) - before.get("expire", 0) == 8
         await store.close()
 
     asyncio.run(main())
