@@ -37,8 +37,11 @@ from tests.ratelimit.redis_procs import RedisProcess, cli, start_cluster  # noqa
 from tests.ratelimit.support import descriptor, request, rules_from  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# What the service sends: the single-Redis script, or the cluster's per-key commands.
-CLIENT_COMMANDS = {"evalsha", "eval", "incrby", "expire", "get"}
+# What the service sends: one script per request to a single Redis (commandstats also
+# lists the commands the script runs inside, which are not round trips), or per-key
+# commands to a cluster.
+SINGLE_COMMANDS = {"evalsha", "eval"}
+CLUSTER_COMMANDS = {"evalsha", "eval", "incrby", "expire", "get"}
 PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
 CONFIG = """
@@ -104,13 +107,13 @@ def h2load(address: str, body: Path, seconds: float, clients: int, streams: int)
     return int(found.group(1))
 
 
-def redis_calls(ports: list[int]) -> int:
+def redis_calls(ports: list[int], commands: set[str]) -> int:
     total = 0
     for port in ports:
         for line in cli(port, "INFO", "commandstats").splitlines():
             name = line.partition(":")[0].removeprefix("cmdstat_")
             # Commands the service sent (scripts' inner calls are listed separately).
-            if name in CLIENT_COMMANDS:
+            if name in commands:
                 total += int(re.search(r"calls=(\d+)", line).group(1))  # type: ignore[union-attr]
     return total
 
@@ -121,7 +124,7 @@ def reset_stats(ports: list[int]) -> None:
 
 
 def measure(name: str, config: Path, body: Path, *, redis_url: str, ports: list[int],
-            args: argparse.Namespace) -> dict[str, object]:
+            args: argparse.Namespace, commands: set[str] | None = None) -> dict[str, object]:
     proc, address = start_service(config, redis_url)
     try:
         h2load(address, body, 1, args.clients, args.streams)  # warm-up, connections
@@ -131,7 +134,7 @@ def measure(name: str, config: Path, body: Path, *, redis_url: str, ports: list[
         done = h2load(address, body, args.seconds, args.clients, args.streams)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(proc.pid) - cpu0
-        calls = redis_calls(ports) if ports else 0
+        calls = redis_calls(ports, commands or set()) if ports else 0
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -183,9 +186,10 @@ def main() -> None:
             rows = [
                 measure("memory", config, body, redis_url="", ports=[], args=args),
                 measure("redis", config, body, redis_url=single.url, ports=[single.port],
-                        args=args),
+                        args=args, commands=SINGLE_COMMANDS),
                 measure("redis cluster (3 masters)", config, body, redis_url=cluster.url,
-                        ports=[n.port for n in cluster.nodes], args=args),
+                        ports=[n.port for n in cluster.nodes], args=args,
+                        commands=CLUSTER_COMMANDS),
             ]
         finally:
             single.stop()

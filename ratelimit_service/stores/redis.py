@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -36,6 +37,7 @@ from ratelimit_service.algorithms import fixed_window, sliding_window
 from ratelimit_service.model import Algorithm, CounterOp, Usage
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.batching import Command, PipelineBatcher
+from ratelimit_service.stores.resp import RespConnection
 from ratelimit_service.stores.scripts import GCRA_SCRIPT, GCRA_SHA, REQUEST_SCRIPT, REQUEST_SHA
 
 # Rough cost of one local-cache entry (key, expiry, dict slot), to turn the reference's
@@ -84,10 +86,13 @@ class RedisStore:
     def __init__(
         self, client: Any, *, local_cache_bytes: int = 0, single_command: bool = True
     ) -> None:
+        # `client` is a RespConnection (one Redis, the fast path) or a redis-py client
+        # (sentinel, cluster), whose pipelines are shared between concurrent requests.
         self.client = client
         self.local_cache = OverLimitCache(local_cache_bytes)
+        self.connection = client if isinstance(client, RespConnection) else None
         self.batcher = PipelineBatcher(client)
-        self.single_command = single_command
+        self.single_command = single_command or self.connection is not None
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         usages: list[Usage | None] = [None] * len(ops)
@@ -132,14 +137,19 @@ class RedisStore:
                 argv += ("s", p.op.hits, 2 * limit.unit.seconds, 0)
             else:
                 argv += ("f", p.op.hits, limit.unit.seconds, 0)
-        (reply,) = await self.batcher.execute([("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv)])
-        if isinstance(reply, NoScriptError):
+        reply = await self._call(("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv))
+        if _no_script(reply):
             # First use on this server (or after a restart or SCRIPT FLUSH): EVAL runs
             # the script and caches it for the next EVALSHA.
-            command = ("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv)
-            (reply,) = await self.batcher.execute([command])
+            reply = await self._call(("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv))
         _raise_if_error(reply)
         return [tuple(reply[3 * i : 3 * i + 3]) for i in range(len(pending))]
+
+    async def _call(self, command: Command) -> Any:
+        if self.connection is not None:
+            return await self.connection.call(*command)
+        (reply,) = await self.batcher.execute([command])
+        return reply
 
     async def _run_commands(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
         commands: list[Command] = []
@@ -157,7 +167,7 @@ class RedisStore:
                 commands += (("INCRBY", p.key, p.op.hits), ("EXPIRE", p.key, limit.unit.seconds))
             spans.append((first, len(commands)))
         results = await self.batcher.execute(commands)
-        retry = [i for i, span in enumerate(spans) if isinstance(results[span[0]], NoScriptError)]
+        retry = [i for i, span in enumerate(spans) if _no_script(results[span[0]])]
         if retry:
             evals = [_gcra_command("EVAL", GCRA_SCRIPT, pending[i], now_ms) for i in retry]
             for i, result in zip(retry, await self.batcher.execute(evals), strict=True):
@@ -199,6 +209,12 @@ class RedisStore:
         await self.client.aclose()
 
 
+def _no_script(reply: Any) -> bool:
+    if isinstance(reply, NoScriptError):
+        return True
+    return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
 def _raise_if_error(reply: Any) -> None:
     if isinstance(reply, Exception):
         raise StoreUnavailable(f"redis: {reply}")
@@ -232,20 +248,9 @@ def retry_policy() -> Retry:
     return Retry(NoBackoff(), 1)
 
 
-def connect_single(url: str, options: RedisOptions) -> aioredis.Redis:
-    """A client for `redis://`, `rediss://` or `unix://` URLs (lazy: connects on first use)."""
-    kwargs: dict[str, Any] = {
-        "socket_timeout": options.timeout,
-        "socket_connect_timeout": options.timeout,
-        "max_connections": options.pool_size,
-        "retry": retry_policy(),
-    }
-    if options.username:
-        kwargs["username"] = options.username
-    if options.password:
-        kwargs["password"] = options.password
-    client: aioredis.Redis = aioredis.Redis.from_url(url, **kwargs)
-    return client
+def connect_single(url: str, options: RedisOptions) -> RespConnection:
+    """A connection for `redis://`, `rediss://` or `unix://` URLs (connects on first use)."""
+    return RespConnection(url, timeout=options.timeout)
 
 
 def connect_sentinel(

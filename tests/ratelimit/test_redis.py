@@ -93,8 +93,8 @@ def test_fixed_window_keys_counts_and_expiry_as_the_reference(
 
 def test_one_round_trip_and_one_command_per_request(redis_server: RedisProcess) -> None:
     async def main() -> None:
-        client = CountingClient(connect_single(redis_server.url, RedisOptions()))
-        store = RedisStore(client)
+        connection = connect_single(redis_server.url, RedisOptions())
+        store = RedisStore(connection)
         limiter = make_limiter(rules_from(CONFIG), store=store)
         async with serve(limiter) as served:
             req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
@@ -102,11 +102,11 @@ def test_one_round_trip_and_one_command_per_request(redis_server: RedisProcess) 
                           descriptor(("unknown", "x")))
             # The very first request finds no script cached: EVALSHA, then EVAL.
             await served.call(req)
-            assert client.round_trips == 2
+            assert connection.calls == 2
             before = redis_server.command_calls()
             await served.codes(req, 3)
         after = redis_server.command_calls()
-        assert client.round_trips == 2 + 3
+        assert connection.calls == 2 + 3
         # commandstats also counts the commands a script runs; the client sent EVALSHAs.
         assert after["evalsha"] - before["evalsha"] == 3
         assert after.get("eval", 0) == before.get("eval", 0) == 1
@@ -119,7 +119,7 @@ def test_cluster_mode_commands_are_the_references_pipeline(redis_server: RedisPr
     """Without the single-command script: INCRBY + EXPIRE per fixed-window descriptor."""
 
     async def main() -> None:
-        client = CountingClient(connect_single(redis_server.url, RedisOptions()))
+        client = CountingClient(aioredis.Redis.from_url(redis_server.url))
         store = RedisStore(client, single_command=False)
         limiter = make_limiter(rules_from(CONFIG), store=store)
         before = redis_server.command_calls()
@@ -138,39 +138,45 @@ def test_cluster_mode_commands_are_the_references_pipeline(redis_server: RedisPr
 
 def test_local_cache_spares_redis_for_keys_over_the_limit(redis_server: RedisProcess) -> None:
     async def main() -> None:
-        client = CountingClient(connect_single(redis_server.url, RedisOptions()))
+        client = connect_single(redis_server.url, RedisOptions())
         store = RedisStore(client, local_cache_bytes=1 << 20)
         clock = Clock()
         limiter = make_limiter(rules_from(CONFIG), store=store, clock=clock)
         async with serve(limiter) as served:
             req = request("rl", descriptor(("user", "abuser")))
             assert await served.codes(req, 4) == [OK, OK, OK, OVER]
-            trips = client.round_trips
+            trips = client.calls
             assert await served.codes(req, 20) == [OVER] * 20
-            assert client.round_trips == trips
+            assert client.calls == trips
             status = (await served.call(req)).statuses[0]
             assert (status.limit_remaining, status.duration_until_reset.seconds) == (0, 50)
             assert limiter.stats.get("rl.user", "over_limit_with_local_cache") == 21
             clock.advance(50)  # the next window: Redis again
             assert await served.codes(req, 1) == [OK]
-            assert client.round_trips == trips + 1
+            assert client.calls == trips + 1
         await store.close()
 
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("algorithm", [Algorithm.SLIDING_WINDOW, Algorithm.GCRA])
-def test_smoother_algorithms_on_redis_match_memory(
-    redis_server: RedisProcess, algorithm: Algorithm
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+@pytest.mark.parametrize("client", ["resp", "redis-py script", "redis-py commands"])
+def test_every_algorithm_and_client_path_matches_memory(
+    redis_server: RedisProcess, algorithm: Algorithm, client: str
 ) -> None:
     async def main() -> None:
-        store = store_for(redis_server, cache=1 << 20)
+        if client == "resp":
+            store = store_for(redis_server, cache=1 << 20)
+        else:
+            store = RedisStore(aioredis.Redis.from_url(redis_server.url),
+                               local_cache_bytes=1 << 20,
+                               single_command=client == "redis-py script")
         memory = MemoryStore()
         limit = Limit(4, Unit.MINUTE, algorithm=algorithm)
         now = T0
         for step in range(40):
             hits = step % 3
-            op = CounterOp("rl_k_v_", hits, limit)
+            op = CounterOp(f"rl_{client}_", hits, limit)
             expected = memory.apply_now([op], now)[0]
             got = (await store.apply([op], now))[0]
             if not got.from_local_cache:

@@ -1,0 +1,82 @@
+"""The lean RESP connection: encoding, pipelining, timeouts and reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import hiredis
+import pytest
+
+from ratelimit_service.stores import StoreUnavailable
+from ratelimit_service.stores.resp import RespConnection, encode
+from tests.ratelimit.redis_procs import RedisProcess
+
+
+def test_encode_is_resp_arrays_of_bulk_strings() -> None:
+    assert encode(("SET", "k", 5, b"\x00")) == (
+        b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n5\r\n$1\r\n\x00\r\n"
+    )
+
+
+def test_concurrent_calls_are_answered_in_order(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        conn = RespConnection(redis_server.url)
+        replies = await asyncio.gather(*(conn.call("INCRBY", "c", 1) for _ in range(200)))
+        assert replies == list(range(1, 201))
+        error = await conn.call("NOSUCHCOMMAND")
+        assert isinstance(error, hiredis.ReplyError)
+        assert await conn.call("GET", "c") == b"200"
+        await conn.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_silent_server_times_out_and_a_dead_one_is_unavailable() -> None:
+    async def main() -> None:
+        writers: list[asyncio.StreamWriter] = []
+
+        async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+            await reader.read(1 << 16)  # and never answer
+
+        server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = RespConnection(f"redis://127.0.0.1:{port}", timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="no reply within"):
+            await conn.call("PING")
+        assert time.monotonic() - started < 2
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(StoreUnavailable, match="cannot connect"):
+            await conn.call("PING")
+        await conn.aclose()
+
+    asyncio.run(main())
+
+
+def test_reconnects_after_a_restart_with_auth_and_db(tmp_path: Path) -> None:
+    server = RedisProcess(tmp_path, extra=["--requirepass", "s3cret"])
+    server.start()
+    try:
+        async def main() -> None:
+            conn = RespConnection(f"redis://:s3cret@127.0.0.1:{server.port}/3")
+            assert await conn.call("SET", "k", "v") == b"OK"
+            server.stop()
+            with pytest.raises(StoreUnavailable):
+                await conn.call("GET", "k")
+            server.start()
+            assert await conn.call("SET", "k", "w") == b"OK"
+            assert await conn.call("GET", "k") == b"w"
+            wrong = RespConnection(f"redis://:nope@127.0.0.1:{server.port}")
+            with pytest.raises(StoreUnavailable, match=r"WRONGPASS|invalid"):
+                await wrong.call("PING")
+            await conn.aclose()
+
+        asyncio.run(main())
+    finally:
+        server.stop()
