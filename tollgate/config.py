@@ -72,18 +72,19 @@ def parse_config_text(
 
 
 def _document_path(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
+    """The longest prefix of a pydantic error location that exists in the document.
+
+    pydantic inserts union member names into locations and reports a missing key
+    at the key itself; both are skipped so the line is that of the enclosing node.
+    """
     path: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
             path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, dict) and isinstance(part, str) and part not in node:
-            # A missing key: the error points at the mapping that lacks it.
-            continue
     return tuple(path)
 
 

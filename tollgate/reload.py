@@ -13,6 +13,7 @@ and the Kubernetes ConfigMap swap, where `config.yaml -> ..data/config.yaml` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -113,10 +114,8 @@ class ConfigWatcher(Generic[T]):
 
     async def run(self) -> None:
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 self.check()

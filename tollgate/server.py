@@ -13,8 +13,9 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -153,7 +154,7 @@ async def _guard(fn: Callable[[], Awaitable[None]]) -> None:
         log.exception("background task failed")
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run the coroutine on uvloop where available (measured faster for grpc.aio)."""
     try:
         import uvloop  # noqa: PLC0415

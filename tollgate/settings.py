@@ -18,7 +18,7 @@ def flag(
     *,
     env: Sequence[str],
     default: Any = None,
-    help: str,  # noqa: A002 - mirrors argparse
+    help: str,
     kind: type = str,
     choices: Sequence[str] | None = None,
 ) -> None:
