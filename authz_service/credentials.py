@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from authz_service.errors import InvalidCredential, MalformedRequest
 from authz_service.models import RequestContext
+
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +50,7 @@ def read_header_credential(
         raise MalformedRequest("credentials sent more than once")
     if len(value) > max_bytes:
         raise InvalidCredential("credential too large")
-    if any(c.isspace() for c in value):
+    if _WHITESPACE.search(value):
         raise MalformedRequest("malformed credential")
     return value
 

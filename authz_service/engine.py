@@ -36,6 +36,8 @@ MAX_HEADER_VALUE = 1024
 # could dodge a route policy, so it is refused rather than guessed at.
 _AMBIGUOUS_PATH = re.compile(r"//|/\.\.?(/|$)|\\|%2e|%2f|%5c|%00", re.IGNORECASE)
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 @dataclass(frozen=True, slots=True)
 class NeedKeys:
@@ -137,7 +139,7 @@ def _header_value(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     text = str(value)
-    if len(text) > MAX_HEADER_VALUE or any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if len(text) > MAX_HEADER_VALUE or _CONTROL.search(text):
         return None
     return text
 
