@@ -11,12 +11,15 @@ from typing import TextIO
 
 from authz_service.compiled import CompiledPolicy
 from authz_service.key_registry import KeyRegistry
+from authz_service.metrics import TOKEN_CACHE_ENTRIES
 from authz_service.service import AuthorizationService, load_policy, service_spec
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
+from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, run, serve_until_signal
 from tollgate.settings import flag
+from tollgate.tracing import configure_tracing
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
 log = logging.getLogger("authz")
@@ -34,6 +37,10 @@ def parser() -> argparse.ArgumentParser:
          help="seconds between config file checks")
     flag(p, "--drain-seconds", env=["AUTHZ_DRAIN_SECONDS"], default=10.0, kind=float,
          help="grace period for in-flight checks on SIGTERM")
+    flag(p, "--metrics-address", env=["AUTHZ_METRICS_ADDRESS"], default="",
+         help="serve Prometheus /metrics on HOST:PORT (off when empty)")
+    flag(p, "--otlp-endpoint", env=["AUTHZ_OTLP_ENDPOINT"], default="",
+         help="OTLP/gRPC trace endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT); off when empty")
     flag(p, "--log-level", env=["AUTHZ_LOG_LEVEL", "LOG_LEVEL"], default="info",
          choices=["debug", "info", "warning", "error"], help="log level")
     flag(p, "--log-format", env=["AUTHZ_LOG_FORMAT", "LOG_FORMAT"], default="json",
@@ -64,7 +71,10 @@ async def serve(args: argparse.Namespace) -> None:
     watcher = ConfigWatcher(
         config_path, holder, lambda: load_policy(config_path, keys), interval=args.reload_interval
     )
-    service = AuthorizationService(holder, keys)
+    TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.token_cache))
+    serve_metrics(args.metrics_address)
+    tracer = configure_tracing("authz-service", args.otlp_endpoint)
+    service = AuthorizationService(holder, keys, tracer=tracer)
     app = GrpcApp(args.grpc_address, [service_spec(service)])
     log.info("config loaded", extra={"file": str(config_path)})
     await serve_until_signal(
