@@ -25,6 +25,18 @@ ensure_venv() {
     echo "== installing Python packages"
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[dev]'
+    reinstall_otel_protos
     touch "$stamp"
   fi
+}
+
+reinstall_otel_protos() {
+  # xds-protos ships its own, older copy of opentelemetry/proto/*, and whichever of
+  # it and opentelemetry-proto pip writes last wins. The OTLP exporter needs the
+  # newer one (a superset, so Envoy's protos keep working): write it last.
+  local version
+  version=$(.venv/bin/python -m pip show opentelemetry-proto 2>/dev/null | awk '/^Version:/ {print $2}')
+  [ -n "$version" ] && .venv/bin/python -m pip install -q --force-reinstall --no-deps \
+    "opentelemetry-proto==$version"
+  return 0
 }

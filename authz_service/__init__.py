@@ -1,0 +1,1 @@
+"""Envoy ext_authz decision service: identity, route policy, RFC 6750 answers."""

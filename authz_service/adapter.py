@@ -1,0 +1,110 @@
+"""Envoy CheckRequest <-> the engine's neutral types; the only module touching them.
+
+Denied answers carry the RFC 6750 challenge and a JSON body with a stable error
+code; allowed answers carry upstream headers and dynamic metadata (which Envoy
+files under the `envoy.filters.http.ext_authz` namespace for later filters).
+"""
+
+from __future__ import annotations
+
+import json
+from types import MappingProxyType
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.auth.v3 import external_auth_pb2
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+from google.rpc import code_pb2, status_pb2
+
+from authz_service.models import Allow, Decision, Deny, RequestContext
+
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+_GRPC_CODE = {401: code_pb2.UNAUTHENTICATED, 400: code_pb2.INVALID_ARGUMENT}
+_KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
+
+
+def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
+    attributes = request.attributes
+    http = attributes.request.http
+    duplicates: set[str] = set()
+    if http.header_map.headers:
+        # Envoy sends this form (one entry per header line) with encode_raw_headers.
+        headers: dict[str, str] = {}
+        for entry in http.header_map.headers:
+            name = entry.key.lower()
+            value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
+            if name in headers:
+                duplicates.add(name)
+                headers[name] = f"{headers[name]},{value}"
+            else:
+                headers[name] = value
+    else:
+        headers = dict(http.headers)
+    path, _, query = http.path.partition("?")
+    return RequestContext(
+        method=http.method.upper(),
+        path=path,
+        host=http.host or headers.get(":authority", ""),
+        scheme=http.scheme,
+        query=query or http.query,
+        headers=MappingProxyType(headers),
+        duplicate_headers=frozenset(duplicates),
+        peer_principal=attributes.source.principal,
+        peer_certificate=bool(attributes.source.certificate),
+        context_extensions=MappingProxyType(dict(attributes.context_extensions)),
+        request_id=http.id or headers.get("x-request-id", ""),
+        body=http.raw_body or http.body.encode(),
+    )
+
+
+def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=name, value=value), append_action=_OVERWRITE
+    )
+
+
+def deny_body(deny: Deny, request_id: str) -> bytes:
+    body = {"error": deny.code, "error_description": deny.description}
+    if request_id and len(request_id) <= 128 and request_id.isprintable():
+        body["request_id"] = request_id
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def to_response(decision: Decision, request_id: str = "") -> external_auth_pb2.CheckResponse:
+    if isinstance(decision, Allow):
+        return _allowed(decision)
+    return _denied(decision, request_id)
+
+
+def _allowed(allow: Allow) -> external_auth_pb2.CheckResponse:
+    response = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
+    ok = response.ok_response
+    ok.headers.extend(_header(name, value) for name, value in allow.headers)
+    ok.headers_to_remove.extend(allow.remove_headers)
+    if allow.metadata:
+        response.dynamic_metadata.update(dict(allow.metadata))
+    return response
+
+
+def _denied(deny: Deny, request_id: str) -> external_auth_pb2.CheckResponse:
+    status = deny.status if deny.status in _KNOWN_STATUS else 403
+    response = external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=_GRPC_CODE.get(status, code_pb2.PERMISSION_DENIED))
+    )
+    denied = response.denied_response
+    denied.status.code = status  # type: ignore[assignment]
+    headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ]
+    if deny.challenge is not None:
+        headers.append(("www-authenticate", deny.challenge))
+    denied.headers.extend(_header(name, value) for name, value in headers)
+    denied.body = deny_body(deny, request_id).decode()
+    return response
+
+
+def metadata_struct(metadata: dict[str, str]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(metadata)
+    return struct

@@ -1,0 +1,104 @@
+"""AuthzConfig -> the immutable snapshot the engine decides with.
+
+Everything that can be done once is done here: identity sources built, routes
+compiled, names cross-checked. A reload compiles a new snapshot and swaps it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from authz_service.api_keys import ApiKeyIdentitySource
+from authz_service.config import AuthzConfig, JwtSource, UpstreamHeaders
+from authz_service.identity import IdentitySource
+from authz_service.jwt_source import JwtIdentitySource, KeyProvider
+from authz_service.mtls import MtlsIdentitySource
+from authz_service.policy import CompiledRoute, compile_route
+from authz_service.token_cache import TokenCache
+from tollgate.config import LocatedError
+
+# Builds (or reuses) the key provider for a JWT source; raises ValueError on bad settings.
+KeyProviderFactory = Callable[[str, JwtSource], KeyProvider]
+
+
+@dataclass(frozen=True)
+class CompiledPolicy:
+    realm: str
+    unmatched_allowed: bool
+    fail_with_error: bool
+    routes: tuple[CompiledRoute, ...]
+    routes_by_name: dict[str, CompiledRoute]
+    sources: dict[str, IdentitySource]
+    credential_headers: dict[str, tuple[str, ...]]  # source -> headers carrying its credential
+    upstream: UpstreamHeaders
+    identity_headers: tuple[str, ...]  # every header name this service sets upstream
+    token_cache: TokenCache
+    config: AuthzConfig
+
+
+def compile_config(config: AuthzConfig, key_provider: KeyProviderFactory) -> CompiledPolicy:
+    cache = TokenCache(config.token_cache.max_entries)
+    max_token = config.limits.max_token_bytes
+    sources: dict[str, IdentitySource] = {}
+    credential_headers: dict[str, tuple[str, ...]] = {}
+    for index, spec in enumerate(config.identities):
+        if spec.name in sources or spec.name == "anonymous":
+            raise LocatedError(("identities", index, "name"), f"duplicate name '{spec.name}'")
+        if spec.jwt is not None:
+            try:
+                provider = key_provider(spec.name, spec.jwt)
+            except ValueError as exc:
+                raise LocatedError(("identities", index, "jwt"), str(exc)) from None
+            sources[spec.name] = JwtIdentitySource(spec.name, spec.jwt, provider, cache, max_token)
+            credential_headers[spec.name] = tuple(
+                loc.header for loc in spec.jwt.from_ if loc.header is not None
+            )
+        elif spec.api_key is not None:
+            sources[spec.name] = ApiKeyIdentitySource(spec.name, spec.api_key, max_token)
+            credential_headers[spec.name] = (spec.api_key.header,)
+        elif spec.mtls is not None:
+            sources[spec.name] = MtlsIdentitySource(spec.name, spec.mtls)
+            credential_headers[spec.name] = ()
+
+    routes: list[CompiledRoute] = []
+    by_name: dict[str, CompiledRoute] = {}
+    for index, policy in enumerate(config.routes):
+        if policy.name in by_name:
+            raise LocatedError(("routes", index, "name"), f"duplicate route name '{policy.name}'")
+        names = policy.identities if policy.identities is not None else list(sources)
+        for pos, name in enumerate(names):
+            if name not in sources:
+                raise LocatedError(
+                    ("routes", index, "identities", pos), f"unknown identity source '{name}'"
+                )
+        if not names and not policy.anonymous:
+            raise LocatedError(
+                ("routes", index), "route has no identity sources and is not anonymous"
+            )
+        try:
+            route = compile_route(policy, tuple(sources[n] for n in names))
+        except ValueError as exc:
+            raise LocatedError(("routes", index, "match", "path"), str(exc)) from None
+        routes.append(route)
+        by_name[policy.name] = route
+
+    up = config.upstream
+    identity_headers = tuple(
+        h
+        for h in (up.subject, up.identity, up.scopes, up.tenant, up.plan, *up.claims.values())
+        if h is not None
+    )
+    return CompiledPolicy(
+        realm=config.realm,
+        unmatched_allowed=config.unmatched == "allow",
+        fail_with_error=config.on_error == "error",
+        routes=tuple(routes),
+        routes_by_name=by_name,
+        sources=sources,
+        credential_headers=credential_headers,
+        upstream=up,
+        identity_headers=identity_headers,
+        token_cache=cache,
+        config=config,
+    )

@@ -1,0 +1,65 @@
+"""Denials as RFC 6750 answers: the statuses, codes and challenges clients act on."""
+
+from __future__ import annotations
+
+from authz_service.models import Deny
+
+
+def _quote(value: str) -> str:
+    # RFC 6750 §3: auth-param values are quoted-strings; keep them to printable
+    # ASCII without quotes or backslashes so no client parser can be confused.
+    return "".join(c for c in value if 0x20 <= ord(c) < 0x7F and c not in '"\\')
+
+
+def _challenge(realm: str, **params: str) -> str:
+    parts = [f'Bearer realm="{_quote(realm)}"']
+    parts += [f'{name}="{_quote(value)}"' for name, value in params.items() if value]
+    return ", ".join(parts)
+
+
+def missing_credentials(realm: str, route: str = "") -> Deny:
+    """No credentials at all: a bare challenge with no error (RFC 6750 §3.1)."""
+    return Deny(401, "missing_credentials", "authentication required", _challenge(realm), route)
+
+
+def invalid_token(realm: str, description: str, route: str = "") -> Deny:
+    return Deny(
+        401,
+        "invalid_token",
+        description,
+        _challenge(realm, error="invalid_token", error_description=description),
+        route,
+    )
+
+
+def invalid_request(realm: str, description: str, route: str = "") -> Deny:
+    return Deny(
+        400,
+        "invalid_request",
+        description,
+        _challenge(realm, error="invalid_request", error_description=description),
+        route,
+    )
+
+
+def insufficient_scope(realm: str, scopes: str, route: str = "") -> Deny:
+    return Deny(
+        403,
+        "insufficient_scope",
+        f"requires scope: {scopes}",
+        _challenge(realm, error="insufficient_scope", scope=scopes),
+        route,
+    )
+
+
+def access_denied(description: str, route: str = "", code: str = "access_denied") -> Deny:
+    """Authenticated but not allowed for a reason other than scope: no challenge."""
+    return Deny(403, code, description, None, route)
+
+
+def no_route(route: str = "") -> Deny:
+    return Deny(403, "no_matching_route", "no policy allows this request", None, route)
+
+
+def internal_error() -> Deny:
+    return Deny(403, "internal_error", "the request could not be authorized", None, "")

@@ -1,0 +1,185 @@
+"""The decision pipeline: route -> identity -> authorization -> response.
+
+Pure: no I/O, the clock is an argument. Identity: the route's sources are tried
+in order and the first success wins. Authorization: every requirement must pass.
+When a token names a key id the issuer's key set lacks, the engine answers
+NeedKeys and the caller may refresh that issuer's keys and decide again.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from authz_service import denials
+from authz_service.compiled import CompiledPolicy
+from authz_service.errors import CredentialError, InvalidCredential, MalformedRequest, NotAllowed
+from authz_service.jwt_source import ForeignToken, KeysNeeded
+from authz_service.models import (
+    ANONYMOUS,
+    Allow,
+    Decision,
+    Deny,
+    Identity,
+    IdentityKind,
+    RequestContext,
+)
+from authz_service.policy import CompiledRoute, check_requirements
+
+ROUTE_EXTENSION = "tollgate_route"
+SCOPES_EXTENSION = "tollgate_scopes"
+MAX_HEADER_VALUE = 1024
+
+# Dot segments, doubled slashes, backslashes and encoded '.', '/', '\\' in the
+# path: Envoy normalises these when configured to; if one reaches us, the request
+# could dodge a route policy, so it is refused rather than guessed at.
+_AMBIGUOUS_PATH = re.compile(r"//|/\.\.?(/|$)|\\|%2e|%2f|%5c|%00", re.IGNORECASE)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class NeedKeys:
+    source: str
+    kid: str
+    fallback: Deny  # the answer if the refresh does not bring the key
+
+
+Outcome = Decision | NeedKeys
+
+
+def decide(
+    policy: CompiledPolicy, ctx: RequestContext, now: float, *, may_refetch: bool = True
+) -> Outcome:
+    if _AMBIGUOUS_PATH.search(ctx.path):
+        return denials.invalid_request(policy.realm, "ambiguous request path")
+    route = _select_route(policy, ctx)
+    if route is None:
+        if policy.unmatched_allowed:
+            return _allow(policy, ANONYMOUS, "", ctx)
+        return denials.no_route()
+
+    identity: Identity | None = None
+    failure: CredentialError | None = None
+    needed: KeysNeeded | None = None
+    for source in route.sources:
+        try:
+            identity = source.authenticate(ctx, now)
+        except KeysNeeded as exc:
+            needed = needed or exc
+            failure = _worse(failure, InvalidCredential("unknown key id"))
+            continue
+        except CredentialError as exc:
+            failure = _worse(failure, exc)
+            continue
+        if identity is not None:
+            break
+
+    if identity is None:
+        if failure is not None:
+            deny = _credential_denial(policy.realm, failure, route.name)
+            if needed is not None and may_refetch and not isinstance(failure, MalformedRequest):
+                return NeedKeys(needed.source, needed.kid, deny)
+            return deny
+        if not route.anonymous:
+            return denials.missing_credentials(policy.realm, route.name)
+        identity = ANONYMOUS
+
+    extra = ctx.context_extensions.get(SCOPES_EXTENSION, "").split()
+    refusal = check_requirements(route.require, identity, policy.realm, route.name, extra)
+    if refusal is not None:
+        if identity.kind is IdentityKind.ANONYMOUS:
+            return denials.missing_credentials(policy.realm, route.name)
+        return refusal
+    return _allow(policy, identity, route.name, ctx)
+
+
+def _select_route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute | None:
+    named = ctx.context_extensions.get(ROUTE_EXTENSION)
+    if named is not None:
+        # Envoy's per-route context_extensions pick the policy by name; an unknown
+        # name selects nothing, so the request is denied like an unmatched one.
+        return policy.routes_by_name.get(named)
+    for route in policy.routes:
+        if route.matches(ctx):
+            return route
+    return None
+
+
+def _rank(error: CredentialError) -> int:
+    # Which failure the client hears about when no source succeeds: a malformed
+    # request first, then a refused peer, then a token problem, and a token that
+    # merely belongs to another issuer last.
+    if isinstance(error, MalformedRequest):
+        return 0
+    if isinstance(error, NotAllowed):
+        return 1
+    if isinstance(error, ForeignToken):
+        return 3
+    return 2
+
+
+def _worse(current: CredentialError | None, new: CredentialError) -> CredentialError:
+    return new if current is None or _rank(new) < _rank(current) else current
+
+
+def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
+    if isinstance(error, MalformedRequest):
+        return denials.invalid_request(realm, error.description, route)
+    if isinstance(error, NotAllowed):
+        return denials.access_denied(error.description, route, code="peer_not_allowed")
+    if isinstance(error, ForeignToken):
+        return denials.invalid_token(realm, "issuer not accepted", route)
+    return denials.invalid_token(realm, error.description, route)
+
+
+def _header_value(value: object) -> str | None:
+    """A claim as a header value, or None if it could smuggle anything."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    text = str(value)
+    if len(text) > MAX_HEADER_VALUE or _CONTROL.search(text):
+        return None
+    return text
+
+
+def _allow(policy: CompiledPolicy, identity: Identity, route: str, ctx: RequestContext) -> Allow:
+    up = policy.upstream
+    scopes = " ".join(sorted(identity.scopes))
+    anonymous = identity.kind is IdentityKind.ANONYMOUS
+    values: list[tuple[str | None, str]] = [
+        (up.subject, "" if anonymous else identity.subject),
+        (up.identity, identity.kind.value),
+        (up.scopes, scopes),
+        (up.tenant, identity.tenant),
+        (up.plan, identity.plan),
+    ]
+    for claim, header in up.claims.items():
+        values.append((header, _header_value(identity.claims.get(claim)) or ""))
+    headers: list[tuple[str, str]] = []
+    for name, value in values:
+        safe = _header_value(value) if value else None
+        if name is not None and safe:
+            headers.append((name, safe))
+    set_names = {name for name, _ in headers}
+    # Every identity header we did not set is removed, so a client cannot forge one.
+    remove = [h for h in policy.identity_headers if h not in set_names]
+    if up.strip_credential and not anonymous:
+        remove.extend(policy.credential_headers.get(identity.source, ()))
+    metadata = {
+        "subject": identity.subject,
+        "identity": identity.kind.value,
+        "issuer": identity.issuer,
+        "tenant": identity.tenant,
+        "plan": identity.plan,
+        "scopes": scopes,
+        "route": route,
+    }
+    return Allow(
+        identity=identity,
+        route=route,
+        headers=tuple(headers),
+        remove_headers=tuple(dict.fromkeys(remove)),
+        metadata=MappingProxyType({k: v for k, v in metadata.items() if v}),
+    )

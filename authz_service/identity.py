@@ -1,0 +1,28 @@
+"""The identity-source seam: each mechanism (jwt, api_key, mtls) implements this."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from authz_service.models import Identity, IdentityKind, RequestContext
+
+
+class IdentitySource(Protocol):
+    name: str
+    kind: IdentityKind
+
+    def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
+        """The proven identity, None when this kind of credential is absent.
+
+        Raises a CredentialError subclass when the credential is present but bad.
+        """
+        ...
+
+
+def string_list(value: Any) -> list[str]:
+    """A claim that may be a space-separated string or a list of strings."""
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    return []

@@ -1,0 +1,121 @@
+"""Key providers for every JWT source, kept across config reloads.
+
+A reload that leaves an issuer's key settings unchanged keeps its provider, so a
+config edit does not refetch every JWKS. Providers no config uses are stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import httpx
+
+from authz_service.config import JwtSource
+from authz_service.jwks import JwksFileKeys, RemoteJwks, StaticKeys
+from authz_service.jwt_source import KeyProvider
+
+log = logging.getLogger("authz.keys")
+FILE_POLL_SECONDS = 1.0
+
+Provider = StaticKeys | JwksFileKeys | RemoteJwks
+
+
+class KeyRegistry:
+    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+        self._client = client
+        self._providers: dict[tuple[str, str, str], Provider] = {}
+        self._by_name: dict[str, Provider] = {}
+        self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._running = False
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # No redirects: a JWKS URL that redirects elsewhere is a misconfiguration.
+            self._client = httpx.AsyncClient(follow_redirects=False)
+        return self._client
+
+    def factory(self, base_dir: Path) -> _Factory:
+        return _Factory(self, base_dir)
+
+    def _provider(self, name: str, source: JwtSource, base_dir: Path) -> KeyProvider:
+        key = (name, source.model_dump_json(), str(base_dir))
+        existing = self._providers.get(key)
+        if existing is None:
+            existing = self._build(name, source, base_dir)
+            self._providers[key] = existing
+        return existing
+
+    def _build(self, name: str, source: JwtSource, base_dir: Path) -> Provider:
+        if source.shared_secret_env is not None:
+            return StaticKeys(source)
+        if source.jwks_file is not None:
+            path = Path(source.jwks_file)
+            return JwksFileKeys(path if path.is_absolute() else base_dir / path)
+        return RemoteJwks(name, source, self.client)
+
+    def activate(self, names: dict[str, KeyProvider]) -> None:
+        """Make these providers current (after a successful compile); stop the rest."""
+        self._by_name = {name: p for name, p in names.items() if isinstance(p, Provider)}
+        in_use = {id(p) for p in self._by_name.values()}
+        for key in list(self._providers):
+            if id(self._providers[key]) not in in_use:
+                del self._providers[key]
+                task = self._tasks.pop(key, None)
+                if task is not None:
+                    task.cancel()
+        if self._running:
+            for key, provider in self._providers.items():
+                if key not in self._tasks:
+                    self._start(key, provider)
+
+    async def refresh_for_unknown_kid(self, name: str) -> bool:
+        provider = self._by_name.get(name)
+        if isinstance(provider, RemoteJwks):
+            return await provider.refresh_for_unknown_kid()
+        return False
+
+    def _start(self, key: tuple[str, str, str], provider: Provider) -> None:
+        if isinstance(provider, RemoteJwks) and key not in self._tasks:
+            self._tasks[key] = asyncio.create_task(provider.run())
+
+    async def run(self) -> None:
+        """Background work: remote refresh loops, and polling of JWKS files."""
+        self._running = True
+        for key, provider in self._providers.items():
+            self._start(key, provider)
+        try:
+            while True:
+                for provider in list(self._providers.values()):
+                    if isinstance(provider, JwksFileKeys):
+                        provider.poll()
+                await asyncio.sleep(FILE_POLL_SECONDS)
+        finally:
+            self._running = False
+            for task in self._tasks.values():
+                task.cancel()
+            for task in self._tasks.values():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._tasks.clear()
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+
+class _Factory:
+    """KeyProviderFactory bound to one config file's directory; records what it built."""
+
+    def __init__(self, registry: KeyRegistry, base_dir: Path) -> None:
+        self.registry = registry
+        self.base_dir = base_dir
+        self.built: dict[str, KeyProvider] = {}
+
+    def __call__(self, name: str, source: JwtSource) -> KeyProvider:
+        provider = self.registry._provider(name, source, self.base_dir)
+        self.built[name] = provider
+        return provider

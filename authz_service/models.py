@@ -1,0 +1,83 @@
+"""The neutral types every phase of the pipeline reads and writes.
+
+None of these know about gRPC or Envoy protobufs: the adapter converts a
+CheckRequest into a RequestContext and a Decision into a CheckResponse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+
+def _empty() -> MappingProxyType[str, str]:
+    return MappingProxyType({})
+
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """One request as the decision engine sees it (header names lower-case)."""
+
+    method: str
+    path: str  # without the query string, as Envoy normalised it
+    host: str = ""
+    scheme: str = "https"
+    query: str = ""
+    headers: MappingProxyType[str, str] = field(default_factory=_empty)
+    duplicate_headers: frozenset[str] = frozenset()  # names Envoy saw more than once
+    peer_principal: str = ""  # Envoy's source.principal: URI SAN of a verified client cert
+    peer_certificate: bool = False
+    context_extensions: MappingProxyType[str, str] = field(default_factory=_empty)
+    request_id: str = ""
+    body: bytes = b""
+
+
+class IdentityKind(StrEnum):
+    JWT = "jwt"
+    API_KEY = "api_key"
+    MTLS = "mtls"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling, once a source has proven it."""
+
+    kind: IdentityKind
+    subject: str
+    source: str  # name of the identity source that proved it
+    scopes: frozenset[str] = frozenset()
+    claims: MappingProxyType[str, Any] = field(default_factory=_empty)
+    issuer: str = ""
+    tenant: str = ""
+    plan: str = ""
+
+
+ANONYMOUS = Identity(kind=IdentityKind.ANONYMOUS, subject="anonymous", source="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    identity: Identity
+    route: str
+    headers: tuple[tuple[str, str], ...] = ()  # to set on the upstream request
+    remove_headers: tuple[str, ...] = ()  # to remove from the upstream request
+    # dynamic metadata for later filters (rate-limit descriptors, access logs)
+    metadata: MappingProxyType[str, str] = field(default_factory=_empty)
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """A denial the client can act on: HTTP status, stable code, RFC 6750 challenge."""
+
+    status: int
+    code: str  # stable error code: body `error` and metric label
+    description: str
+    challenge: str | None = None  # WWW-Authenticate value, when the client should (re)authenticate
+    route: str = ""
+
+
+Decision = Allow | Deny

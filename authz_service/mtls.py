@@ -1,0 +1,51 @@
+"""mTLS peer identity from Envoy's verified peer certificate (SPIFFE IDs).
+
+Only `attributes.source.principal` is read: Envoy sets it from the certificate it
+verified itself. A header such as XFCC could be sent by the client and is never
+consulted here.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from authz_service.config import MtlsSource
+from authz_service.errors import NotAllowed
+from authz_service.models import Identity, IdentityKind, RequestContext
+
+
+def trust_domain(spiffe_id: str) -> str:
+    return spiffe_id[len("spiffe://") :].split("/", 1)[0]
+
+
+class MtlsIdentitySource:
+    kind = IdentityKind.MTLS
+
+    def __init__(self, name: str, config: MtlsSource) -> None:
+        self.name = name
+        self.trust_domains = frozenset(config.trust_domains)
+        self.principals = {p.spiffe: p for p in config.principals}
+        self.allow_any = config.allow_any_in_trust_domain
+
+    def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
+        principal = ctx.peer_principal
+        if not principal:
+            return None
+        if not principal.startswith("spiffe://") or any(c in principal for c in "?#\r\n"):
+            raise NotAllowed("peer identity is not a SPIFFE ID")
+        if self.trust_domains and trust_domain(principal) not in self.trust_domains:
+            raise NotAllowed("peer trust domain not accepted")
+        entry = self.principals.get(principal)
+        if entry is None:
+            if not (self.allow_any and self.trust_domains):
+                raise NotAllowed("peer not allowed")
+            return Identity(IdentityKind.MTLS, principal, self.name)
+        return Identity(
+            kind=IdentityKind.MTLS,
+            subject=entry.subject or principal,
+            source=self.name,
+            scopes=frozenset(entry.scopes),
+            claims=MappingProxyType({"roles": list(entry.roles), "spiffe_id": principal}),
+            tenant=entry.metadata.get("tenant", ""),
+            plan=entry.metadata.get("plan", ""),
+        )

@@ -1,0 +1,115 @@
+"""The gRPC Check handler: adapter in, engine, adapter out, failing closed."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from opentelemetry.trace import Span, SpanKind, Tracer
+
+from authz_service.adapter import to_context, to_response
+from authz_service.compiled import CompiledPolicy, compile_config
+from authz_service.config import AuthzConfig
+from authz_service.denials import internal_error
+from authz_service.engine import NeedKeys, decide
+from authz_service.key_registry import KeyRegistry
+from authz_service.metrics import CHECK_SECONDS, DECISIONS
+from authz_service.models import Deny
+from tollgate.config import load_config_file
+from tollgate.reload import ConfigHolder
+from tollgate.server import ServiceSpec
+from tollgate.tracing import parent_context
+
+log = logging.getLogger("authz.service")
+SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+
+
+def load_policy(path: str | Path, keys: KeyRegistry) -> CompiledPolicy:
+    """Read, validate and compile a config file; ConfigError names file and line."""
+    path = Path(path)
+    factory = keys.factory(path.parent)
+
+    def build(data: object) -> CompiledPolicy:
+        return compile_config(AuthzConfig.model_validate(data), factory)
+
+    policy = load_config_file(path, build)
+    keys.activate(factory.built)
+    return policy
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(
+        self,
+        holder: ConfigHolder[CompiledPolicy],
+        keys: KeyRegistry,
+        clock: Callable[[], float] = time.time,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self.holder = holder
+        self.keys = keys
+        self.clock = clock
+        self.tracer = tracer
+
+    async def Check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> external_auth_pb2.CheckResponse:
+        if self.tracer is None:
+            return await self._check(request, context, None)
+        parent = parent_context(context.invocation_metadata())
+        with self.tracer.start_as_current_span(
+            "authz.Check", context=parent, kind=SpanKind.SERVER
+        ) as span:
+            return await self._check(request, context, span)
+
+    async def _check(
+        self,
+        request: external_auth_pb2.CheckRequest,
+        context: grpc.aio.ServicerContext[object, object],
+        span: Span | None,
+    ) -> external_auth_pb2.CheckResponse:
+        started = time.perf_counter()
+        policy = self.holder.current
+        request_id = ""
+        try:
+            ctx = to_context(request)
+            request_id = ctx.request_id
+            outcome = decide(policy, ctx, self.clock())
+            if isinstance(outcome, NeedKeys):
+                if await self.keys.refresh_for_unknown_kid(outcome.source):
+                    outcome = decide(policy, ctx, self.clock(), may_refetch=False)
+                else:
+                    outcome = outcome.fallback
+            if isinstance(outcome, NeedKeys):  # the refetch did not bring the key
+                outcome = outcome.fallback
+        except Exception:
+            # Fail closed: an internal error never lets a request through.
+            log.exception("check failed", extra={"request_id": request_id})
+            DECISIONS.labels("error", "internal_error", "").inc()
+            if policy.fail_with_error:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "authorization unavailable")
+            return to_response(internal_error(), request_id)
+        CHECK_SECONDS.observe(time.perf_counter() - started)
+        decision, code = ("deny", outcome.code) if isinstance(outcome, Deny) else ("allow", "ok")
+        DECISIONS.labels(decision, code, outcome.route).inc()
+        if decision == "deny" and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "denied", extra={"code": code, "route": outcome.route, "request_id": request_id}
+            )
+        if span is not None:
+            span.set_attribute("tollgate.decision", decision)
+            span.set_attribute("tollgate.code", code)
+            span.set_attribute("tollgate.route", outcome.route)
+        return to_response(outcome, request_id)
+
+
+def service_spec(service: AuthorizationService) -> ServiceSpec:
+    return ServiceSpec(
+        SERVICE_NAME,
+        lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server),
+    )

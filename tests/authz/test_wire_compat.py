@@ -1,0 +1,75 @@
+"""Independent wire check: envoy-data-plane's classes (betterproto2, generated on their
+own from the Envoy protos) and our upb classes agree on CheckRequest/CheckResponse.
+
+envoy-data-plane is far too slow for the hot path (see ARCHITECTURE.md) but, as
+a second implementation, it catches a field-number or type mistake on our side.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pydantic
+from envoy.service.auth.v3 import external_auth_pb2
+
+from authz_service.adapter import to_context, to_response
+from authz_service.denials import insufficient_scope
+from authz_service.models import ANONYMOUS, Allow
+
+with warnings.catch_warnings():
+    # envoy-data-plane 2.2 uses a pydantic validator form deprecated in 2.12: theirs, not ours.
+    warnings.simplefilter("ignore", pydantic.warnings.PydanticDeprecatedSince212)
+    import envoy_data_plane.envoy.config.core.v3 as dp_core
+    import envoy_data_plane.envoy.service.auth.v3 as dp_auth
+
+
+def test_check_request_built_by_envoy_data_plane_reads_the_same() -> None:
+    request = dp_auth.CheckRequest(
+        attributes=dp_auth.AttributeContext(
+            source=dp_auth.AttributeContextPeer(principal="spiffe://td/ns/a/sa/b"),
+            request=dp_auth.AttributeContextRequest(
+                http=dp_auth.AttributeContextHttpRequest(
+                    id="r-9",
+                    method="POST",
+                    path="/orders?page=2",
+                    host="api.test",
+                    headers={"authorization": "Bearer abc", "x-request-id": "x"},
+                    header_map=dp_core.HeaderMap(),
+                )
+            ),
+            context_extensions={"tollgate_route": "orders-write"},
+        )
+    )
+    ours = external_auth_pb2.CheckRequest.FromString(bytes(request))
+    ctx = to_context(ours)
+    assert (ctx.method, ctx.path, ctx.query, ctx.host) == ("POST", "/orders", "page=2", "api.test")
+    assert ctx.headers["authorization"] == "Bearer abc"
+    assert ctx.peer_principal == "spiffe://td/ns/a/sa/b"
+    assert ctx.context_extensions["tollgate_route"] == "orders-write"
+    assert ctx.request_id == "r-9"
+
+
+def test_denied_response_reads_the_same_in_envoy_data_plane() -> None:
+    wire = to_response(insufficient_scope("tollgate", "orders:write", "r"), "r-1")
+    theirs = dp_auth.CheckResponse.parse(wire.SerializeToString())
+    assert theirs.status.code == 7  # PERMISSION_DENIED
+    denied = theirs.denied_response
+    assert denied.status.code == 403
+    headers = {h.header.key: h.header.value for h in denied.headers}
+    assert headers["www-authenticate"] == (
+        'Bearer realm="tollgate", error="insufficient_scope", scope="orders:write"'
+    )
+    assert json.loads(denied.body)["error"] == "insufficient_scope"
+
+
+def test_allowed_response_reads_the_same_in_envoy_data_plane() -> None:
+    allow = Allow(ANONYMOUS, "public", headers=(("x-tollgate-identity", "anonymous"),),
+                  remove_headers=("x-tollgate-subject",))
+    theirs = dp_auth.CheckResponse.parse(to_response(allow).SerializeToString())
+    assert theirs.status.code == 0
+    ok = theirs.ok_response
+    assert [(h.header.key, h.header.value) for h in ok.headers] == [
+        ("x-tollgate-identity", "anonymous")
+    ]
+    assert ok.headers_to_remove == ["x-tollgate-subject"]
