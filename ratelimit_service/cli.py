@@ -19,6 +19,7 @@ from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.defaults import default_rules
 from ratelimit_service.limiter import FailureMode, RateLimiter
+from ratelimit_service.metrics import register_stats
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.service import service_spec
 from ratelimit_service.stores import CounterStore
@@ -26,9 +27,11 @@ from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.target import StoreTarget, TargetError, parse_target
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
+from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
+from tollgate.tracing import configure_tracing
 
 log = logging.getLogger("ratelimit_service")
 
@@ -92,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
          help="seconds between config change checks")
     flag(p, "--drain-seconds", env=["RATELIMIT_DRAIN_SECONDS"], default=5.0, kind=float,
          help="grace for in-flight requests on SIGTERM")
+    flag(p, "--metrics-address", env=["RATELIMIT_METRICS_ADDRESS"], default="",
+         help="serve Prometheus /metrics on HOST:PORT (off when empty)")
+    flag(p, "--otlp-endpoint", env=["RATELIMIT_OTLP_ENDPOINT"], default="",
+         help="OTLP/gRPC trace endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT); off when empty")
     flag(p, "--log-level", env=["RATELIMIT_LOG_LEVEL", "LOG_LEVEL"], default="info",
          help="debug, info, warning, error")
     flag(p, "--log-format", env=["RATELIMIT_LOG_FORMAT", "LOG_FORMAT"], default="json",
@@ -208,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     limiter = RateLimiter(
         holder, store, settings_from(args), failure_mode=FailureMode(args.store_failure_mode)
     )
+    register_stats(limiter.stats)
+    serve_metrics(args.metrics_address)
+    tracer = configure_tracing("ratelimit-service", args.otlp_endpoint)
 
     async def serve() -> None:
         background = []
@@ -222,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra={"config": config_path or "<embedded default>", "store": target.kind,
                    "domains": sorted(rules.domains)},
         )
-        app = GrpcApp(address, [service_spec(limiter)])
+        app = GrpcApp(address, [service_spec(limiter, tracer)])
         await serve_until_signal(
             app,
             drain_seconds=args.drain_seconds,

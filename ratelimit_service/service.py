@@ -1,17 +1,25 @@
-"""The grpc.aio servicer: adapter -> RateLimiter -> adapter, errors mapped in one place."""
+"""The grpc.aio servicer: adapter -> RateLimiter -> adapter, errors mapped in one place.
+
+Each answer is counted (`tollgate_ratelimit_decisions{outcome}`) and timed; with a
+tracer, the call gets a span that is a child of Envoy's (from the call metadata).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from opentelemetry.trace import SpanKind, Tracer
 
+from ratelimit_service import metrics
 from ratelimit_service.adapter import to_query, to_response
-from ratelimit_service.decision import RequestError
+from ratelimit_service.decision import Code, RequestError
 from ratelimit_service.limiter import RateLimiter
 from ratelimit_service.stores import StoreUnavailable
 from tollgate.server import ServiceSpec
+from tollgate.tracing import parent_context
 
 log = logging.getLogger("ratelimit_service")
 
@@ -21,26 +29,49 @@ SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
     """envoy.service.ratelimit.v3.RateLimitService."""
 
-    def __init__(self, limiter: RateLimiter) -> None:
+    def __init__(self, limiter: RateLimiter, tracer: Tracer | None = None) -> None:
         self.limiter = limiter
+        self.tracer = tracer
 
     async def ShouldRateLimit(
         self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
     ) -> rls_pb2.RateLimitResponse:
+        if self.tracer is None:
+            return await self._decide(request, context)
+        parent = parent_context(context.invocation_metadata())
+        with self.tracer.start_as_current_span(
+            "ratelimit.ShouldRateLimit", context=parent, kind=SpanKind.SERVER
+        ) as span:
+            response = await self._decide(request, context)
+            span.set_attribute("tollgate.domain", request.domain)
+            span.set_attribute(
+                "tollgate.code", "over_limit" if response.overall_code == Code.OVER_LIMIT else "ok"
+            )
+            return response
+
+    async def _decide(
+        self, request: rls_pb2.RateLimitRequest, context: grpc.aio.ServicerContext
+    ) -> rls_pb2.RateLimitResponse:
+        started = time.perf_counter()
         try:
             decision = await self.limiter.should_rate_limit(to_query(request))
         except RequestError as exc:
+            metrics.INVALID.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreUnavailable:
+            metrics.UNAVAILABLE.inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, "rate-limit store unavailable")
         except Exception:
+            metrics.INTERNAL.inc()
             log.exception("ShouldRateLimit failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
+        (metrics.OVER_LIMIT if decision.overall_code is Code.OVER_LIMIT else metrics.OK).inc()
         return to_response(decision)
 
 
-def service_spec(limiter: RateLimiter) -> ServiceSpec:
-    servicer = RateLimitServicer(limiter)
+def service_spec(limiter: RateLimiter, tracer: Tracer | None = None) -> ServiceSpec:
+    servicer = RateLimitServicer(limiter, tracer)
     return ServiceSpec(
         SERVICE_NAME, lambda server: rls_pb2_grpc.add_RateLimitServiceServicer_to_server(
             servicer, server

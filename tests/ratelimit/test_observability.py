@@ -1,0 +1,87 @@
+"""Metrics and traces from a real ratelimit-service process."""
+
+from __future__ import annotations
+
+import threading
+import urllib.request
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from tests.ratelimit.support import descriptor, request
+from tests.ratelimit.test_cli import ServiceProcess
+from tests.support import free_port, wait_for
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_SPAN = "00f067aa0ba902b7"
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self) -> None:
+        self.spans: list[object] = []
+        self.lock = threading.Lock()
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        with self.lock:
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    self.spans.extend(scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+@pytest.fixture
+def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
+    receiver = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"http://127.0.0.1:{port}", receiver
+    server.stop(None)
+
+
+def test_metrics_and_a_span_joined_to_envoys_trace(
+    otlp_receiver: tuple[str, Receiver], tmp_path: Path
+) -> None:
+    endpoint, receiver = otlp_receiver
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "domain: m\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 1}\n"
+    )
+    port = free_port()
+    proc = ServiceProcess(["--config", str(config)], env={
+        "RATELIMIT_METRICS_ADDRESS": f"127.0.0.1:{port}",
+        "RATELIMIT_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+    })
+    try:
+        req = request("m", descriptor(("k", "v")))
+        traceparent = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
+        for _ in range(3):
+            proc.stub.ShouldRateLimit(req, metadata=[("traceparent", traceparent)], timeout=10)
+        with pytest.raises(grpc.RpcError):
+            proc.stub.ShouldRateLimit(request(""), timeout=10)
+        text = urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/metrics", timeout=10
+        ).read().decode()
+        wait_for(lambda: len(receiver.spans) >= 3, timeout=15, what="spans at the receiver")
+    finally:
+        proc.stop()
+    assert 'tollgate_ratelimit_decisions_total{outcome="ok"} 1.0' in text
+    assert 'tollgate_ratelimit_decisions_total{outcome="over_limit"} 2.0' in text
+    assert 'tollgate_ratelimit_decisions_total{outcome="invalid_request"} 1.0' in text
+    assert 'tollgate_ratelimit_rule_hits_total{key="m.k",stat="over_limit"} 2.0' in text
+    assert 'tollgate_ratelimit_rule_hits_total{key="m.k",stat="total_hits"} 3.0' in text
+    assert "tollgate_ratelimit_decision_duration_seconds_count 3.0" in text
+    span = receiver.spans[0]
+    assert span.name == "ratelimit.ShouldRateLimit"  # type: ignore[attr-defined]
+    assert span.trace_id.hex() == TRACE_ID  # type: ignore[attr-defined]
+    assert span.parent_span_id.hex() == PARENT_SPAN  # type: ignore[attr-defined]
+    attributes = {a.key: a.value.string_value for a in span.attributes}  # type: ignore[attr-defined]
+    assert attributes["tollgate.domain"] == "m"
