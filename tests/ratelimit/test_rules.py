@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ratelimit_service.config import load_rules
 from ratelimit_service.model import AppliedLimit, Descriptor, Entry, Limit, Unit
@@ -132,4 +135,16 @@ def test_envoy_limit_override_applies_only_in_a_known_domain() -> None:
     ],
 )
 def test_wildcard_match(pattern: str, value: str, expected: bool) -> None:
+    assert wildcard_match(tuple(pattern.split("*")), value) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=st.lists(st.text("ab", max_size=3), min_size=1, max_size=4).map("*".join),
+    value=st.text("ab", max_size=8),
+)
+def test_wildcard_match_agrees_with_a_regex(pattern: str, value: str) -> None:
+    """Each `*` matches any run of characters, everything else literally."""
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    expected = re.fullmatch(regex, value, flags=re.DOTALL) is not None
     assert wildcard_match(tuple(pattern.split("*")), value) is expected
