@@ -266,3 +266,38 @@ def test_two_replicas_many_clients_never_admit_more_than_the_limit(
             await store.close()
 
     asyncio.run(main())
+
+
+def test_redis_killed_under_concurrent_load_fails_every_call_promptly(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = store_for(redis_server)
+        limiter = make_limiter(rules_from(CONFIG), store=store, failure_mode=FailureMode.CLOSED)
+        async with serve(limiter) as served:
+            req = request("rl", descriptor(("ip", "1.1.1.1")))
+
+            async def one() -> str:
+                try:
+                    return "ok" if (await served.call(req)).overall_code == OK else "over"
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE
+                    return "unavailable"
+
+            calls = [asyncio.ensure_future(one()) for _ in range(200)]
+            await asyncio.sleep(0)
+            redis_server.stop()
+            started = time.monotonic()
+            outcomes = await asyncio.wait_for(asyncio.gather(*calls), timeout=10)
+            assert time.monotonic() - started < 5
+            assert "unavailable" in outcomes
+            assert set(outcomes) <= {"ok", "over", "unavailable"}
+            redis_server.start()
+            deadline = time.monotonic() + 10
+            while (await one()) != "ok":
+                if time.monotonic() > deadline:
+                    pytest.fail("no recovery within 10 s")
+                await asyncio.sleep(0.05)
+        await store.close()
+
+    asyncio.run(main())
