@@ -281,11 +281,13 @@ def h2load(
     url: str, headers: list[str], *, seconds: float, connections: int, rate: int | None, log: Path
 ) -> dict[str, float]:
     log.unlink(missing_ok=True)  # h2load appends to an existing log file
-    argv = [binary("h2load"), "--h1", "-c", str(connections), "-D", str(int(seconds)),
-            "--warm-up-time", "1", "--log-file", str(log)]
-    if rate is not None:
-        # --rps is per client: spread the fixed rate over the connections.
-        argv += ["--rps", str(max(rate // connections, 1))]
+    if rate is None:
+        argv = [binary("h2load"), "--h1", "-c", str(connections)]
+    else:
+        # A fixed rate from one HTTP/2 connection with many streams: h2load paces
+        # each client on its own timer, so several clients would fire in bursts.
+        argv = [binary("h2load"), "-c", "1", "-m", "128", "--rps", str(rate)]
+    argv += ["-D", str(int(seconds)), "--warm-up-time", "1", "--log-file", str(log)]
     for header in headers:
         argv += ["-H", header]
     result = subprocess.run([*argv, url], capture_output=True, text=True, check=False)
