@@ -3,16 +3,12 @@
 Keys are the reference's (`prefix domain_key_value_..._ window-start`), so counts are
 exact and windows align across replicas; each expires with its window.
 
-- One Redis (`single_command=True`): one `EVALSHA` per request runs all its counters
-  in one atomic script (fixed: INCRBY + EXPIRE on creation; sliding: the same + GET
-  of the previous window; GCRA: read-modify-write of `(fill, last_ms)`).
-- Redis Cluster: a script may only touch one slot, so each counter is its own
-  single-key command (fixed: `INCRBY` + `EXPIRE`, the reference's pipeline; sliding:
-  those + `GET previous`; GCRA: `EVALSHA` on its key), all in one pipeline that the
-  cluster client splits per node and sends concurrently.
-
-Concurrent requests share pipelines (`PipelineBatcher`); each request is still in
-exactly one. Keys found over the limit are remembered locally until their window ends
+One `EVALSHA` per request runs all its counters in one atomic script (fixed window:
+INCRBY + EXPIRE when the window key is created; sliding: the same + GET of the
+previous window; GCRA: read-modify-write of `(fill, last_ms)`), over a lean pipelined
+connection (`stores.resp`); behind Sentinel, over redis-py with concurrent requests
+sharing pipelines (`stores.batching`). Redis Cluster groups the counters per slot
+(`stores.cluster`). Keys found over the limit are remembered locally until their window ends
 (or, for GCRA, until the bucket has room again): a client hammering an exhausted
 limit costs no Redis trip. Counts only grow within a window, so the cache never
 admits more. Connection errors surface as `StoreUnavailable`; the client reconnects
@@ -38,7 +34,7 @@ from ratelimit_service.model import Algorithm, CounterOp, Usage
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.batching import Command, PipelineBatcher
 from ratelimit_service.stores.resp import RespConnection
-from ratelimit_service.stores.scripts import GCRA_SCRIPT, GCRA_SHA, REQUEST_SCRIPT, REQUEST_SHA
+from ratelimit_service.stores.scripts import REQUEST_SCRIPT, REQUEST_SHA
 
 # Rough cost of one local-cache entry (key, expiry, dict slot), to turn the reference's
 # LOCAL_CACHE_SIZE_IN_BYTES into a number of entries.
@@ -73,7 +69,7 @@ class OverLimitCache:
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
+class PendingCounter:
     index: int
     op: CounterOp
     key: str
@@ -81,22 +77,18 @@ class _Pending:
 
 
 class RedisStore:
-    """A CounterStore on Redis or Redis Cluster (any client with `.pipeline()`)."""
+    """A CounterStore on one Redis: a RespConnection, or a redis-py client (sentinel)."""
 
-    def __init__(
-        self, client: Any, *, local_cache_bytes: int = 0, single_command: bool = True
-    ) -> None:
-        # `client` is a RespConnection (one Redis, the fast path) or a redis-py client
-        # (sentinel, cluster), whose pipelines are shared between concurrent requests.
+    def __init__(self, client: Any, *, local_cache_bytes: int = 0) -> None:
         self.client = client
         self.local_cache = OverLimitCache(local_cache_bytes)
         self.connection = client if isinstance(client, RespConnection) else None
+        # redis-py clients: concurrent requests share pipelines.
         self.batcher = PipelineBatcher(client)
-        self.single_command = single_command or self.connection is not None
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         usages: list[Usage | None] = [None] * len(ops)
-        pending: list[_Pending] = []
+        pending: list[PendingCounter] = []
         for index, op in enumerate(ops):
             unit = op.limit.unit
             algorithm = op.limit.algorithm
@@ -105,87 +97,41 @@ class RedisStore:
                 if self.local_cache.over(key, now):
                     usages[index] = _cached(op, 1)
                     continue
-                pending.append(_Pending(index, op, key, key))
+                pending.append(PendingCounter(index, op, key, key))
             elif algorithm is Algorithm.SLIDING_WINDOW:
                 key, previous = sliding_window.keys(op.key, now, unit)
-                pending.append(_Pending(index, op, key, previous))
+                pending.append(PendingCounter(index, op, key, previous))
             else:
                 key = fixed_window.window_key(op.key, now, unit)
                 if self.local_cache.over(key, now):
                     usages[index] = _cached(op, fixed_window.reset_seconds(now, unit))
                     continue
-                pending.append(_Pending(index, op, key, key))
+                pending.append(PendingCounter(index, op, key, key))
         if pending:
-            now_ms = round(now * 1000)
-            if self.single_command:
-                raw = await self._run_script(pending, now_ms)
-            else:
-                raw = await self._run_commands(pending, now_ms)
+            raw = await self._run(pending, round(now * 1000))
             for p, values in zip(pending, raw, strict=True):
                 usages[p.index] = self._usage(p, values, now)
         return [u for u in usages if u is not None]
 
-    async def _run_script(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
-        keys: list[str] = []
-        argv: list[Any] = [now_ms]
-        for p in pending:
-            keys += (p.key, p.other)
-            limit = p.op.limit
-            if limit.algorithm is Algorithm.GCRA:
-                argv += ("g", p.op.hits, limit.requests_per_unit, limit.unit.seconds * 1000)
-            elif limit.algorithm is Algorithm.SLIDING_WINDOW:
-                argv += ("s", p.op.hits, 2 * limit.unit.seconds, 0)
-            else:
-                argv += ("f", p.op.hits, limit.unit.seconds, 0)
-        reply = await self._call(("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv))
-        if _no_script(reply):
+    async def _run(self, pending: list[PendingCounter], now_ms: int) -> list[tuple[Any, ...]]:
+        """All counters in one script call: (count|before, previous|after, fill) each."""
+        keys, argv = script_arguments(pending, now_ms, previous_inline=True)
+        reply = await self._call(keys[0], ("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv))
+        if no_script_reply(reply):
             # First use on this server (or after a restart or SCRIPT FLUSH): EVAL runs
             # the script and caches it for the next EVALSHA.
-            reply = await self._call(("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv))
-        _raise_if_error(reply)
+            reply = await self._call(keys[0], ("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv))
+        raise_if_error(reply)
         return [tuple(reply[3 * i : 3 * i + 3]) for i in range(len(pending))]
 
-    async def _call(self, command: Command) -> Any:
+    async def _call(self, key: str, command: Command) -> Any:
+        del key  # one Redis: every key lives here
         if self.connection is not None:
             return await self.connection.call(*command)
         (reply,) = await self.batcher.execute([command])
         return reply
 
-    async def _run_commands(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
-        commands: list[Command] = []
-        spans: list[tuple[int, int]] = []
-        for p in pending:
-            first = len(commands)
-            limit = p.op.limit
-            if limit.algorithm is Algorithm.GCRA:
-                commands.append(_gcra_command("EVALSHA", GCRA_SHA, p, now_ms))
-            elif limit.algorithm is Algorithm.SLIDING_WINDOW:
-                commands += (("INCRBY", p.key, p.op.hits),
-                             ("EXPIRE", p.key, 2 * limit.unit.seconds),
-                             ("GET", p.other))
-            else:
-                commands += (("INCRBY", p.key, p.op.hits), ("EXPIRE", p.key, limit.unit.seconds))
-            spans.append((first, len(commands)))
-        results = await self.batcher.execute(commands)
-        retry = [i for i, span in enumerate(spans) if _no_script(results[span[0]])]
-        if retry:
-            evals = [_gcra_command("EVAL", GCRA_SCRIPT, pending[i], now_ms) for i in retry]
-            for i, result in zip(retry, await self.batcher.execute(evals), strict=True):
-                results[spans[i][0]] = result
-        raw: list[tuple[Any, ...]] = []
-        for p, (first, end) in zip(pending, spans, strict=True):
-            chunk = results[first:end]
-            for item in chunk:
-                _raise_if_error(item)
-            if p.op.limit.algorithm is Algorithm.GCRA:
-                raw.append(tuple(chunk[0]))
-            elif p.op.limit.algorithm is Algorithm.SLIDING_WINDOW:
-                raw.append((chunk[0], chunk[2] or 0, 0))
-            else:
-                raw.append((chunk[0], 0, 0))
-        return raw
-
-    def _usage(self, p: _Pending, values: tuple[Any, ...], now: float) -> Usage:
+    def _usage(self, p: PendingCounter, values: tuple[Any, ...], now: float) -> Usage:
         op, unit = p.op, p.op.limit.unit
         if op.limit.algorithm is Algorithm.GCRA:
             before, after, fill = int(values[0]), int(values[1]), int(values[2])
@@ -209,21 +155,41 @@ class RedisStore:
         await self.client.aclose()
 
 
-def _no_script(reply: Any) -> bool:
+def script_arguments(
+    pending: Sequence[PendingCounter], now_ms: int, *, previous_inline: bool
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of REQUEST_SCRIPT for these counters (see stores.scripts).
+
+    With `previous_inline=False` (cluster: the previous window may be in another
+    slot) a sliding-window counter is sent as a fixed one kept two windows, and the
+    caller reads the previous window itself.
+    """
+    keys: list[str] = []
+    argv: list[Any] = [now_ms]
+    for p in pending:
+        limit = p.op.limit
+        if limit.algorithm is Algorithm.GCRA:
+            keys += (p.key, p.key)
+            argv += ("g", p.op.hits, limit.requests_per_unit, limit.unit.seconds * 1000)
+        elif limit.algorithm is Algorithm.SLIDING_WINDOW and previous_inline:
+            keys += (p.key, p.other)
+            argv += ("s", p.op.hits, 2 * limit.unit.seconds, 0)
+        else:
+            ttl = limit.unit.seconds * (2 if limit.algorithm is Algorithm.SLIDING_WINDOW else 1)
+            keys += (p.key, p.key)
+            argv += ("f", p.op.hits, ttl, 0)
+    return keys, argv
+
+
+def no_script_reply(reply: Any) -> bool:
     if isinstance(reply, NoScriptError):
         return True
     return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
-def _raise_if_error(reply: Any) -> None:
+def raise_if_error(reply: Any) -> None:
     if isinstance(reply, Exception):
         raise StoreUnavailable(f"redis: {reply}")
-
-
-def _gcra_command(verb: str, script: str, p: _Pending, now_ms: int) -> Command:
-    limit = p.op.limit
-    return (verb, script, 1, p.key, now_ms, p.op.hits, limit.requests_per_unit,
-            limit.unit.seconds * 1000)
 
 
 def _cached(op: CounterOp, reset_seconds: int) -> Usage:
