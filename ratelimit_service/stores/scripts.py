@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 
-# The GCRA step on one key (KEYS[1]); ARGV: now_ms, hits, rate, window_ms.
-# Returns {before, after, fill}. State: hash {f: fill, t: last_ms}.
+# The GCRA step on one key: now_ms, hits, rate, window_ms -> {before, after, fill}.
+# State: hash {f: fill, t: last_ms}.
 GCRA_STEP = """
 local function gcra(key, now, hits, rate, window)
   local state = redis.call('HMGET', key, 'f', 't')
@@ -29,13 +29,9 @@ local function gcra(key, now, hits, rate, window)
 end
 """
 
-GCRA_SCRIPT = GCRA_STEP + """
-return gcra(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]),
-            tonumber(ARGV[4]))
-"""
-
-# All counters of one request in one command (single Redis, where a script may touch
-# any key). Op i uses KEYS[2i-1], KEYS[2i] and ARGV[4i-2 .. 4i+1] = kind, hits, p1, p2:
+# All counters of one request in one command (a single Redis, where a script may
+# touch any key; on a cluster, all counters of one slot).
+# Op i uses KEYS[2i-1], KEYS[2i] and ARGV[4i-2 .. 4i+1] = kind, hits, p1, p2:
 #   f (fixed window):   INCRBY key hits, EXPIRE key p1 when created -> {count, 0, 0}
 #   s (sliding window): the same, plus GET KEYS[2i] (previous)      -> {count, previous, 0}
 #   g (gcra):           rate p1, window_ms p2                        -> {before, after, fill}
@@ -68,5 +64,4 @@ def sha1(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
-GCRA_SHA = sha1(GCRA_SCRIPT)
 REQUEST_SHA = sha1(REQUEST_SCRIPT)
