@@ -171,8 +171,8 @@ def build_store(args: argparse.Namespace) -> tuple[CounterStore, StoreTarget]:
 
         return ClusterStore(connect_cluster(target.nodes, options), local_cache_bytes=cache), target
     if target.kind == "sentinel":
-        client = connect_sentinel(target.nodes, target.master, options)
-        return RedisStore(client, local_cache_bytes=cache), target
+        client, sentinels = connect_sentinel(target.nodes, target.master, options)
+        return RedisStore(client, local_cache_bytes=cache, also_close=sentinels), target
     return RedisStore(connect_single(target.url, options), local_cache_bytes=cache), target
 
 

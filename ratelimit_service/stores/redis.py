@@ -79,8 +79,11 @@ class PendingCounter:
 class RedisStore:
     """A CounterStore on one Redis: a RespConnection, or a redis-py client (sentinel)."""
 
-    def __init__(self, client: Any, *, local_cache_bytes: int = 0) -> None:
+    def __init__(
+        self, client: Any, *, local_cache_bytes: int = 0, also_close: Sequence[Any] = ()
+    ) -> None:
         self.client = client
+        self.also_close = also_close  # e.g. Sentinel's own connections
         self.local_cache = OverLimitCache(local_cache_bytes)
         self.connection = client if isinstance(client, RespConnection) else None
         # redis-py clients: concurrent requests share pipelines.
@@ -153,6 +156,8 @@ class RedisStore:
     async def close(self) -> None:
         await self.batcher.close()
         await self.client.aclose()
+        for other in self.also_close:
+            await other.aclose()
 
 
 def script_arguments(
@@ -221,8 +226,8 @@ def connect_single(url: str, options: RedisOptions) -> RespConnection:
 
 def connect_sentinel(
     sentinels: list[tuple[str, int]], master: str, options: RedisOptions
-) -> aioredis.Redis:
-    """A client that follows the master named `master` through the given sentinels."""
+) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client that follows the master named `master`, and the sentinels' clients."""
     from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415 - only for sentinel users
 
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -239,4 +244,4 @@ def connect_sentinel(
         ssl=options.tls,
         retry=retry_policy(),
     )
-    return client
+    return client, list(sentinel.sentinels)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisProcess
+from tests.ratelimit.redis_procs import RedisProcess, binary, cli, free_port, wait_until
 from tests.ratelimit.support import (
     OK,
     OVER,
@@ -314,3 +317,41 @@ def test_redis_killed_under_concurrent_load_fails_every_call_promptly(
         await store.close()
 
     asyncio.run(main())
+
+
+def test_sentinel_url_follows_the_master(redis_server: RedisProcess, tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [binary("redis-server"), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: str(redis_server.port)
+            in cli(port, "SENTINEL", "get-master-addr-by-name", "mymaster"),
+            20, "sentinel to know the master",
+        )
+
+        async def main() -> None:
+            args = build_parser().parse_args(
+                ["--redis-url", f"redis+sentinel://127.0.0.1:{port}/mymaster"]
+            )
+            store, target = build_store(args)
+            assert target.kind == "sentinel"
+            limiter = make_limiter(rules_from(CONFIG), store=store)
+            async with serve(limiter) as served:
+                req = request("rl", descriptor(("user", "via-sentinel")))
+                assert await served.codes(req, 4) == [OK, OK, OK, OVER]
+            await store.close()
+
+        asyncio.run(main())
+        window = int(T0) // 60 * 60
+        assert cli(redis_server.port, "GET", f"rl_user_via-sentinel_{window}").strip() == "4"
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout=10)
