@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import grpc
+import pytest
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
@@ -13,7 +16,7 @@ from ratelimit_service.limiter import FailureMode
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.cluster import ClusterStore, connect_cluster
 from ratelimit_service.stores.redis import RedisOptions
-from tests.ratelimit.redis_procs import RedisCluster
+from tests.ratelimit.redis_procs import RedisCluster, cli, wait_until
 from tests.ratelimit.support import (
     OK,
     OVER,
@@ -155,6 +158,55 @@ def test_a_stale_slot_map_follows_moved(redis_cluster: RedisCluster) -> None:
         usages = [(await store.apply([op], T0))[0].after for _ in range(3)]
         assert usages == [2, 3, 4]
         assert router.refreshes >= refreshes + 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_master_killed_and_restarted_fails_its_slots_then_recovers(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Requests touching the dead master's slots fail (closed here), the service keeps
+    answering, the node rejoins from its nodes.conf and counting resumes. Runs last in
+    this file: it waits for the cluster to be healthy again before returning."""
+    victim = redis_cluster.nodes[2]
+    users = users_on_every_master()
+    alive_user, dead_user = users[0], users[-1]  # first third vs last third of slots
+
+    async def main() -> None:
+        store = cluster_store(redis_cluster)
+        limiter = make_limiter(rules_from(CONFIG), store=store,
+                               failure_mode=FailureMode.CLOSED)
+        async with serve(limiter) as served:
+            alive = request("cl", descriptor(("user", alive_user + "-r")))
+            dead = request("cl", descriptor(("user", dead_user)))
+            dead_slot = key_slot(f"cl_user_{dead_user}_{int(T0) // 60 * 60}".encode())
+            assert dead_slot >= 10923  # owned by the third master
+            await served.call(dead)
+            victim.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await served.call(dead)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            # (The other masters answer until node-timeout, then the whole cluster
+            # reports CLUSTERDOWN with the default cluster-require-full-coverage.)
+            victim.start()
+            for node in redis_cluster.nodes:
+                wait_until(
+                    lambda n=node: "cluster_state:ok" in cli(n.port, "CLUSTER", "INFO"),  # type: ignore[misc]
+                    30, f"cluster_state:ok on {node.port}",
+                )
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    response = await served.call(dead)
+                    break
+                except grpc.aio.AioRpcError:
+                    if time.monotonic() > deadline:
+                        pytest.fail("requests on the restarted master did not recover")
+                    await asyncio.sleep(0.05)
+            # The restarted master came back empty (no persistence): counting restarts.
+            assert response.statuses[0].limit_remaining == 2
+            assert (await served.call(alive)).overall_code == OK
         await store.close()
 
     asyncio.run(main())

@@ -43,6 +43,9 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 4, algorithm: sliding_window}
   - key: gcra
     rate_limit: {unit: minute, requests_per_unit: 4, algorithm: gcra}
+  - key: api_key
+    quota_mode: true
+    rate_limit: {unit: month, requests_per_unit: 1000}
 """
 
 
@@ -355,3 +358,27 @@ def test_sentinel_url_follows_the_master(redis_server: RedisProcess, tmp_path: P
     finally:
         sentinel.kill()
         sentinel.wait(timeout=10)
+
+
+def test_monthly_quota_is_shared_and_visible_across_replicas(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        clock = Clock()
+        stores = [store_for(redis_server) for _ in range(2)]
+        replicas = [make_limiter(rules_from(CONFIG), store=s, clock=clock) for s in stores]
+        async with serve(replicas[0]) as a, serve(replicas[1]) as b:
+            req = request("rl", descriptor(("api_key", "k-123"), hits=300))
+            first = await a.call(req)
+            second = await b.call(req)
+            assert [r.statuses[0].limit_remaining for r in (first, second)] == [700, 400]
+            month = 30 * 86400
+            assert second.statuses[0].duration_until_reset.seconds == month - int(T0) % month
+            clock.advance(3600)
+            third = await a.call(req)
+            assert third.statuses[0].limit_remaining == 100
+            over = await b.call(req)
+            assert over.overall_code == OVER  # the only quota of the request is exhausted
+            assert over.statuses[0].limit_remaining == 0
+        for store in stores:
+            await store.close()
+
+    asyncio.run(main())
