@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
          env=["RATELIMIT_RESPONSE_HEADERS", "LIMIT_RESPONSE_HEADERS_ENABLED",
               "RESPONSE_HEADERS_ENABLED"],
          default=False, kind=bool, help="add X-RateLimit-Limit/Remaining/Reset headers")
+    flag(p, "--response-dynamic-metadata",
+         env=["RATELIMIT_RESPONSE_DYNAMIC_METADATA", "RESPONSE_DYNAMIC_METADATA"],
+         default=False, kind=bool,
+         help="put the request and the passed limits' config metadata in dynamic_metadata")
     flag(p, "--header-limit", env=["RATELIMIT_HEADER_LIMIT", "LIMIT_LIMIT_HEADER"],
          default="X-RateLimit-Limit", help="name of the limit header")
     flag(p, "--header-remaining", env=["RATELIMIT_HEADER_REMAINING", "LIMIT_REMAINING_HEADER"],
@@ -186,6 +190,7 @@ def settings_from(args: argparse.Namespace) -> DecisionSettings:
         quota_mode=args.quota_mode,
         headers=headers,
         key_prefix=args.cache_key_prefix,
+        dynamic_metadata=args.response_dynamic_metadata,
     )
 
 

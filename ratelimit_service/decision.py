@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ratelimit_service.model import (
     AppliedLimit,
@@ -53,6 +54,7 @@ class DecisionSettings:
     quota_mode: bool = False  # global: every limit is a quota
     headers: HeaderNames | None = None  # None: no X-RateLimit-* headers
     key_prefix: str = ""
+    dynamic_metadata: bool = False  # RESPONSE_DYNAMIC_METADATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,7 @@ class Decision:
     overall_code: Code
     statuses: tuple[DescriptorStatus, ...]
     headers: tuple[tuple[str, str], ...] = ()
+    dynamic_metadata: Mapping[str, Any] | None = None
 
 
 def plan(rules: RuleSet, query: RateLimitQuery) -> list[Check]:
