@@ -52,13 +52,17 @@ class OverLimitCache:
         return len(self._until)
 
     def over(self, key: str, now: float) -> bool:
+        return self.over_until(key, now) is not None
+
+    def over_until(self, key: str, now: float) -> float | None:
+        """When `key` stops being known over its limit; None if it is not."""
         until = self._until.get(key)
         if until is None:
-            return False
+            return None
         if until <= now:
             del self._until[key]
-            return False
-        return True
+            return None
+        return until
 
     def add(self, key: str, until: float) -> None:
         if self.max_entries == 0:
@@ -97,8 +101,9 @@ class RedisStore:
             algorithm = op.limit.algorithm
             if algorithm is Algorithm.GCRA:
                 key = f"{op.key}gcra"
-                if self.local_cache.over(key, now):
-                    usages[index] = _cached(op, 1)
+                until = self.local_cache.over_until(key, now)
+                if until is not None:
+                    usages[index] = _cached(op, math.ceil(until - now))
                     continue
                 pending.append(PendingCounter(index, op, key, key))
             elif algorithm is Algorithm.SLIDING_WINDOW:

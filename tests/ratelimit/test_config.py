@@ -135,3 +135,13 @@ def test_embedded_default_has_the_demo_domain() -> None:
     assert (other.limit.requests_per_unit, other.limit.unit) == (5, Unit.MINUTE)
     assert address is not None and address.limit is not None
     assert (address.limit.requests_per_unit, address.limit.unit) == (50, Unit.SECOND)
+
+
+def test_tollgate_check_config_uses_the_same_function(capsys: pytest.CaptureFixture[str]) -> None:
+    from tollgate.cli import main as tollgate_main
+
+    bad = FIXTURES / "invalid" / "misspelled_key.yaml"
+    assert tollgate_main(["check-config", "ratelimit", str(bad)]) == 1
+    assert capsys.readouterr().err.strip() == f"{bad}:{INVALID['misspelled_key.yaml']}"
+    good = FIXTURES / "valid" / "wildcard.yaml"
+    assert tollgate_main(["check-config", "ratelimit", str(good)]) == 0
