@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
          help="YAML file or directory of them (one domain per file); "
               "default: $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config if set, "
               "else the embedded default")
+    flag(p, "--merge-domain-config",
+         env=["RATELIMIT_MERGE_DOMAIN_CONFIG", "MERGE_DOMAIN_CONFIG"], default=False, kind=bool,
+         help="files naming the same domain are merged instead of rejected")
     p.add_argument("--check-config", metavar="PATH",
                    help="validate PATH (file or directory) and exit")
     flag(p, "--grpc-address", env=["RATELIMIT_GRPC_ADDRESS"],
@@ -136,9 +139,18 @@ def resolve_config_path(explicit: str | None, environ: dict[str, str] | None = N
 
 
 def check_config(path: str, out: TextIO, err: TextIO) -> int:
-    """Validate a config file or directory; print `file:line: reason` to err on failure."""
+    """Validate a config file or directory; print `file:line: reason` to err on failure.
+
+    (`tollgate check-config ratelimit` calls this; MERGE_DOMAIN_CONFIG comes from the
+    environment, as for the service.)
+    """
+    merge = bool(build_parser().parse_args([]).merge_domain_config)
+    return _check(path, out, err, merge)
+
+
+def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool) -> int:
     try:
-        rules = load_rules(path)
+        rules = load_rules(path, merge_domains=merge_domains)
     except ConfigError as exc:
         print(str(exc), file=err)
         return 1
@@ -198,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.check_config:
-        return check_config(args.check_config, sys.stdout, sys.stderr)
+        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config)
     configure_logging(args.log_level, args.log_format)
     try:
         address = resolve_address(args.grpc_address)
@@ -208,7 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--near-limit-ratio must be between 0 and 1")
     config_path = resolve_config_path(args.config)
     try:
-        rules = load_rules(config_path) if config_path else default_rules()
+        rules = (load_rules(config_path, merge_domains=args.merge_domain_config)
+                 if config_path else default_rules())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -229,7 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         watcher: ConfigWatcher[RuleSet] | None = None
         if config_path:
             path = config_path
-            watcher = ConfigWatcher(path, holder, lambda: load_rules(path),
+            merge = args.merge_domain_config
+            watcher = ConfigWatcher(path, holder,
+                                    lambda: load_rules(path, merge_domains=merge),
                                     interval=args.reload_interval)
             background.append(watcher.run)
         log.info(
