@@ -218,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not 0.0 <= args.near_limit_ratio <= 1.0:
         parser.error("--near-limit-ratio must be between 0 and 1")
+    if args.memory_max_keys < 1 or args.redis_timeout <= 0 or args.local_cache_size_bytes < 0:
+        parser.error("--memory-max-keys >= 1, --redis-timeout > 0 and "
+                     "--local-cache-size-bytes >= 0 are required")
     config_path = resolve_config_path(args.config)
     try:
         rules = (load_rules(config_path, merge_domains=args.merge_domain_config)
