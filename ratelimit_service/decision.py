@@ -84,6 +84,7 @@ class Decision:
     statuses: tuple[DescriptorStatus, ...]
     headers: tuple[tuple[str, str], ...] = ()
     dynamic_metadata: Mapping[str, Any] | None = None
+    failed_open: bool = False  # the store was down and the operator chose fail-open
 
 
 def plan(rules: RuleSet, query: RateLimitQuery) -> list[Check]:
@@ -240,4 +241,5 @@ def _headers(names: HeaderNames, status: DescriptorStatus) -> tuple[tuple[str, s
 
 def fail_open(query: RateLimitQuery) -> Decision:
     """The answer when the store is down and the operator chose fail-open."""
-    return Decision(Code.OK, tuple(DescriptorStatus(Code.OK) for _ in query.descriptors))
+    statuses = tuple(DescriptorStatus(Code.OK) for _ in query.descriptors)
+    return Decision(Code.OK, statuses, failed_open=True)

@@ -82,6 +82,8 @@ class RateLimiter:
             log.warning(
                 "counter store unavailable",
                 extra={"error": str(exc), "failure_mode": str(self.failure_mode)},
+                # Anything but an outage is a bug in the store: keep its traceback.
+                exc_info=not isinstance(exc, StoreUnavailable),
             )
         if self.failure_mode is FailureMode.OPEN:
             self.stats.add("service", "failure_mode_open")

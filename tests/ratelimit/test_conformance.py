@@ -32,6 +32,7 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+from tollgate.metrics import REGISTRY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "valid"
 Unit = rls_pb2.RateLimitResponse.RateLimit
@@ -366,14 +367,20 @@ class BrokenStore:
 def test_store_outage_fails_open_or_closed(mode: FailureMode) -> None:
     limiter = make_limiter(conf_rules(), store=BrokenStore(), failure_mode=mode)
 
+    def outcome(name: str) -> float:
+        value = REGISTRY.get_sample_value("tollgate_ratelimit_decisions_total", {"outcome": name})
+        return value or 0.0
+
     async def main() -> None:
         async with serve(limiter) as served:
             req = request("conf", descriptor(("user", "a")), descriptor(("nothing", "x")))
             if mode is FailureMode.OPEN:
+                before = outcome("failed_open")
                 response = await served.call(req)
                 assert response.overall_code == OK
                 assert [s.code for s in response.statuses] == [OK, OK]
                 assert limiter.stats.get("service", "failure_mode_open") == 1
+                assert outcome("failed_open") == before + 1
             else:
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await served.call(req)
