@@ -17,7 +17,7 @@ from typing import TextIO
 
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
-from ratelimit_service.defaults import default_rules
+from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.metrics import register_stats
 from ratelimit_service.rules import RuleSet
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             background.append(watcher.run)
         log.info(
             "starting",
-            extra={"config": config_path or "<embedded default>", "store": target.kind,
+            extra={"config": config_path or f"<embedded> {DEFAULT_CONFIG}", "store": target.kind,
                    "domains": sorted(rules.domains)},
         )
         app = GrpcApp(address, [service_spec(limiter, tracer)])
