@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
          env=["RATELIMIT_LOCAL_CACHE_SIZE_BYTES", "LOCAL_CACHE_SIZE_IN_BYTES"],
          default=1_048_576, kind=int,
          help="memory for the Redis stores' cache of over-limit keys; 0 disables it")
+    flag(p, "--stop-cache-key-increment-when-overlimit",
+         env=["RATELIMIT_STOP_INCREMENT_WHEN_OVERLIMIT", "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT"],
+         default=False, kind=bool,
+         help="a request over one fixed-window limit does not use up its other limits")
     flag(p, "--memory-max-keys", env=["RATELIMIT_MEMORY_MAX_KEYS"], default=1_000_000,
          kind=int, help="bound on counters kept by the in-memory store")
     flag(p, "--near-limit-ratio", env=["RATELIMIT_NEAR_LIMIT_RATIO", "NEAR_LIMIT_RATIO"],
@@ -177,19 +181,24 @@ def build_store(args: argparse.Namespace) -> tuple[CounterStore, StoreTarget]:
         username=target.username, password=target.password, tls=target.tls,
     )
     cache = args.local_cache_size_bytes
+    stop = args.stop_cache_key_increment_when_overlimit
     if target.kind == "memory":
-        return MemoryStore(args.memory_max_keys), target
+        return MemoryStore(args.memory_max_keys, stop_when_over=stop), target
     if target.kind == "cluster":
         from ratelimit_service.stores.cluster import (  # noqa: PLC0415
             ClusterStore,
             connect_cluster,
         )
 
-        return ClusterStore(connect_cluster(target.nodes, options), local_cache_bytes=cache), target
+        router = connect_cluster(target.nodes, options)
+        return ClusterStore(router, local_cache_bytes=cache, stop_when_over=stop), target
     if target.kind == "sentinel":
         client, sentinels = connect_sentinel(target.nodes, target.master, options)
-        return RedisStore(client, local_cache_bytes=cache, also_close=sentinels), target
-    return RedisStore(connect_single(target.url, options), local_cache_bytes=cache), target
+        store = RedisStore(client, local_cache_bytes=cache, also_close=sentinels,
+                           stop_when_over=stop)
+        return store, target
+    connection = connect_single(target.url, options)
+    return RedisStore(connection, local_cache_bytes=cache, stop_when_over=stop), target
 
 
 def settings_from(args: argparse.Namespace) -> DecisionSettings:

@@ -21,12 +21,14 @@ request refreshes it and follows a failover. `ASK` (a slot in migration) and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any, cast
 from urllib.parse import quote
 
 import hiredis
 from redis.crc import key_slot
 
+from ratelimit_service.algorithms import fixed_window
 from ratelimit_service.model import Algorithm
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.redis import (
@@ -157,11 +159,16 @@ def connect_cluster(nodes: list[tuple[str, int]], options: RedisOptions) -> Clus
 class ClusterStore(RedisStore):
     """RedisStore over a ClusterRouter: one script per slot, all slots concurrently."""
 
-    def __init__(self, router: ClusterRouter, *, local_cache_bytes: int = 0) -> None:
-        super().__init__(router, local_cache_bytes=local_cache_bytes)
+    def __init__(
+        self, router: ClusterRouter, *, local_cache_bytes: int = 0, stop_when_over: bool = False
+    ) -> None:
+        super().__init__(router, local_cache_bytes=local_cache_bytes,
+                         stop_when_over=stop_when_over)
         self.router = router
 
     async def _run(self, pending: list[PendingCounter], now_ms: int) -> list[tuple[Any, ...]]:
+        if any(p.stop for p in pending):
+            pending = await self._charge(pending)
         groups: dict[int, list[int]] = {}
         for i, p in enumerate(pending):
             groups.setdefault(key_slot(p.key.encode()), []).append(i)
@@ -185,6 +192,26 @@ class ClusterStore(RedisStore):
             raise_if_error(reply)
             raw[i] = (raw[i][0], reply or 0, 0)
         return raw
+
+    async def _charge(self, pending: list[PendingCounter]) -> list[PendingCounter]:
+        """STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT across slots: read the fixed-window
+        counts first (a second round trip, as the reference), then decide the charges."""
+        fixed = [i for i, p in enumerate(pending) if p.stop]
+        replies = await asyncio.gather(
+            *(self.router.call(pending[i].key, "GET", pending[i].key) for i in fixed)
+        )
+        for reply in replies:
+            raise_if_error(reply)
+        charges = fixed_window.charged_hits(
+            [int(r or 0) for r in replies],
+            [pending[i].op.hits for i in fixed],
+            [pending[i].op.limit.requests_per_unit for i in fixed],
+            cached_over=False,
+        )
+        out = list(pending)
+        for i, charge in zip(fixed, charges, strict=True):
+            out[i] = dataclasses.replace(pending[i], charge=charge, stop=False)
+        return out
 
     async def _run_slot(self, subset: list[PendingCounter], now_ms: int) -> list[tuple[Any, ...]]:
         keys, argv = script_arguments(subset, now_ms, previous_inline=False)

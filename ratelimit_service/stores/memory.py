@@ -23,10 +23,11 @@ from ratelimit_service.model import Algorithm, CounterOp, Usage
 class MemoryStore:
     """A CounterStore in this process's memory."""
 
-    def __init__(self, max_keys: int = 1_000_000) -> None:
+    def __init__(self, max_keys: int = 1_000_000, *, stop_when_over: bool = False) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
         self.max_keys = max_keys
+        self.stop_when_over = stop_when_over  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
         self._windows: dict[int, dict[str, int]] = {}  # expiry -> counters
         self._counters = 0
         self._next_expiry = 0
@@ -42,7 +43,27 @@ class MemoryStore:
         """The synchronous core of apply (also used by tests and benchmarks)."""
         if self._windows and now >= self._next_expiry:
             self._expire(now)
+        if self.stop_when_over:
+            return self._apply_stopping(ops, now)
         return [self._apply_one(op, now) for op in ops]
+
+    def _apply_stopping(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
+        fixed = [i for i, op in enumerate(ops) if op.limit.algorithm is Algorithm.FIXED_WINDOW]
+        keys, current = [], []
+        for i in fixed:
+            start = fixed_window.window_start(now, ops[i].limit.unit)
+            keys.append((f"{ops[i].key}{start}", start + ops[i].limit.unit.seconds))
+            current.append(self._windows.get(keys[-1][1], {}).get(keys[-1][0], 0))
+        charge = fixed_window.charged_hits(
+            current, [ops[i].hits for i in fixed],
+            [ops[i].limit.requests_per_unit for i in fixed], cached_over=False,
+        )
+        usages = [self._apply_one(op, now) if op.limit.algorithm is not Algorithm.FIXED_WINDOW
+                  else None for op in ops]
+        for i, (key, expires), add in zip(fixed, keys, charge, strict=True):
+            after = self._incr(key, add, now, expires)
+            usages[i] = fixed_window.usage(after, ops[i].hits, now, ops[i].limit.unit)
+        return [u for u in usages if u is not None]
 
     async def close(self) -> None:
         self._windows.clear()

@@ -17,6 +17,7 @@ on the next call.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -78,15 +79,23 @@ class PendingCounter:
     op: CounterOp
     key: str
     other: str  # sliding window: the previous window's key; else the key again
+    charge: int  # hits to add (0 under STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT rules)
+    stop: bool = False  # let the script apply STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
 
 
 class RedisStore:
     """A CounterStore on one Redis: a RespConnection, or a redis-py client (sentinel)."""
 
     def __init__(
-        self, client: Any, *, local_cache_bytes: int = 0, also_close: Sequence[Any] = ()
+        self,
+        client: Any,
+        *,
+        local_cache_bytes: int = 0,
+        also_close: Sequence[Any] = (),
+        stop_when_over: bool = False,
     ) -> None:
         self.client = client
+        self.stop_when_over = stop_when_over  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
         self.also_close = also_close  # e.g. Sentinel's own connections
         self.local_cache = OverLimitCache(local_cache_bytes)
         self.connection = client if isinstance(client, RespConnection) else None
@@ -96,6 +105,7 @@ class RedisStore:
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         usages: list[Usage | None] = [None] * len(ops)
         pending: list[PendingCounter] = []
+        cached_over = False
         for index, op in enumerate(ops):
             unit = op.limit.unit
             algorithm = op.limit.algorithm
@@ -105,16 +115,24 @@ class RedisStore:
                 if until is not None:
                     usages[index] = _cached(op, math.ceil(until - now))
                     continue
-                pending.append(PendingCounter(index, op, key, key))
+                pending.append(PendingCounter(index, op, key, key, op.hits))
             elif algorithm is Algorithm.SLIDING_WINDOW:
                 key, previous = sliding_window.keys(op.key, now, unit)
-                pending.append(PendingCounter(index, op, key, previous))
+                pending.append(PendingCounter(index, op, key, previous, op.hits))
             else:
                 key = fixed_window.window_key(op.key, now, unit)
                 if self.local_cache.over(key, now):
                     usages[index] = _cached(op, fixed_window.reset_seconds(now, unit))
+                    cached_over = True
                     continue
-                pending.append(PendingCounter(index, op, key, key))
+                pending.append(PendingCounter(index, op, key, key, op.hits, self.stop_when_over))
+        if pending and self.stop_when_over and cached_over:
+            # A counter of this request is already over: the others are not charged.
+            pending = [
+                dataclasses.replace(p, charge=0, stop=False)
+                if p.op.limit.algorithm is Algorithm.FIXED_WINDOW else p
+                for p in pending
+            ]
         if pending:
             raw = await self._run(pending, round(now * 1000))
             for p, values in zip(pending, raw, strict=True):
@@ -180,14 +198,17 @@ def script_arguments(
         limit = p.op.limit
         if limit.algorithm is Algorithm.GCRA:
             keys += (p.key, p.key)
-            argv += ("g", p.op.hits, limit.requests_per_unit, limit.unit.seconds * 1000)
+            argv += ("g", p.charge, limit.requests_per_unit, limit.unit.seconds * 1000)
         elif limit.algorithm is Algorithm.SLIDING_WINDOW and previous_inline:
             keys += (p.key, p.other)
-            argv += ("s", p.op.hits, 2 * limit.unit.seconds, 0)
+            argv += ("s", p.charge, 2 * limit.unit.seconds, 0)
         else:
             ttl = limit.unit.seconds * (2 if limit.algorithm is Algorithm.SLIDING_WINDOW else 1)
             keys += (p.key, p.key)
-            argv += ("f", p.op.hits, ttl, 0)
+            if p.stop:
+                argv += ("F", p.charge, ttl, limit.requests_per_unit)
+            else:
+                argv += ("f", p.charge, ttl, 0)
     return keys, argv
 
 
