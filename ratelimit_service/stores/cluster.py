@@ -12,10 +12,11 @@ counters on different slots are not one transaction (the reference's are not eit
 
 The slot map comes from `CLUSTER SLOTS` on a seed (then any known node). A `MOVED`
 reply (resharding, failover) refreshes it and the command is sent once more to the
-new owner, which is safe: a MOVED command was not executed. A node that cannot be
-reached fails the request (StoreUnavailable) and marks the map stale, so the next
-request refreshes it and follows a failover. `ASK` (a slot in migration) and
-`CLUSTERDOWN` fail the request.
+new owner, which is safe: a MOVED command was not executed. `ASK` (a slot being
+migrated, this key already on the target) sends `ASKING` and the command to the
+target in one write. A node that cannot be reached fails the request
+(StoreUnavailable) and marks the map stale, so the next request refreshes it and
+follows a failover. `TRYAGAIN` and `CLUSTERDOWN` fail the request.
 """
 
 from __future__ import annotations
@@ -90,7 +91,19 @@ class ClusterRouter:
                 await self.refresh()
                 target = _address(text.split()[2])
                 return await self._send(target, command)
-            if text.startswith(("ASK ", "TRYAGAIN", "CLUSTERDOWN")):
+            if text.startswith("ASK "):
+                # The slot is migrating and this key already moved: ask the target
+                # once, without changing the map (ASKING + the command, adjacent).
+                target = _address(text.split()[2])
+                try:
+                    _, reply = await self.connection(target).call_many(
+                        [("ASKING",), command]
+                    )
+                except StoreUnavailable:
+                    self._stale = True
+                    raise
+                return reply
+            if text.startswith(("TRYAGAIN", "CLUSTERDOWN")):
                 raise StoreUnavailable(f"redis cluster: {text}")
         return reply
 

@@ -16,6 +16,7 @@ from ratelimit_service.limiter import FailureMode
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.cluster import ClusterStore, connect_cluster
 from ratelimit_service.stores.redis import RedisOptions
+from ratelimit_service.stores.resp import RespConnection
 from tests.ratelimit.redis_procs import RedisCluster, cli, wait_until
 from tests.ratelimit.support import (
     OK,
@@ -158,6 +159,42 @@ def test_a_stale_slot_map_follows_moved(redis_cluster: RedisCluster) -> None:
         usages = [(await store.apply([op], T0))[0].after for _ in range(3)]
         assert usages == [2, 3, 4]
         assert router.refreshes >= refreshes + 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_migrating_slot_follows_ask(redis_cluster: RedisCluster) -> None:
+    """Mid-resharding, a key already moved is counted on the target via ASKING."""
+    key_base = "cl_ask_x_"
+    op = CounterOp(key_base, 1, Limit(5, Unit.HOUR))
+    key = f"{key_base}{int(T0) // 3600 * 3600}"
+    slot = key_slot(key.encode())
+    ports = {n.port: n for n in redis_cluster.nodes}
+
+    async def main() -> None:
+        store = cluster_store(redis_cluster)
+        await store.router.refresh()
+        source = store.router.slots[slot]
+        assert source is not None
+        target = next(p for p in ports if p != source[1])
+        source_id = cli(source[1], "CLUSTER", "MYID").strip()
+        target_id = cli(target, "CLUSTER", "MYID").strip()
+        importing = cli(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        migrating = cli(source[1], "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        assert (importing.strip(), migrating.strip()) == ("OK", "OK")
+        try:
+            # The key is not on the source: it answers ASK, the target counts.
+            usages = [(await store.apply([op], T0))[0].after for _ in range(3)]
+            assert usages == [1, 2, 3]
+            direct = RespConnection(f"redis://127.0.0.1:{target}")
+            _, count = await direct.call_many([("ASKING",), ("GET", key)])
+            assert count == b"3"
+            await direct.call_many([("ASKING",), ("DEL", key)])
+            await direct.aclose()
+        finally:
+            for port in (source[1], target):
+                cli(port, "CLUSTER", "SETSLOT", str(slot), "STABLE")
         await store.close()
 
     asyncio.run(main())
