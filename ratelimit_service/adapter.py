@@ -48,4 +48,6 @@ def to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
             item.duration_until_reset.seconds = status.duration_until_reset
     for name, value in decision.headers:
         response.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
+    if decision.dynamic_metadata is not None:
+        response.dynamic_metadata.update(decision.dynamic_metadata)
     return response

@@ -17,7 +17,7 @@ from typing import TextIO
 
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
-from ratelimit_service.defaults import default_rules
+from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.metrics import register_stats
 from ratelimit_service.rules import RuleSet
@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
          help="YAML file or directory of them (one domain per file); "
               "default: $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config if set, "
               "else the embedded default")
+    flag(p, "--merge-domain-config",
+         env=["RATELIMIT_MERGE_DOMAIN_CONFIG", "MERGE_DOMAIN_CONFIG"], default=False, kind=bool,
+         help="files naming the same domain are merged instead of rejected")
     p.add_argument("--check-config", metavar="PATH",
                    help="validate PATH (file or directory) and exit")
     flag(p, "--grpc-address", env=["RATELIMIT_GRPC_ADDRESS"],
@@ -71,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
          env=["RATELIMIT_LOCAL_CACHE_SIZE_BYTES", "LOCAL_CACHE_SIZE_IN_BYTES"],
          default=1_048_576, kind=int,
          help="memory for the Redis stores' cache of over-limit keys; 0 disables it")
+    flag(p, "--stop-cache-key-increment-when-overlimit",
+         env=["RATELIMIT_STOP_INCREMENT_WHEN_OVERLIMIT", "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT"],
+         default=False, kind=bool,
+         help="a request over one fixed-window limit does not use up its other limits")
     flag(p, "--memory-max-keys", env=["RATELIMIT_MEMORY_MAX_KEYS"], default=1_000_000,
          kind=int, help="bound on counters kept by the in-memory store")
     flag(p, "--near-limit-ratio", env=["RATELIMIT_NEAR_LIMIT_RATIO", "NEAR_LIMIT_RATIO"],
@@ -85,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
          env=["RATELIMIT_RESPONSE_HEADERS", "LIMIT_RESPONSE_HEADERS_ENABLED",
               "RESPONSE_HEADERS_ENABLED"],
          default=False, kind=bool, help="add X-RateLimit-Limit/Remaining/Reset headers")
+    flag(p, "--response-dynamic-metadata",
+         env=["RATELIMIT_RESPONSE_DYNAMIC_METADATA", "RESPONSE_DYNAMIC_METADATA"],
+         default=False, kind=bool,
+         help="put the request and the passed limits' config metadata in dynamic_metadata")
     flag(p, "--header-limit", env=["RATELIMIT_HEADER_LIMIT", "LIMIT_LIMIT_HEADER"],
          default="X-RateLimit-Limit", help="name of the limit header")
     flag(p, "--header-remaining", env=["RATELIMIT_HEADER_REMAINING", "LIMIT_REMAINING_HEADER"],
@@ -132,9 +143,18 @@ def resolve_config_path(explicit: str | None, environ: dict[str, str] | None = N
 
 
 def check_config(path: str, out: TextIO, err: TextIO) -> int:
-    """Validate a config file or directory; print `file:line: reason` to err on failure."""
+    """Validate a config file or directory; print `file:line: reason` to err on failure.
+
+    (`tollgate check-config ratelimit` calls this; MERGE_DOMAIN_CONFIG comes from the
+    environment, as for the service.)
+    """
+    merge = bool(build_parser().parse_args([]).merge_domain_config)
+    return _check(path, out, err, merge)
+
+
+def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool) -> int:
     try:
-        rules = load_rules(path)
+        rules = load_rules(path, merge_domains=merge_domains)
     except ConfigError as exc:
         print(str(exc), file=err)
         return 1
@@ -161,19 +181,24 @@ def build_store(args: argparse.Namespace) -> tuple[CounterStore, StoreTarget]:
         username=target.username, password=target.password, tls=target.tls,
     )
     cache = args.local_cache_size_bytes
+    stop = args.stop_cache_key_increment_when_overlimit
     if target.kind == "memory":
-        return MemoryStore(args.memory_max_keys), target
+        return MemoryStore(args.memory_max_keys, stop_when_over=stop), target
     if target.kind == "cluster":
         from ratelimit_service.stores.cluster import (  # noqa: PLC0415
             ClusterStore,
             connect_cluster,
         )
 
-        return ClusterStore(connect_cluster(target.nodes, options), local_cache_bytes=cache), target
+        router = connect_cluster(target.nodes, options)
+        return ClusterStore(router, local_cache_bytes=cache, stop_when_over=stop), target
     if target.kind == "sentinel":
-        client = connect_sentinel(target.nodes, target.master, options)
-        return RedisStore(client, local_cache_bytes=cache), target
-    return RedisStore(connect_single(target.url, options), local_cache_bytes=cache), target
+        client, sentinels = connect_sentinel(target.nodes, target.master, options)
+        store = RedisStore(client, local_cache_bytes=cache, also_close=sentinels,
+                           stop_when_over=stop)
+        return store, target
+    connection = connect_single(target.url, options)
+    return RedisStore(connection, local_cache_bytes=cache, stop_when_over=stop), target
 
 
 def settings_from(args: argparse.Namespace) -> DecisionSettings:
@@ -186,6 +211,7 @@ def settings_from(args: argparse.Namespace) -> DecisionSettings:
         quota_mode=args.quota_mode,
         headers=headers,
         key_prefix=args.cache_key_prefix,
+        dynamic_metadata=args.response_dynamic_metadata,
     )
 
 
@@ -193,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.check_config:
-        return check_config(args.check_config, sys.stdout, sys.stderr)
+        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config)
     configure_logging(args.log_level, args.log_format)
     try:
         address = resolve_address(args.grpc_address)
@@ -201,9 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not 0.0 <= args.near_limit_ratio <= 1.0:
         parser.error("--near-limit-ratio must be between 0 and 1")
+    if args.memory_max_keys < 1 or args.redis_timeout <= 0 or args.local_cache_size_bytes < 0:
+        parser.error("--memory-max-keys >= 1, --redis-timeout > 0 and "
+                     "--local-cache-size-bytes >= 0 are required")
     config_path = resolve_config_path(args.config)
     try:
-        rules = load_rules(config_path) if config_path else default_rules()
+        rules = (load_rules(config_path, merge_domains=args.merge_domain_config)
+                 if config_path else default_rules())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -224,12 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         watcher: ConfigWatcher[RuleSet] | None = None
         if config_path:
             path = config_path
-            watcher = ConfigWatcher(path, holder, lambda: load_rules(path),
+            merge = args.merge_domain_config
+            watcher = ConfigWatcher(path, holder,
+                                    lambda: load_rules(path, merge_domains=merge),
                                     interval=args.reload_interval)
             background.append(watcher.run)
         log.info(
             "starting",
-            extra={"config": config_path or "<embedded default>", "store": target.kind,
+            extra={"config": config_path or f"<embedded> {DEFAULT_CONFIG}", "store": target.kind,
                    "domains": sorted(rules.domains)},
         )
         app = GrpcApp(address, [service_spec(limiter, tracer)])

@@ -105,8 +105,13 @@ def config_files(directory: Path) -> list[Path]:
     )
 
 
-def load_rules(path: str | Path) -> RuleSet:
-    """Load a file or a directory of YAML files (one domain per file) into a RuleSet."""
+def load_rules(path: str | Path, *, merge_domains: bool = False) -> RuleSet:
+    """Load a file or a directory of YAML files (one domain per file) into a RuleSet.
+
+    With `merge_domains` (the reference's MERGE_DOMAIN_CONFIG) files naming the same
+    domain add their top-level descriptors to it; a descriptor defined twice is still
+    an error.
+    """
     p = Path(path)
     if not p.exists():
         raise ConfigError(str(p), None, "file not found")
@@ -115,11 +120,22 @@ def load_rules(path: str | Path) -> RuleSet:
     for file in files:
         tree = load_domain_file(file)
         first = domains.get(tree.domain)
-        if first is not None:
+        if first is None:
+            domains[tree.domain] = tree
+        elif not merge_domains:
             raise ConfigError(
                 str(file),
                 tree.domain_line,
                 f"domain: duplicate domain '{tree.domain}', already defined in {first.file}",
             )
-        domains[tree.domain] = tree
+        else:
+            clash = first.clashes_with(tree)
+            if clash:
+                raise ConfigError(
+                    str(file),
+                    None,
+                    f"duplicate descriptor composite key '{tree.domain}.{clash}' "
+                    f"(also in {first.file}) while merging domain '{tree.domain}'",
+                )
+            domains[tree.domain] = first.merged_with(tree)
     return RuleSet(domains)

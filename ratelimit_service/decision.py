@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ratelimit_service.model import (
     AppliedLimit,
@@ -53,6 +54,7 @@ class DecisionSettings:
     quota_mode: bool = False  # global: every limit is a quota
     headers: HeaderNames | None = None  # None: no X-RateLimit-* headers
     key_prefix: str = ""
+    dynamic_metadata: bool = False  # RESPONSE_DYNAMIC_METADATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,8 @@ class Decision:
     overall_code: Code
     statuses: tuple[DescriptorStatus, ...]
     headers: tuple[tuple[str, str], ...] = ()
+    dynamic_metadata: Mapping[str, Any] | None = None
+    failed_open: bool = False  # the store was down and the operator chose fail-open
 
 
 def plan(rules: RuleSet, query: RateLimitQuery) -> list[Check]:
@@ -237,4 +241,5 @@ def _headers(names: HeaderNames, status: DescriptorStatus) -> tuple[tuple[str, s
 
 def fail_open(query: RateLimitQuery) -> Decision:
     """The answer when the store is down and the operator chose fail-open."""
-    return Decision(Code.OK, tuple(DescriptorStatus(Code.OK) for _ in query.descriptors))
+    statuses = tuple(DescriptorStatus(Code.OK) for _ in query.descriptors)
+    return Decision(Code.OK, statuses, failed_open=True)

@@ -6,6 +6,7 @@ What happens when the store fails is the operator's choice (`FailureMode`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import time
@@ -19,6 +20,7 @@ from ratelimit_service.decision import (
     fail_open,
     plan,
 )
+from ratelimit_service.metadata import dynamic_metadata
 from ratelimit_service.model import RateLimitQuery, Stats
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, StoreUnavailable
@@ -66,7 +68,11 @@ class RateLimiter:
                 usages = await self.store.apply(ops, now)
             except Exception as exc:  # any store failure is an outage, never a crash
                 return self._store_failed(query, exc)
-        return decide(checks, usages, self.settings, self.stats)
+        decision = decide(checks, usages, self.settings, self.stats)
+        if self.settings.dynamic_metadata:
+            metadata = dynamic_metadata(query, checks, decision.statuses)
+            decision = dataclasses.replace(decision, dynamic_metadata=metadata)
+        return decision
 
     def _store_failed(self, query: RateLimitQuery, exc: Exception) -> Decision:
         self.stats.add("service", "store_error")
@@ -76,6 +82,8 @@ class RateLimiter:
             log.warning(
                 "counter store unavailable",
                 extra={"error": str(exc), "failure_mode": str(self.failure_mode)},
+                # Anything but an outage is a bug in the store: keep its traceback.
+                exc_info=not isinstance(exc, StoreUnavailable),
             )
         if self.failure_mode is FailureMode.OPEN:
             self.stats.add("service", "failure_mode_open")

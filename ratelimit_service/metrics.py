@@ -35,7 +35,8 @@ DECISION_SECONDS = Histogram(
 OK = DECISIONS.labels("ok")
 OVER_LIMIT = DECISIONS.labels("over_limit")
 INVALID = DECISIONS.labels("invalid_request")
-UNAVAILABLE = DECISIONS.labels("store_unavailable")
+UNAVAILABLE = DECISIONS.labels("store_unavailable")  # failing closed
+FAILED_OPEN = DECISIONS.labels("failed_open")  # store down, answered OK
 INTERNAL = DECISIONS.labels("internal_error")
 
 

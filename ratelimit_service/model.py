@@ -135,14 +135,23 @@ class CounterOp:
 
 @dataclass
 class Stats:
-    """In-process counters per stats key, named as the reference's statsd counters."""
+    """In-process counters per stats key, named as the reference's statsd counters.
+
+    `detailed_metric` and `value_to_metric` put request values in stats keys; past
+    `max_keys` distinct counters, new ones are summed under `overflow.<name>` so a
+    stream of distinct values cannot grow memory without bound.
+    """
 
     counters: dict[str, int] = field(default_factory=dict)
+    max_keys: int = 10_000
 
     def add(self, key: str, name: str, amount: int = 1) -> None:
         if amount:
             full = f"{key}.{name}"
-            self.counters[full] = self.counters.get(full, 0) + amount
+            counters = self.counters
+            if full not in counters and len(counters) >= self.max_keys:
+                full = f"overflow.{name}"
+            counters[full] = counters.get(full, 0) + amount
 
     def get(self, key: str, name: str) -> int:
         return self.counters.get(f"{key}.{name}", 0)

@@ -53,6 +53,18 @@ class RuleTree:
     def located(self, file: str, line: int | None) -> RuleTree:
         return replace(self, file=file, domain_line=line)
 
+    def clashes_with(self, other: RuleTree) -> str:
+        """A top-level descriptor both trees define ('' if none)."""
+        return next((key for key in other.root.children if key in self.root.children), "")
+
+    def merged_with(self, other: RuleTree) -> RuleTree:
+        """This domain plus `other`'s top-level descriptors (they must not clash)."""
+        root = _Node(
+            children={**self.root.children, **other.root.children},
+            wildcards=[*self.root.wildcards, *other.root.wildcards],
+        )
+        return replace(self, root=root)
+
     def lookup(self, descriptor: Descriptor) -> AppliedLimit | None:
         """The limit that applies to a descriptor, or None."""
         entries = descriptor.entries

@@ -66,7 +66,12 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             log.exception("ShouldRateLimit failed")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         metrics.DECISION_SECONDS.observe(time.perf_counter() - started)
-        (metrics.OVER_LIMIT if decision.overall_code is Code.OVER_LIMIT else metrics.OK).inc()
+        if decision.failed_open:
+            metrics.FAILED_OPEN.inc()
+        elif decision.overall_code is Code.OVER_LIMIT:
+            metrics.OVER_LIMIT.inc()
+        else:
+            metrics.OK.inc()
         return to_response(decision)
 
 

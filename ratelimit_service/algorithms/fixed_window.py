@@ -27,3 +27,21 @@ def reset_seconds(now: float, unit: Unit) -> int:
 def usage(count_after: int, hits: int, now: float, unit: Unit) -> Usage:
     """Usage from the counter's value after adding `hits`."""
     return Usage(count_after - hits, count_after, reset_seconds(now, unit))
+
+
+def charged_hits(
+    current: list[int], hits: list[int], limits: list[int], *, cached_over: bool
+) -> list[int]:
+    """Hits to add per fixed-window counter under STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT.
+
+    The reference's rule: if any counter of the request is already known over its
+    limit (local cache), add nothing; else if some counters would go over, add hits
+    only to those (a rejected request does not use up its other limits); else add
+    all. `current` are the counts before this request.
+    """
+    if cached_over:
+        return [0] * len(hits)
+    over = [c + h > lim for c, h, lim in zip(current, hits, limits, strict=True)]
+    if not any(over):
+        return list(hits)
+    return [h if o else 0 for h, o in zip(hits, over, strict=True)]

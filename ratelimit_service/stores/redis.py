@@ -3,16 +3,12 @@
 Keys are the reference's (`prefix domain_key_value_..._ window-start`), so counts are
 exact and windows align across replicas; each expires with its window.
 
-- One Redis (`single_command=True`): one `EVALSHA` per request runs all its counters
-  in one atomic script (fixed: INCRBY + EXPIRE on creation; sliding: the same + GET
-  of the previous window; GCRA: read-modify-write of `(fill, last_ms)`).
-- Redis Cluster: a script may only touch one slot, so each counter is its own
-  single-key command (fixed: `INCRBY` + `EXPIRE`, the reference's pipeline; sliding:
-  those + `GET previous`; GCRA: `EVALSHA` on its key), all in one pipeline that the
-  cluster client splits per node and sends concurrently.
-
-Concurrent requests share pipelines (`PipelineBatcher`); each request is still in
-exactly one. Keys found over the limit are remembered locally until their window ends
+One `EVALSHA` per request runs all its counters in one atomic script (fixed window:
+INCRBY + EXPIRE when the window key is created; sliding: the same + GET of the
+previous window; GCRA: read-modify-write of `(fill, last_ms)`), over a lean pipelined
+connection (`stores.resp`); behind Sentinel, over redis-py with concurrent requests
+sharing pipelines (`stores.batching`). Redis Cluster groups the counters per slot
+(`stores.cluster`). Keys found over the limit are remembered locally until their window ends
 (or, for GCRA, until the bucket has room again): a client hammering an exhausted
 limit costs no Redis trip. Counts only grow within a window, so the cache never
 admits more. Connection errors surface as `StoreUnavailable`; the client reconnects
@@ -21,6 +17,7 @@ on the next call.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -38,7 +35,7 @@ from ratelimit_service.model import Algorithm, CounterOp, Usage
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.batching import Command, PipelineBatcher
 from ratelimit_service.stores.resp import RespConnection
-from ratelimit_service.stores.scripts import GCRA_SCRIPT, GCRA_SHA, REQUEST_SCRIPT, REQUEST_SHA
+from ratelimit_service.stores.scripts import REQUEST_SCRIPT, REQUEST_SHA
 
 # Rough cost of one local-cache entry (key, expiry, dict slot), to turn the reference's
 # LOCAL_CACHE_SIZE_IN_BYTES into a number of entries.
@@ -56,13 +53,17 @@ class OverLimitCache:
         return len(self._until)
 
     def over(self, key: str, now: float) -> bool:
+        return self.over_until(key, now) is not None
+
+    def over_until(self, key: str, now: float) -> float | None:
+        """When `key` stops being known over its limit; None if it is not."""
         until = self._until.get(key)
         if until is None:
-            return False
+            return None
         if until <= now:
             del self._until[key]
-            return False
-        return True
+            return None
+        return until
 
     def add(self, key: str, until: float) -> None:
         if self.max_entries == 0:
@@ -73,119 +74,90 @@ class OverLimitCache:
 
 
 @dataclass(frozen=True, slots=True)
-class _Pending:
+class PendingCounter:
     index: int
     op: CounterOp
     key: str
     other: str  # sliding window: the previous window's key; else the key again
+    charge: int  # hits to add (0 under STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT rules)
+    stop: bool = False  # let the script apply STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
 
 
 class RedisStore:
-    """A CounterStore on Redis or Redis Cluster (any client with `.pipeline()`)."""
+    """A CounterStore on one Redis: a RespConnection, or a redis-py client (sentinel)."""
 
     def __init__(
-        self, client: Any, *, local_cache_bytes: int = 0, single_command: bool = True
+        self,
+        client: Any,
+        *,
+        local_cache_bytes: int = 0,
+        also_close: Sequence[Any] = (),
+        stop_when_over: bool = False,
     ) -> None:
-        # `client` is a RespConnection (one Redis, the fast path) or a redis-py client
-        # (sentinel, cluster), whose pipelines are shared between concurrent requests.
         self.client = client
+        self.stop_when_over = stop_when_over  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
+        self.also_close = also_close  # e.g. Sentinel's own connections
         self.local_cache = OverLimitCache(local_cache_bytes)
         self.connection = client if isinstance(client, RespConnection) else None
+        # redis-py clients: concurrent requests share pipelines.
         self.batcher = PipelineBatcher(client)
-        self.single_command = single_command or self.connection is not None
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         usages: list[Usage | None] = [None] * len(ops)
-        pending: list[_Pending] = []
+        pending: list[PendingCounter] = []
+        cached_over = False
         for index, op in enumerate(ops):
             unit = op.limit.unit
             algorithm = op.limit.algorithm
             if algorithm is Algorithm.GCRA:
                 key = f"{op.key}gcra"
-                if self.local_cache.over(key, now):
-                    usages[index] = _cached(op, 1)
+                until = self.local_cache.over_until(key, now)
+                if until is not None:
+                    usages[index] = _cached(op, math.ceil(until - now))
                     continue
-                pending.append(_Pending(index, op, key, key))
+                pending.append(PendingCounter(index, op, key, key, op.hits))
             elif algorithm is Algorithm.SLIDING_WINDOW:
                 key, previous = sliding_window.keys(op.key, now, unit)
-                pending.append(_Pending(index, op, key, previous))
+                pending.append(PendingCounter(index, op, key, previous, op.hits))
             else:
                 key = fixed_window.window_key(op.key, now, unit)
                 if self.local_cache.over(key, now):
                     usages[index] = _cached(op, fixed_window.reset_seconds(now, unit))
+                    cached_over = True
                     continue
-                pending.append(_Pending(index, op, key, key))
+                pending.append(PendingCounter(index, op, key, key, op.hits, self.stop_when_over))
+        if pending and self.stop_when_over and cached_over:
+            # A counter of this request is already over: the others are not charged.
+            pending = [
+                dataclasses.replace(p, charge=0, stop=False)
+                if p.op.limit.algorithm is Algorithm.FIXED_WINDOW else p
+                for p in pending
+            ]
         if pending:
-            now_ms = round(now * 1000)
-            if self.single_command:
-                raw = await self._run_script(pending, now_ms)
-            else:
-                raw = await self._run_commands(pending, now_ms)
+            raw = await self._run(pending, round(now * 1000))
             for p, values in zip(pending, raw, strict=True):
                 usages[p.index] = self._usage(p, values, now)
         return [u for u in usages if u is not None]
 
-    async def _run_script(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
-        keys: list[str] = []
-        argv: list[Any] = [now_ms]
-        for p in pending:
-            keys += (p.key, p.other)
-            limit = p.op.limit
-            if limit.algorithm is Algorithm.GCRA:
-                argv += ("g", p.op.hits, limit.requests_per_unit, limit.unit.seconds * 1000)
-            elif limit.algorithm is Algorithm.SLIDING_WINDOW:
-                argv += ("s", p.op.hits, 2 * limit.unit.seconds, 0)
-            else:
-                argv += ("f", p.op.hits, limit.unit.seconds, 0)
-        reply = await self._call(("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv))
-        if _no_script(reply):
+    async def _run(self, pending: list[PendingCounter], now_ms: int) -> list[tuple[Any, ...]]:
+        """All counters in one script call: (count|before, previous|after, fill) each."""
+        keys, argv = script_arguments(pending, now_ms, previous_inline=True)
+        reply = await self._call(keys[0], ("EVALSHA", REQUEST_SHA, len(keys), *keys, *argv))
+        if no_script_reply(reply):
             # First use on this server (or after a restart or SCRIPT FLUSH): EVAL runs
             # the script and caches it for the next EVALSHA.
-            reply = await self._call(("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv))
-        _raise_if_error(reply)
+            reply = await self._call(keys[0], ("EVAL", REQUEST_SCRIPT, len(keys), *keys, *argv))
+        raise_if_error(reply)
         return [tuple(reply[3 * i : 3 * i + 3]) for i in range(len(pending))]
 
-    async def _call(self, command: Command) -> Any:
+    async def _call(self, key: str, command: Command) -> Any:
+        del key  # one Redis: every key lives here
         if self.connection is not None:
             return await self.connection.call(*command)
         (reply,) = await self.batcher.execute([command])
         return reply
 
-    async def _run_commands(self, pending: list[_Pending], now_ms: int) -> list[tuple[Any, ...]]:
-        commands: list[Command] = []
-        spans: list[tuple[int, int]] = []
-        for p in pending:
-            first = len(commands)
-            limit = p.op.limit
-            if limit.algorithm is Algorithm.GCRA:
-                commands.append(_gcra_command("EVALSHA", GCRA_SHA, p, now_ms))
-            elif limit.algorithm is Algorithm.SLIDING_WINDOW:
-                commands += (("INCRBY", p.key, p.op.hits),
-                             ("EXPIRE", p.key, 2 * limit.unit.seconds),
-                             ("GET", p.other))
-            else:
-                commands += (("INCRBY", p.key, p.op.hits), ("EXPIRE", p.key, limit.unit.seconds))
-            spans.append((first, len(commands)))
-        results = await self.batcher.execute(commands)
-        retry = [i for i, span in enumerate(spans) if _no_script(results[span[0]])]
-        if retry:
-            evals = [_gcra_command("EVAL", GCRA_SCRIPT, pending[i], now_ms) for i in retry]
-            for i, result in zip(retry, await self.batcher.execute(evals), strict=True):
-                results[spans[i][0]] = result
-        raw: list[tuple[Any, ...]] = []
-        for p, (first, end) in zip(pending, spans, strict=True):
-            chunk = results[first:end]
-            for item in chunk:
-                _raise_if_error(item)
-            if p.op.limit.algorithm is Algorithm.GCRA:
-                raw.append(tuple(chunk[0]))
-            elif p.op.limit.algorithm is Algorithm.SLIDING_WINDOW:
-                raw.append((chunk[0], chunk[2] or 0, 0))
-            else:
-                raw.append((chunk[0], 0, 0))
-        return raw
-
-    def _usage(self, p: _Pending, values: tuple[Any, ...], now: float) -> Usage:
+    def _usage(self, p: PendingCounter, values: tuple[Any, ...], now: float) -> Usage:
         op, unit = p.op, p.op.limit.unit
         if op.limit.algorithm is Algorithm.GCRA:
             before, after, fill = int(values[0]), int(values[1]), int(values[2])
@@ -207,23 +179,48 @@ class RedisStore:
     async def close(self) -> None:
         await self.batcher.close()
         await self.client.aclose()
+        for other in self.also_close:
+            await other.aclose()
 
 
-def _no_script(reply: Any) -> bool:
+def script_arguments(
+    pending: Sequence[PendingCounter], now_ms: int, *, previous_inline: bool
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of REQUEST_SCRIPT for these counters (see stores.scripts).
+
+    With `previous_inline=False` (cluster: the previous window may be in another
+    slot) a sliding-window counter is sent as a fixed one kept two windows, and the
+    caller reads the previous window itself.
+    """
+    keys: list[str] = []
+    argv: list[Any] = [now_ms]
+    for p in pending:
+        limit = p.op.limit
+        if limit.algorithm is Algorithm.GCRA:
+            keys += (p.key, p.key)
+            argv += ("g", p.charge, limit.requests_per_unit, limit.unit.seconds * 1000)
+        elif limit.algorithm is Algorithm.SLIDING_WINDOW and previous_inline:
+            keys += (p.key, p.other)
+            argv += ("s", p.charge, 2 * limit.unit.seconds, 0)
+        else:
+            ttl = limit.unit.seconds * (2 if limit.algorithm is Algorithm.SLIDING_WINDOW else 1)
+            keys += (p.key, p.key)
+            if p.stop:
+                argv += ("F", p.charge, ttl, limit.requests_per_unit)
+            else:
+                argv += ("f", p.charge, ttl, 0)
+    return keys, argv
+
+
+def no_script_reply(reply: Any) -> bool:
     if isinstance(reply, NoScriptError):
         return True
     return isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
-def _raise_if_error(reply: Any) -> None:
+def raise_if_error(reply: Any) -> None:
     if isinstance(reply, Exception):
         raise StoreUnavailable(f"redis: {reply}")
-
-
-def _gcra_command(verb: str, script: str, p: _Pending, now_ms: int) -> Command:
-    limit = p.op.limit
-    return (verb, script, 1, p.key, now_ms, p.op.hits, limit.requests_per_unit,
-            limit.unit.seconds * 1000)
 
 
 def _cached(op: CounterOp, reset_seconds: int) -> Usage:
@@ -255,8 +252,8 @@ def connect_single(url: str, options: RedisOptions) -> RespConnection:
 
 def connect_sentinel(
     sentinels: list[tuple[str, int]], master: str, options: RedisOptions
-) -> aioredis.Redis:
-    """A client that follows the master named `master` through the given sentinels."""
+) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client that follows the master named `master`, and the sentinels' clients."""
     from redis.asyncio.sentinel import Sentinel  # noqa: PLC0415 - only for sentinel users
 
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
@@ -273,4 +270,4 @@ def connect_sentinel(
         ssl=options.tls,
         retry=retry_policy(),
     )
-    return client
+    return client, list(sentinel.sentinels)

@@ -94,6 +94,12 @@ class RespConnection:
     async def call(self, *args: Any) -> Any:
         """Send one command and wait for its reply (a hiredis.ReplyError is returned,
         not raised). Raises StoreUnavailable when Redis cannot be reached."""
+        (reply,) = await self.call_many([args])
+        return reply
+
+    async def call_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send commands in one write, so no other call lands between them on the wire
+        (ASKING must immediately precede its command); replies in order."""
         protocol = self._protocol or await self._connect()
         transport = protocol.transport
         if transport is None or transport.is_closing():
@@ -102,13 +108,16 @@ class RespConnection:
             transport = protocol.transport
             if transport is None:
                 raise StoreUnavailable("redis: connection closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending.append(future)
-        self.calls += 1
-        transport.write(encode(args))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        self.pending.extend(futures)
+        self.calls += len(commands)
+        transport.write(b"".join(encode(args) for args in commands))
         if self._watchdog is None:
             self._arm()
-        return await future
+        if len(futures) == 1:
+            return [await futures[0]]
+        return list(await asyncio.gather(*futures))
 
     @property
     def current(self) -> _Protocol | None:

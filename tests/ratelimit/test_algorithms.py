@@ -128,3 +128,14 @@ def test_gcra_in_memory_matches_the_pure_step(requests: list[tuple[int, int]]) -
         state, expected = gcra.step(state, now_ms, hits, limit)
         got = store.apply_now([CounterOp("g_", hits, limit)], now_ms / 1000)[0]
         assert (got.before, got.after) == (expected.before, expected.after)
+
+
+def test_stats_are_bounded() -> None:
+    from ratelimit_service.model import Stats
+
+    stats = Stats(max_keys=3)
+    for i in range(10):
+        stats.add(f"d.user_{i}", "total_hits")
+    assert stats.get("d.user_0", "total_hits") == 1
+    assert stats.get("overflow", "total_hits") == 7
+    assert len(stats.counters) == 4

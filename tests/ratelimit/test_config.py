@@ -135,3 +135,34 @@ def test_embedded_default_has_the_demo_domain() -> None:
     assert (other.limit.requests_per_unit, other.limit.unit) == (5, Unit.MINUTE)
     assert address is not None and address.limit is not None
     assert (address.limit.requests_per_unit, address.limit.unit) == (50, Unit.SECOND)
+
+
+def test_tollgate_check_config_uses_the_same_function(capsys: pytest.CaptureFixture[str]) -> None:
+    from tollgate.cli import main as tollgate_main
+
+    bad = FIXTURES / "invalid" / "misspelled_key.yaml"
+    assert tollgate_main(["check-config", "ratelimit", str(bad)]) == 1
+    assert capsys.readouterr().err.strip() == f"{bad}:{INVALID['misspelled_key.yaml']}"
+    good = FIXTURES / "valid" / "wildcard.yaml"
+    assert tollgate_main(["check-config", "ratelimit", str(good)]) == 0
+
+
+def test_merge_domain_config_adds_files_and_still_rejects_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "domain: shop\ndescriptors:\n  - key: user\n"
+        "    rate_limit: {unit: minute, requests_per_unit: 1}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "domain: shop\ndescriptors:\n  - key: path\n    value: /a*\n"
+        "    rate_limit: {unit: minute, requests_per_unit: 2}\n"
+    )
+    tree = load_rules(tmp_path, merge_domains=True).domains["shop"]
+    assert sorted(tree.root.children) == ["path_/a*", "user"]
+    assert [pattern for pattern, _ in tree.root.wildcards] == ["path_/a*"]
+    (tmp_path / "c.yaml").write_text("domain: shop\ndescriptors:\n  - key: user\n")
+    with pytest.raises(ConfigError) as err:
+        load_rules(tmp_path, merge_domains=True)
+    assert str(err.value) == (
+        f"{tmp_path / 'c.yaml'}: duplicate descriptor composite key 'shop.user' "
+        f"(also in {tmp_path / 'a.yaml'}) while merging domain 'shop'"
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf import json_format
 
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
@@ -31,6 +32,7 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+from tollgate.metrics import REGISTRY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "valid"
 Unit = rls_pb2.RateLimitResponse.RateLimit
@@ -365,14 +367,20 @@ class BrokenStore:
 def test_store_outage_fails_open_or_closed(mode: FailureMode) -> None:
     limiter = make_limiter(conf_rules(), store=BrokenStore(), failure_mode=mode)
 
+    def outcome(name: str) -> float:
+        value = REGISTRY.get_sample_value("tollgate_ratelimit_decisions_total", {"outcome": name})
+        return value or 0.0
+
     async def main() -> None:
         async with serve(limiter) as served:
             req = request("conf", descriptor(("user", "a")), descriptor(("nothing", "x")))
             if mode is FailureMode.OPEN:
+                before = outcome("failed_open")
                 response = await served.call(req)
                 assert response.overall_code == OK
                 assert [s.code for s in response.statuses] == [OK, OK]
                 assert limiter.stats.get("service", "failure_mode_open") == 1
+                assert outcome("failed_open") == before + 1
             else:
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await served.call(req)
@@ -389,4 +397,38 @@ def test_concurrent_requests_never_exceed_the_limit_in_memory() -> None:
         req = request("conf", descriptor(("path", "/busy")), hits=1)  # limit 4
         codes = await asyncio.gather(*(served.call(req) for _ in range(50)))
         assert sum(1 for r in codes if r.overall_code == OK) == 4
+    run(scenario)
+
+
+def test_response_dynamic_metadata_carries_passed_limits_metadata() -> None:
+    rules = load_rules(FIXTURES / "metadata.yaml")
+
+    async def scenario(served: Served, clock: Clock, limiter: RateLimiter) -> None:
+        req = request(
+            "test-domain",
+            descriptor(("key1", "value1"), ("subkey1", "x")),
+            descriptor(("key2", "y"), hits=2),
+        )
+        response = await served.call(req)
+        meta = json_format.MessageToDict(response.dynamic_metadata)
+        assert meta == {
+            "domain": "test-domain",
+            "descriptors": [
+                {"entries": ["key1=value1", "subkey1=x"]},
+                {"entries": ["key2=y"], "hitsAddend": 2.0},
+            ],
+            "metadata": {"name": "service_1", "service_with_quota": {"name": "service_2"}},
+        }
+        # Over the limit: that limit's metadata is left out.
+        for _ in range(5):
+            response = await served.call(req)
+        meta = json_format.MessageToDict(response.dynamic_metadata)
+        assert meta["metadata"] == {"service_with_quota": {"name": "service_2"}}
+    run(scenario, rules=rules, settings=DecisionSettings(dynamic_metadata=True))
+
+
+def test_no_dynamic_metadata_by_default() -> None:
+    async def scenario(served: Served, clock: Clock, limiter: RateLimiter) -> None:
+        response = await served.call(request("conf", descriptor(("user", "m"))))
+        assert not response.HasField("dynamic_metadata")
     run(scenario)

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisProcess
+from tests.ratelimit.redis_procs import RedisProcess, binary, cli, free_port, wait_until
 from tests.ratelimit.support import (
     OK,
     OVER,
@@ -40,6 +43,9 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 4, algorithm: sliding_window}
   - key: gcra
     rate_limit: {unit: minute, requests_per_unit: 4, algorithm: gcra}
+  - key: api_key
+    quota_mode: true
+    rate_limit: {unit: month, requests_per_unit: 1000}
 """
 
 
@@ -115,22 +121,25 @@ def test_one_round_trip_and_one_command_per_request(redis_server: RedisProcess) 
     asyncio.run(main())
 
 
-def test_cluster_mode_commands_are_the_references_pipeline(redis_server: RedisProcess) -> None:
-    """Without the single-command script: INCRBY + EXPIRE per fixed-window descriptor."""
+def test_redis_py_path_shares_pipelines_one_command_per_request(
+    redis_server: RedisProcess,
+) -> None:
+    """The Sentinel path (a redis-py client): still one EVALSHA per request."""
 
     async def main() -> None:
         client = CountingClient(aioredis.Redis.from_url(redis_server.url))
-        store = RedisStore(client, single_command=False)
+        store = RedisStore(client)
         limiter = make_limiter(rules_from(CONFIG), store=store)
-        before = redis_server.command_calls()
         async with serve(limiter) as served:
             req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
                           descriptor(("unknown", "x")))
             assert await served.codes(req, 4) == [OK, OK, OK, OVER]
+            before = redis_server.command_calls()
+            responses = await asyncio.gather(*(served.call(req) for _ in range(50)))
+            assert all(r.overall_code == OVER for r in responses)
         after = redis_server.command_calls()
-        assert client.round_trips == 4
-        assert after.get("incrby", 0) - before.get("incrby", 0) == 8
-        assert after.get("expire", 0) - before.get("expire", 0) == 8
+        assert after["evalsha"] - before["evalsha"] == 50
+        assert client.round_trips <= 4 + 1 + 50
         await store.close()
 
     asyncio.run(main())
@@ -160,7 +169,7 @@ def test_local_cache_spares_redis_for_keys_over_the_limit(redis_server: RedisPro
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))
-@pytest.mark.parametrize("client", ["resp", "redis-py script", "redis-py commands"])
+@pytest.mark.parametrize("client", ["resp", "redis-py"])
 def test_every_algorithm_and_client_path_matches_memory(
     redis_server: RedisProcess, algorithm: Algorithm, client: str
 ) -> None:
@@ -169,8 +178,7 @@ def test_every_algorithm_and_client_path_matches_memory(
             store = store_for(redis_server, cache=1 << 20)
         else:
             store = RedisStore(aioredis.Redis.from_url(redis_server.url),
-                               local_cache_bytes=1 << 20,
-                               single_command=client == "redis-py script")
+                               local_cache_bytes=1 << 20)
         memory = MemoryStore()
         limit = Limit(4, Unit.MINUTE, algorithm=algorithm)
         now = T0
@@ -251,17 +259,28 @@ def test_two_replicas_many_clients_never_admit_more_than_the_limit(
 ) -> None:
     async def main() -> None:
         clock = Clock()
-        stores = [store_for(redis_server) for _ in range(2)]
-        replicas = [make_limiter(rules_from(CONFIG), store=s, clock=clock) for s in stores]
+        stores = [
+            RedisStore(connect_single(redis_server.url, RedisOptions(timeout=5.0)))
+            for _ in range(2)
+        ]
+        # Fail closed: a store hiccup on a loaded machine must show up as an error,
+        # never as an admission.
+        replicas = [
+            make_limiter(rules_from(CONFIG), store=s, clock=clock,
+                         failure_mode=FailureMode.CLOSED)
+            for s in stores
+        ]
         async with serve(replicas[0]) as a, serve(replicas[1]) as b:
             req = request("rl", descriptor(("shared", "tenant")))
-            calls = [(a if i % 2 else b).call(req) for i in range(300)]
-            responses = await asyncio.gather(*calls)
-            admitted = sum(1 for r in responses if r.overall_code == OK)
-            assert admitted == 25
+
+            async def wave(n: int) -> int:
+                calls = [(a if i % 2 else b).call(req) for i in range(n)]
+                responses = await asyncio.gather(*calls)
+                return sum(1 for r in responses if r.overall_code == OK)
+
+            assert await wave(300) == 25
             clock.advance(50)  # next window: a fresh 25
-            responses = await asyncio.gather(*((a if i % 2 else b).call(req) for i in range(60)))
-            assert sum(1 for r in responses if r.overall_code == OK) == 25
+            assert await wave(60) == 25
         for store in stores:
             await store.close()
 
@@ -299,5 +318,67 @@ def test_redis_killed_under_concurrent_load_fails_every_call_promptly(
                     pytest.fail("no recovery within 10 s")
                 await asyncio.sleep(0.05)
         await store.close()
+
+    asyncio.run(main())
+
+
+def test_sentinel_url_follows_the_master(redis_server: RedisProcess, tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
+    )
+    sentinel = subprocess.Popen(
+        [binary("redis-server"), str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(
+            lambda: str(redis_server.port)
+            in cli(port, "SENTINEL", "get-master-addr-by-name", "mymaster"),
+            20, "sentinel to know the master",
+        )
+
+        async def main() -> None:
+            args = build_parser().parse_args(
+                ["--redis-url", f"redis+sentinel://127.0.0.1:{port}/mymaster"]
+            )
+            store, target = build_store(args)
+            assert target.kind == "sentinel"
+            limiter = make_limiter(rules_from(CONFIG), store=store)
+            async with serve(limiter) as served:
+                req = request("rl", descriptor(("user", "via-sentinel")))
+                assert await served.codes(req, 4) == [OK, OK, OK, OVER]
+            await store.close()
+
+        asyncio.run(main())
+        window = int(T0) // 60 * 60
+        assert cli(redis_server.port, "GET", f"rl_user_via-sentinel_{window}").strip() == "4"
+    finally:
+        sentinel.kill()
+        sentinel.wait(timeout=10)
+
+
+def test_monthly_quota_is_shared_and_visible_across_replicas(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        clock = Clock()
+        stores = [store_for(redis_server) for _ in range(2)]
+        replicas = [make_limiter(rules_from(CONFIG), store=s, clock=clock) for s in stores]
+        async with serve(replicas[0]) as a, serve(replicas[1]) as b:
+            req = request("rl", descriptor(("api_key", "k-123"), hits=300))
+            first = await a.call(req)
+            second = await b.call(req)
+            assert [r.statuses[0].limit_remaining for r in (first, second)] == [700, 400]
+            month = 30 * 86400
+            assert second.statuses[0].duration_until_reset.seconds == month - int(T0) % month
+            clock.advance(3600)
+            third = await a.call(req)
+            assert third.statuses[0].limit_remaining == 100
+            over = await b.call(req)
+            assert over.overall_code == OVER  # the only quota of the request is exhausted
+            assert over.statuses[0].limit_remaining == 0
+        for store in stores:
+            await store.close()
 
     asyncio.run(main())
