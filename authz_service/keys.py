@@ -38,8 +38,15 @@ class KeySet:
     skipped: tuple[str, ...] = ()  # why some JWKs were not used, for the log
 
     def candidates(self, kid: str | None, alg: str) -> tuple[VerificationKey, ...]:
-        """Keys that may verify a token with this kid and alg."""
-        pool = self.by_kid.get(kid, ()) if kid is not None else self.keys
+        """Keys that may verify a token with this kid and alg.
+
+        A key without a kid (a shared secret, or a JWKS that omits kids) is a
+        candidate for every token; a key with a kid only for tokens naming it.
+        """
+        if kid is None:
+            pool = self.keys
+        else:
+            pool = self.by_kid.get(kid, ()) + tuple(k for k in self.keys if k.kid is None)
         return tuple(k for k in pool if alg in k.algorithms)
 
     def has_kid(self, kid: str) -> bool:
