@@ -3,8 +3,9 @@
     .venv/bin/python bench/envoy_bench.py [--seconds 10] [--connections 32] [--rate 1000]
                                           [--cases passthrough,jwt_authn,...] [--out FILE]
 
-Every case runs the same Envoy 1.40 (one worker) answering a direct response on
-a plain-HTTP/1.1 listener, with one set of filters in front: nothing
+Every case runs the same Envoy 1.40 (one worker) proxying to an upstream that
+answers directly (a second listener of that Envoy: Envoy's ratelimit filter
+skips direct-response routes), with one set of filters in front: nothing
 (passthrough), native jwt_authn (RS256, uncached and cached), native
 local_ratelimit, Tollgate authz (RS256 JWT + scope + headers + metadata),
 Tollgate ratelimit on memory and on Redis, and both. Load comes from h2load
@@ -107,10 +108,18 @@ def grpc_cluster(name: str, socket: Path) -> dict[str, Any]:
 def envoy_config(case: str, port: int, admin: int, work: Path, jwks: dict[str, Any]) -> str:
     filters: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
-    route: dict[str, Any] = {
-        "match": {"prefix": "/"},
-        "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
-    }
+    # Every case routes to an upstream (a second listener of the same Envoy that
+    # answers directly): Envoy's ratelimit filter skips direct_response routes.
+    upstream_port = free_port()
+    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    clusters.append({
+        "name": "upstream",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+    })
     if case.startswith("jwt_authn"):
         provider: dict[str, Any] = {
             "issuer": jwt_kit.ISSUER,
@@ -179,10 +188,27 @@ def envoy_config(case: str, port: int, admin: int, work: Path, jwks: dict[str, A
     vhost: dict[str, Any] = {"name": "bench", "domains": ["*"], "routes": [route]}
     if "route_rate_limits" in route:
         vhost["rate_limits"] = route.pop("route_rate_limits")
+    upstream_listener = {
+        "name": "upstream",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream_port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "upstream",
+                "route_config": {"virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+                }]}]},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            },
+        }]}],
+    }
     config = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
-            "listeners": [{
+            "listeners": [upstream_listener, {
                 "name": "bench",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                 "filter_chains": [{"filters": [{
