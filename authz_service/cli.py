@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TextIO
 
 from authz_service.compiled import CompiledPolicy
+from authz_service.grpc_service import AuthorizationService, load_policy, service_spec
 from authz_service.key_registry import KeyRegistry
 from authz_service.metrics import TOKEN_CACHE_ENTRIES
-from authz_service.service import AuthorizationService, load_policy, service_spec
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics

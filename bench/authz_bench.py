@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from authz_service.adapter import to_context  # noqa: E402
 from authz_service.engine import decide  # noqa: E402
+from authz_service.grpc_service import load_policy  # noqa: E402
 from authz_service.key_registry import KeyRegistry  # noqa: E402
-from authz_service.service import load_policy  # noqa: E402
 from tests.authz import jwt_kit  # noqa: E402
 from tests.authz.grpc_kit import check_request  # noqa: E402
 

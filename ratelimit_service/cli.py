@@ -18,10 +18,10 @@ from typing import TextIO
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
+from ratelimit_service.grpc_service import service_spec
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.metrics import register_stats
 from ratelimit_service.rules import RuleSet
-from ratelimit_service.service import service_spec
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.target import StoreTarget, TargetError, parse_target

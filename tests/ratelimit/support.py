@@ -12,9 +12,9 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
 from ratelimit_service.config import build_domain
 from ratelimit_service.decision import DecisionSettings
+from ratelimit_service.grpc_service import service_spec
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.rules import RuleSet
-from ratelimit_service.service import service_spec
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.memory import MemoryStore
 from tollgate.config import parse_config_text
