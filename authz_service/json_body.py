@@ -1,0 +1,148 @@
+"""A JSON body parser that refuses what a backend could read two ways, or choke on.
+
+Pure and bounded: the text is UTF-8 only (no BOM, no UTF-16 guessing), objects
+with a repeated key are refused (two parsers may keep different values), numbers
+are refused before conversion when they carry more characters than allowed (so
+a 100k-digit integer costs a length check, not a quadratic conversion), NaN and
+Infinity are not JSON, and nesting deeper than the limit is refused.
+
+Depth is bounded twice: CPython's C scanner stops at the interpreter's recursion
+limit (a nesting bomb raises RecursionError after ~1000 levels, in microseconds),
+and only a text with more opening brackets than the limit pays for an exact,
+linear depth scan. Where a refusal has a location, the location is found by a
+walk of the parsed tree on the failure path only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+from authz_service.problems import Problem, pointer_of
+
+# Strings of a text json.loads accepted: terminated, so the scan is linear.
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+@dataclass(frozen=True, slots=True)
+class JsonLimits:
+    max_depth: int = 32
+    max_number_chars: int = 40  # digits, sign, point and exponent of one number
+
+
+class _Refused:
+    """Stands in the tree where a value was refused, so the walk can find where."""
+
+    __slots__ = ("code", "detail")
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code = code
+        self.detail = detail
+
+
+class _DuplicateKeys(dict[str, Any]):
+    __slots__ = ("key",)
+
+
+class _Parse:
+    """Hooks for one json.loads call; they record the first refusal and carry on."""
+
+    __slots__ = ("limits", "refused")
+
+    def __init__(self, limits: JsonLimits) -> None:
+        self.limits = limits
+        self.refused = False
+
+    def pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            self.refused = True
+            dup = _DuplicateKeys(obj)
+            seen: set[str] = set()
+            for key, _ in pairs:
+                if key in seen:
+                    dup.key = key
+                    break
+                seen.add(key)
+            return dup
+        return obj
+
+    def integer(self, text: str) -> int | _Refused:
+        if len(text) > self.limits.max_number_chars:
+            self.refused = True
+            return _Refused("number_too_large", "number has too many digits")
+        return int(text)
+
+    def real(self, text: str) -> float | _Refused:
+        if len(text) > self.limits.max_number_chars:
+            self.refused = True
+            return _Refused("number_too_large", "number has too many digits")
+        value = float(text)
+        if not math.isfinite(value):
+            self.refused = True
+            return _Refused("number_too_large", "number is out of range")
+        return value
+
+    def constant(self, text: str) -> _Refused:
+        self.refused = True
+        return _Refused("malformed_json", f"{text[:10]} is not JSON")
+
+
+def parse_json(body: bytes, limits: JsonLimits) -> Any:
+    """The parsed body, or raise Problem (400) saying what and, when known, where."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Problem.bad("malformed_json", "body is not UTF-8") from None
+    if text.startswith("\ufeff"):
+        raise Problem.bad("malformed_json", "body starts with a byte order mark")
+    hooks = _Parse(limits)
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=hooks.pairs,
+            parse_int=hooks.integer,
+            parse_float=hooks.real,
+            parse_constant=hooks.constant,
+        )
+    except RecursionError:
+        raise Problem.bad("nesting_too_deep", "JSON nesting is too deep") from None
+    except json.JSONDecodeError as exc:
+        # The position is ours to give (a character offset); the text is not echoed.
+        raise Problem.bad("malformed_json", f"{exc.msg} at character {exc.pos}") from None
+    except ValueError:  # int() beyond sys.get_int_max_str_digits, were the limit raised
+        raise Problem.bad("number_too_large", "number has too many digits") from None
+    if text.count("[") + text.count("{") > limits.max_depth and _depth(text) > limits.max_depth:
+        raise Problem.bad("nesting_too_deep", f"JSON nesting exceeds {limits.max_depth} levels")
+    if hooks.refused:
+        _raise_refusal(value)
+    return value
+
+
+def _depth(text: str) -> int:
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0)
+
+
+def _raise_refusal(value: Any) -> None:
+    """Find the first refused value (depth-first, document order) and raise its Problem."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Refused):
+            raise Problem.bad(node.code, node.detail, pointer=pointer_of(path))
+        if isinstance(node, _DuplicateKeys):
+            raise Problem.bad(
+                "duplicate_key", "object has a repeated key", pointer=pointer_of((*path, node.key))
+            )
+        if isinstance(node, dict):
+            stack.extend((v, (*path, k)) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in reversed(list(enumerate(node))))
+    raise Problem.bad("malformed_json", "body refused")  # unreachable: a refusal was recorded
