@@ -48,6 +48,7 @@ class _Refused:
 
 class _DuplicateKeys(dict[str, Any]):
     __slots__ = ("key",)
+    key: str
 
 
 class _Parse:

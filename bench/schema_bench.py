@@ -23,6 +23,7 @@ import statistics
 import sys
 import timeit
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -225,8 +226,6 @@ def main() -> None:
 
 
 def jsonschema_version(name: str) -> str:
-    from importlib.metadata import version
-
     return version(name)
 
 
