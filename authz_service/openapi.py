@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from authz_service.problems import Problem, pointer_of
 from authz_service.schema import JsonSchema, SchemaError
@@ -135,7 +135,7 @@ class OpenApiDocument:
     def _schema(self, where: tuple[str, ...], code: str, prefix: str = "") -> JsonSchema:
         # The document is the root resource: unknown keywords (paths, info, ...) are
         # ignored and `#/components/...` references resolve against it.
-        root = {**self._root, "$ref": "#" + pointer_of(where)}
+        root = {**self._root, "$ref": "#" + quote(pointer_of(where), safe="/~")}
         try:
             return JsonSchema(root, code=code, prefix=prefix)
         except SchemaError as exc:
