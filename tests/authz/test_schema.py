@@ -84,6 +84,8 @@ def test_huge_integer_is_refused_with_its_pointer() -> None:
 
 def test_huge_exponent_and_long_float_are_refused() -> None:
     assert parse_refusal(b'{"x": 1e999}').code == "number_too_large"
+    assert parse_refusal(b'{"x": [-1E+400]}').pointer == "/x/0"
+    assert parse_json(b'{"x": 1e-5, "y": "' + b"1" * 100 + b'"}', DEFAULT_LIMITS)["x"] == 1e-5
     assert parse_refusal(b'{"x": 1.' + b"5" * 60 + b"}").pointer == "/x"
 
 
