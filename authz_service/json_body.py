@@ -142,7 +142,32 @@ def parse_json(body: bytes, limits: JsonLimits) -> Any:
         raise Problem.bad("nesting_too_deep", f"JSON nesting exceeds {limits.max_depth} levels")
     if hooks.refused:
         _raise_refusal(value)
+    if b"\\ud" in body or b"\\uD" in body:
+        _refuse_lone_surrogates(value)  # escapes can produce what UTF-8 cannot carry
     return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                _utf8(key, (*path, "?"))
+                stack.append((item, (*path, key)))
+        elif isinstance(node, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(node))
+        elif isinstance(node, str):
+            _utf8(node, path)
+
+
+def _utf8(text: str, path: tuple[str | int, ...]) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Problem.bad(
+            "malformed_json", "string has an unpaired surrogate escape", pointer=pointer_of(path)
+        ) from None
 
 
 def _depth(body: bytes) -> int:

@@ -99,6 +99,13 @@ def test_duplicate_keys_are_refused_with_the_pointer_of_the_repeat() -> None:
     assert (problem.code, problem.pointer) == ("duplicate_key", "/items/0/sku")
 
 
+def test_unpaired_surrogate_escape_is_refused_and_a_pair_is_not() -> None:
+    problem = parse_refusal(b'{"a": ["ok", "x\\ud800y"]}')
+    assert (problem.code, problem.pointer) == ("malformed_json", "/a/1")
+    assert parse_refusal(b'{"\\udc00": 1}').code == "malformed_json"
+    assert parse_json(b'["\\ud83d\\ude00"]', DEFAULT_LIMITS) == ["\U0001F600"]
+
+
 @pytest.mark.parametrize(
     "body", [b"{", b'{"a":1,}', b"\xff\xfe{}", b"\xef\xbb\xbf{}", b"'x'", b'{"a":1} x']
 )

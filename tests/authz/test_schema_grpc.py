@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from authz_service.cli import check_config
 from tests.authz.grpc_kit import AuthzClient, authz_process, check_request
+from tests.support import wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "tg_test_schema_0123456789"
@@ -48,6 +49,11 @@ routes:
         properties:
           text: {{type: string, maxLength: 100}}
           meta: {{type: object}}
+  - name: admin-notes
+    match: {{methods: [POST], path: {{exact: /admin/notes}}}}
+    identities: [partners]
+    require: {{scopes: {{all_of: [admin]}}}}
+    validate: {{schema: {{type: object}}}}
 {schema_route}
 """
 
@@ -115,6 +121,12 @@ def test_unauthenticated_caller_never_reaches_validation(client: AuthzClient) ->
     assert answer.status == 401
     assert answer.header("content-type") == "application/json"  # the RFC 6750 answer, unchanged
     assert answer.body["error"] == "missing_credentials"
+
+
+def test_authorization_is_decided_before_the_body_is_read(client: AuthzClient) -> None:
+    request = check_request("POST", "/admin/notes", auth(**JSON), body=b"[" * 10_000)
+    answer = client.check(request)
+    assert (answer.status, answer.body["error"]) == (403, "insufficient_scope")
 
 
 @pytest.mark.parametrize(
@@ -252,6 +264,27 @@ def test_mutated_item_is_refused_at_its_index(
 # --- config errors name the file and line; reload swaps the schema ----------------------
 
 
+def test_reload_swaps_the_schema_and_a_bad_one_keeps_the_last_good(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "orders.openapi.yaml", tmp_path)
+    path = tmp_path / "authz.yaml"
+    path.write_text(config())
+    body = json.dumps({"text": "x" * 50}).encode()
+    note = check_request("POST", "/notes", auth(**JSON), body=body)
+    with authz_process(path, tmp_path) as (_, authz):
+        assert authz.check(note).allowed
+        path.write_text(config().replace("maxLength: 100", "maxLength: 10"))
+        wait_for(lambda: not authz.check(note).allowed, timeout=10, what="reloaded schema")
+        assert authz.check(note).body["pointer"] == "/text"
+        path.write_text(config().replace("maxLength: 100", "maxLength: -1"))
+        wait_for(
+            lambda: "config reload rejected" in (tmp_path / "authz.log").read_text(),
+            timeout=10,
+            what="rejected reload",
+        )
+        assert authz.check(note).body["detail"] == "fails 'maxLength'"  # last good kept
+
+
+
 def test_bad_schema_is_a_located_config_error(tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "orders.openapi.yaml", tmp_path)
     bad = config("""  - name: broken
@@ -266,7 +299,7 @@ def test_bad_schema_is_a_located_config_error(tmp_path: Path) -> None:
     line = next(i for i in range(start, len(lines)) if lines[i].strip() == "validate:") + 1
     out, err = _Buffer(), _Buffer()
     assert check_config(str(tmp_path / "authz.yaml"), out, err) == 1
-    assert err.text.startswith(f"{tmp_path / 'authz.yaml'}:{line}: routes[2].validate: ")
+    assert err.text.startswith(f"{tmp_path / 'authz.yaml'}:{line}: routes[3].validate: ")
     assert "invalid schema at /properties/a/minimum" in err.text
 
 
