@@ -8,6 +8,8 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz_service.config import Validation
 from authz_service.json_body import JsonLimits, parse_json
@@ -344,3 +346,37 @@ def test_bad_openapi_document_is_a_compile_error(
     with pytest.raises(SchemaError) as info:
         compile_validation(Validation.model_validate({"openapi": {"file": "api.json"}}), tmp_path)
     assert reason in str(info.value)
+
+
+# --- Hypothesis: the parser round-trips JSON and refuses garbage cleanly ---------------
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec="utf-8", exclude_categories=["Cs"])),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON_VALUES)
+def test_any_json_within_limits_round_trips(value: Any) -> None:
+    limits = JsonLimits(max_depth=64, max_number_chars=40)
+    assert parse_json(json.dumps(value, ensure_ascii=False).encode(), limits) == value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | st.text(alphabet='[]{}":,0123456789eE.-+ \\u', max_size=80)
+       .map(str.encode))
+def test_garbage_is_either_parsed_or_a_problem_never_another_error(body: bytes) -> None:
+    try:
+        parse_json(body, JsonLimits(max_depth=8, max_number_chars=16))
+    except Problem as problem:
+        assert problem.detail.status == 400
+        assert problem.detail.code in {
+            "malformed_json", "duplicate_key", "number_too_large", "nesting_too_deep"
+        }
