@@ -61,6 +61,11 @@ class Operation:
         )
 
 
+def _ref_path(ref: str) -> tuple[str, ...]:
+    """`#/components/schemas/A~1B` -> ("components", "schemas", "A/B")."""
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in ref[2:].split("/"))
+
+
 def _to_2020(node: Any) -> Any:
     """OpenAPI 3.0 schema dialect -> JSON Schema 2020-12, recursively (a copy)."""
     if isinstance(node, list):
@@ -102,13 +107,13 @@ class OpenApiDocument:
             if not isinstance(template, str) or not template.startswith("/"):
                 raise SchemaError(f"path '{template}' must start with '/'")
             item = self._resolve(raw_item)
-            shared = item.get("parameters", [])
+            # Schemas are compiled by their pointer: where the path item really is.
+            base: tuple[str, ...] = ("paths", template)
+            if isinstance(raw_item, Mapping) and isinstance(raw_item.get("$ref"), str):
+                base = _ref_path(raw_item["$ref"])
             for method in METHODS:
                 if method in item:
-                    where = ("paths", template, method)
-                    operations.append(
-                        self._operation(method, template, item[method], shared, where)
-                    )
+                    operations.append(self._operation(method, template, item, base))
         # Literal paths win over templated ones (OpenAPI 3: concrete paths match first).
         self.operations = tuple(sorted(operations, key=lambda o: not o.literal))
 
@@ -122,8 +127,7 @@ class OpenApiDocument:
             if not isinstance(ref, str) or not ref.startswith("#/"):
                 raise SchemaError(f"only local $refs are allowed, not '{ref}'")
             node = self._root
-            for token in ref[2:].split("/"):
-                part = token.replace("~1", "/").replace("~0", "~")
+            for part in _ref_path(ref):
                 if not isinstance(node, Mapping) or part not in node:
                     raise SchemaError(f"$ref '{ref}' does not resolve")
                 node = node[part]
@@ -142,12 +146,13 @@ class OpenApiDocument:
             raise SchemaError(f"{'/'.join(where)}: {exc}") from None
 
     def _operation(
-        self, method: str, template: str, spec: Any, shared: Any, where: tuple[str, ...]
+        self, method: str, template: str, item: Mapping[str, Any], base: tuple[str, ...]
     ) -> Operation:
-        spec = self._resolve(spec)
+        spec = item[method]
+        where = (*base, method)
         params: dict[tuple[str, str], Parameter] = {}
         for origin, entries in (
-            (("paths", template, "parameters"), shared),
+            ((*base, "parameters"), item.get("parameters", [])),
             ((*where, "parameters"), spec.get("parameters", [])),
         ):
             for index, raw in enumerate(entries):
@@ -171,14 +176,14 @@ class OpenApiDocument:
                     if "schema" in content[kind]:
                         ref_where = (*where, "requestBody", "content", str(kind), "schema")
                         if "$ref" in spec["requestBody"]:
-                            ref = spec["requestBody"]["$ref"][2:].split("/")
+                            ref = _ref_path(spec["requestBody"]["$ref"])
                             ref_where = (*ref, "content", str(kind), "schema")
                         body_schema = self._schema(ref_where, "schema_violation")
                     break
         pattern = ""
         pos = 0
         for var in _VAR.finditer(template):
-            pattern += re.escape(template[pos : var.start()]) + f"(?P<p{len(pattern)}>[^/]+)"
+            pattern += re.escape(template[pos : var.start()]) + "([^/]+)"
             pos = var.end()
         pattern += re.escape(template[pos:])
         return Operation(
@@ -193,8 +198,8 @@ class OpenApiDocument:
         )
 
     def _parameter(self, raw: Any, where: tuple[str, ...]) -> Parameter:
-        if isinstance(raw, Mapping) and "$ref" in raw:
-            where = tuple(raw["$ref"][2:].split("/"))
+        if isinstance(raw, Mapping) and isinstance(raw.get("$ref"), str):
+            where = _ref_path(raw["$ref"])
         spec = self._resolve(raw)
         name, location = spec.get("name"), spec.get("in")
         if not isinstance(name, str) or location not in ("path", "query", "header", "cookie"):

@@ -314,6 +314,13 @@ def test_openapi_body_refusal_points_into_the_body() -> None:
     assert (problem.code, problem.pointer) == ("schema_violation", "/items/0/quantity")
 
 
+def test_openapi_path_item_and_request_body_refs() -> None:
+    v = validator(**ORDERS_API)
+    assert v.refusal(ctx(path="/orders/1/refunds", body=b'{"amount": 5}')) is None
+    problem = refusal(v, ctx(path="/orders/1/refunds", body=b'{"amount": -5}'))
+    assert (problem.code, problem.pointer) == ("schema_violation", "/amount")
+
+
 def test_openapi_30_dialect_and_base_path() -> None:
     v = validator(openapi={"file": "orders30.openapi.json"})
     ok = ctx(path="/v1/refunds", body=b'{"amount": 1, "reason": null}')
