@@ -13,14 +13,21 @@ numbers): a 64 KiB array of orders (every item validated), a 64 KiB array of
 small integers (most values per byte), and nesting at the depth limit. Also the
 refusals: a nesting bomb, a 100k-digit number, a duplicate key. Figures are the
 median microseconds per call over `--repeat` timing runs. Prints Markdown.
+
+With `--grpc SECONDS`, also runs the real authz-service and drives Checks through
+gRPC (bench/authz_bench.py's harness): an API-key route without validation vs
+the same route validating the typical body and the 64 KiB worst case, reporting
+req/s and server CPU µs per Check.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
+import tempfile
 import timeit
 from collections.abc import Callable
 from importlib.metadata import version
@@ -30,16 +37,19 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import fastjsonschema  # noqa: E402
 import jsonschema  # noqa: E402
 import jsonschema_rs  # noqa: E402
+from authz_bench import measure  # noqa: E402
 
 from authz_service.config import Validation  # noqa: E402
 from authz_service.json_body import JsonLimits, parse_json  # noqa: E402
 from authz_service.models import RequestContext  # noqa: E402
 from authz_service.problems import Problem  # noqa: E402
 from authz_service.validation import compile_validation  # noqa: E402
+from tests.authz.grpc_kit import check_request  # noqa: E402
 
 LIMIT_BYTES = 64 * 1024
 LIMITS = JsonLimits()
@@ -179,7 +189,10 @@ def refused(body: bytes) -> Callable[[], object]:
 def main() -> None:
     args = argparse.ArgumentParser()
     args.add_argument("--repeat", type=int, default=5)
-    repeat = args.parse_args().repeat
+    args.add_argument("--grpc", type=float, default=0, metavar="SECONDS",
+                      help="also measure Checks through the real service, SECONDS per case")
+    parsed = args.parse_args()
+    repeat = parsed.repeat
 
     cases = [
         ("typical 1 KB, 20 fields", typical_body(), ORDER_SCHEMA),
@@ -247,6 +260,53 @@ def main() -> None:
         fn = refused(body)
         code = fn()
         print(f"| {name} | {len(body)} | {code} | {time_us(fn, repeat):,.1f} |")
+    if parsed.grpc:
+        grpc_rows(parsed.grpc)
+
+
+GRPC_CONFIG = """
+identities:
+  - name: partners
+    api_key:
+      keys: [{id: bench, sha256: %(digest)s, subject: svc}]
+routes:
+  - name: plain
+    match: {path: {exact: /plain}}
+  - name: validated
+    match: {path: {exact: /orders}}
+    validate:
+      schema: order.json
+"""
+
+
+def grpc_rows(seconds: float) -> None:
+    work = Path(tempfile.mkdtemp(prefix="tollgate-schema-bench-"))
+    key = "bench-key-0123456789abcdef"
+    (work / "order.json").write_text(json.dumps(ORDER_SCHEMA))
+    config = work / "authz.yaml"
+    config.write_text(GRPC_CONFIG % {"digest": hashlib.sha256(key.encode()).hexdigest()})
+    headers = {"x-api-key": key, "content-type": "application/json"}
+
+    def requests(path: str, body: bytes) -> list[bytes]:
+        return [check_request("POST", path, headers, body=body).SerializeToString()]
+
+    address = f"unix:{work}/bench.sock"
+    argv = [str(Path(sys.executable).parent / "authz-service"), "--config", str(config),
+            "--grpc-address", address, "--log-level", "error"]
+    opts = argparse.Namespace(seconds=seconds, concurrency=16)
+    cases = [
+        ("API key, no validation, 1 KB body", "/plain", typical_body()),
+        ("API key + schema, typical 1 KB body", "/orders", typical_body()),
+        ("API key, no validation, 64 KiB body", "/plain", orders_body()),
+        ("API key + schema, 64 KiB of order items", "/orders", orders_body()),
+    ]
+    print(f"\nThrough gRPC (authz-service, unix socket, concurrency 16, {seconds:.0f} s/case)\n")
+    print("| case | req/s | server CPU µs/Check | allowed |")
+    print("|---|---:|---:|---:|")
+    for name, path, body in cases:
+        row = measure(name, argv, address, requests(path, body), opts)
+        print(f"| {name} | {float(row['rps']):.0f} | {float(row['cpu_us']):.0f} "
+              f"| {float(row['allowed']):.0%} |")
 
 
 def jsonschema_version(name: str) -> str:
