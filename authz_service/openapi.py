@@ -73,8 +73,11 @@ def _to_2020(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     out = {k: _to_2020(v) for k, v in node.items()}
-    if out.pop("nullable", False) is True and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
+    if out.pop("nullable", False) is True:
+        if isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        if isinstance(out.get("enum"), list) and None not in out["enum"]:
+            out["enum"] = [*out["enum"], None]  # 3.0: nullable admits null past an enum too
     for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
         flag = out.get(exclusive)
         if isinstance(flag, bool):

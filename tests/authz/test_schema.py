@@ -323,8 +323,10 @@ def test_openapi_path_item_and_request_body_refs() -> None:
 
 def test_openapi_30_dialect_and_base_path() -> None:
     v = validator(openapi={"file": "orders30.openapi.json"})
-    ok = ctx(path="/v1/refunds", body=b'{"amount": 1, "reason": null}')
+    ok = ctx(path="/v1/refunds", body=b'{"amount": 1, "reason": null, "kind": null}')
     assert v.refusal(ok) is None
+    wrong = refusal(v, ctx(path="/v1/refunds", body=b'{"amount": 1, "kind": "half"}'))
+    assert (wrong.code, wrong.pointer) == ("schema_violation", "/kind")
     zero = refusal(v, ctx(path="/v1/refunds", body=b'{"amount": 0}'))
     assert (zero.code, zero.pointer) == ("schema_violation", "/amount")
     based = validator(openapi={"file": "orders.openapi.yaml", "base_path": "/api/"})
