@@ -49,10 +49,23 @@ class BodyLimits:
                 "body_truncated", "body exceeds what the gateway buffers", status=413
             )
         declared = headers.get("content-length", "").strip()
-        too_long = declared.isdigit() and (len(declared) > 12 or int(declared) > self.max_bytes)
-        if too_long or len(ctx.body) > self.max_bytes:
+        length = int(declared) if declared.isascii() and declared.isdigit() else None
+        if (length is not None and (len(declared) > 12 or length > self.max_bytes)) or len(
+            ctx.body
+        ) > self.max_bytes:
             raise Problem.bad(
                 "body_too_large", f"body exceeds {self.max_bytes} bytes", status=413
+            )
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if not ctx.body and (chunked or (length is not None and length > 0)):
+            # The client sent a body Envoy did not buffer for us (with_request_body is
+            # not set on this route): validating "nothing" would let it through unseen.
+            raise Problem.bad(
+                "body_not_buffered", "the gateway did not forward the body", status=500
+            )
+        if length is not None and length != len(ctx.body):
+            raise Problem.bad(
+                "body_truncated", "body is shorter than its content-length", status=413
             )
         if not ctx.body:
             if required:

@@ -19,6 +19,7 @@ TITLES = {
     405: "Method Not Allowed",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    500: "Internal Server Error",
 }
 
 

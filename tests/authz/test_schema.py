@@ -126,6 +126,16 @@ def test_truncated_body_is_413_never_validated() -> None:
     assert (problem.status, problem.code) == (413, "body_truncated")
 
 
+def test_a_body_envoy_did_not_buffer_is_refused_not_skipped() -> None:
+    v = validator(**SIMPLE, body_required=False)
+    for headers in ({"content-length": "120"}, {"transfer-encoding": "chunked"}):
+        problem = refusal(v, ctx(headers=headers))
+        assert (problem.status, problem.code) == (500, "body_not_buffered")
+    assert v.refusal(ctx(headers={"content-length": "0"})) is None
+    short = refusal(v, ctx(body=b"{}", headers={"content-length": "10"}))
+    assert (short.status, short.code) == (413, "body_truncated")
+
+
 def test_body_over_the_limit_is_413_even_when_declared_only() -> None:
     v = validator(**SIMPLE, max_body_bytes=16)
     assert refusal(v, ctx(body=b'{"a": "' + b"x" * 20 + b'"}')).status == 413

@@ -40,6 +40,10 @@ routes:
     validate:
       openapi: {{file: orders.openapi.yaml}}
       max_body_bytes: {MAX_BODY}
+  - name: misconfigured
+    match: {{path: {{prefix: /unbuffered}}}}
+    identities: [partners]
+    validate: {{schema: {{type: object}}, body_required: false}}
   - name: other
     match: {{path: {{prefix: /}}}}
     identities: [partners]
@@ -202,6 +206,14 @@ def test_wrong_media_type_is_415(envoy: Envoy) -> None:
     status, _, body = post(envoy, order(), content_type="text/plain")
     assert status == 415
     assert json.loads(body)["code"] == "unsupported_media_type"
+
+
+def test_validated_route_envoy_does_not_buffer_fails_closed(envoy: Envoy) -> None:
+    # An Envoy route missing with_request_body must not let bodies through unseen.
+    status, _, body = envoy.request("POST", "/unbuffered", b"{not json",
+                                    content_type="application/json")
+    assert status == 500
+    assert json.loads(body)["code"] == "body_not_buffered"
 
 
 def test_route_without_schema_is_not_buffered_or_validated(envoy: Envoy) -> None:
