@@ -7,7 +7,8 @@ a 100k-digit integer costs a length check, not a quadratic conversion) or do not
 fit a float, NaN and Infinity are not JSON, and nesting deeper than the limit is
 refused. A body without a digit run longer than the limit or a 3-digit exponent
 skips the per-number check: its numbers have at most that many mantissa characters
-and a 2-digit exponent, so they are finite and cheap to convert.
+and a 2-digit exponent, so they are finite and cheap to convert (the hooks apply the
+same rule, so both paths accept the same numbers).
 
 Depth is bounded twice: CPython's C scanner stops at the interpreter's recursion
 limit (a nesting bomb raises RecursionError after ~1000 levels, in microseconds),
@@ -48,7 +49,7 @@ _NUMBER_CLASS = bytes(
 @dataclass(frozen=True, slots=True)
 class JsonLimits:
     max_depth: int = 32
-    max_number_chars: int = 40  # digits, sign, point and exponent of one number
+    max_number_chars: int = 40  # digits and point of a number's mantissa (sign, exponent aside)
 
 
 class _Refused:
@@ -90,13 +91,14 @@ class _Parse:
         return obj
 
     def integer(self, text: str) -> int | _Refused:
-        if len(text) > self.limits.max_number_chars:
+        if len(text.lstrip("-")) > self.limits.max_number_chars:
             self.refused = True
             return _Refused("number_too_large", "number has too many digits")
         return int(text)
 
     def real(self, text: str) -> float | _Refused:
-        if len(text) > self.limits.max_number_chars:
+        mantissa = text.lstrip("-").split("e")[0].split("E")[0]
+        if len(mantissa) > self.limits.max_number_chars:
             self.refused = True
             return _Refused("number_too_large", "number has too many digits")
         value = float(text)

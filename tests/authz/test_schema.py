@@ -84,6 +84,15 @@ def test_huge_integer_is_refused_with_its_pointer() -> None:
     assert "999" not in problem.detail
 
 
+def test_number_limit_counts_the_mantissa_on_both_parse_paths() -> None:
+    limits = JsonLimits(max_number_chars=16)
+    at_limit = b"[-" + b"9" * 16 + b", 1." + b"5" * 14 + b"e-12]"
+    assert len(parse_json(at_limit, limits)) == 2  # fast path: no long digit run
+    screened = at_limit[:-1] + b', "' + b"7" * 20 + b'"]'  # a long run in a string
+    assert len(parse_json(screened, limits)) == 3  # hooks run, same numbers accepted
+    assert parse_refusal(b"[1" + b"0" * 16 + b"]", limits).pointer == "/0"
+
+
 def test_huge_exponent_and_long_float_are_refused() -> None:
     assert parse_refusal(b'{"x": 1e999}').code == "number_too_large"
     assert parse_refusal(b'{"x": [-1E+400]}').pointer == "/x/0"
