@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import given, settings
@@ -408,3 +409,43 @@ def test_garbage_is_either_parsed_or_a_problem_never_another_error(body: bytes) 
         assert problem.detail.code in {
             "malformed_json", "duplicate_key", "number_too_large", "nesting_too_deep"
         }
+
+
+QUERY = st.fixed_dictionaries(
+    {},
+    optional={
+        "limit": st.integers(1, 100).map(str),
+        "status": st.sampled_from(["open", "paid", "shipped"]),
+        "tag": st.lists(st.text("abcxyz-", min_size=0, max_size=16), max_size=5),
+    },
+)
+BAD_QUERY = {
+    "limit": st.one_of(st.integers(max_value=0), st.integers(min_value=101)).map(str)
+    | st.sampled_from(["x", "1.5", "", "1e2"]),
+    "status": st.text("abcdefgh", min_size=1, max_size=8).filter(
+        lambda s: s not in ("open", "paid", "shipped")
+    ),
+}
+
+
+def _query(params: dict[str, Any]) -> str:
+    return urlencode(params, doseq=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(QUERY)
+def test_generated_valid_queries_pass(params: dict[str, Any]) -> None:
+    assert ORDERS_VALIDATOR.refusal(ctx("GET", "/orders", query=_query(params))) is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(QUERY, st.sampled_from(sorted(BAD_QUERY)), st.data())
+def test_mutated_query_is_refused_naming_the_parameter(
+    params: dict[str, Any], name: str, data: st.DataObject
+) -> None:
+    bad = {**params, name: data.draw(BAD_QUERY[name])}
+    problem = refusal(ORDERS_VALIDATOR, ctx("GET", "/orders", query=_query(bad)))
+    assert (problem.code, problem.parameter) == ("invalid_parameter", f"query:{name}")
+
+
+ORDERS_VALIDATOR = validator(**ORDERS_API)
