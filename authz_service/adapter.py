@@ -17,6 +17,7 @@ from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from authz_service.models import Allow, Decision, Deny, RequestContext
+from authz_service.problems import ProblemDetail
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _GRPC_CODE = {401: code_pb2.UNAUTHENTICATED, 400: code_pb2.INVALID_ARGUMENT}
@@ -70,6 +71,24 @@ def deny_body(deny: Deny, request_id: str) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def problem_body(problem: ProblemDetail, request_id: str) -> bytes:
+    """RFC 9457 members plus our stable `code` and the failing location."""
+    body: dict[str, object] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "code": problem.code,
+    }
+    if problem.pointer is not None:
+        body["pointer"] = problem.pointer
+    if problem.parameter is not None:
+        body["parameter"] = problem.parameter
+    if request_id and len(request_id) <= 128 and request_id.isprintable():
+        body["request_id"] = request_id
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def to_response(decision: Decision, request_id: str = "") -> external_auth_pb2.CheckResponse:
     if isinstance(decision, Allow):
         return _allowed(decision)
@@ -93,14 +112,16 @@ def _denied(deny: Deny, request_id: str) -> external_auth_pb2.CheckResponse:
     )
     denied = response.denied_response
     denied.status.code = status  # type: ignore[assignment]
+    problem = deny.problem
     headers = [
-        ("content-type", "application/json"),
+        ("content-type", "application/json" if problem is None else "application/problem+json"),
         ("cache-control", "no-store"),
     ]
     if deny.challenge is not None:
         headers.append(("www-authenticate", deny.challenge))
     denied.headers.extend(_header(name, value) for name, value in headers)
-    denied.body = deny_body(deny, request_id).decode()
+    body = deny_body(deny, request_id) if problem is None else problem_body(problem, request_id)
+    denied.body = body.decode()
     return response
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from authz_service.api_keys import ApiKeyIdentitySource
 from authz_service.config import AuthzConfig, JwtSource, UpstreamHeaders
@@ -15,7 +16,9 @@ from authz_service.identity import IdentitySource
 from authz_service.jwt_source import JwtIdentitySource, KeyProvider
 from authz_service.mtls import MtlsIdentitySource
 from authz_service.policy import CompiledRoute, compile_route
+from authz_service.schema import SchemaError
 from authz_service.token_cache import TokenCache
+from authz_service.validation import RequestValidator, compile_validation
 from tollgate.config import LocatedError
 
 # Builds (or reuses) the key provider for a JWT source; raises ValueError on bad settings.
@@ -37,7 +40,10 @@ class CompiledPolicy:
     config: AuthzConfig
 
 
-def compile_config(config: AuthzConfig, key_provider: KeyProviderFactory) -> CompiledPolicy:
+def compile_config(
+    config: AuthzConfig, key_provider: KeyProviderFactory, base_dir: Path | None = None
+) -> CompiledPolicy:
+    """`base_dir`: where relative schema / OpenAPI paths start (the config's directory)."""
     cache = TokenCache(config.token_cache.max_entries)
     max_token = config.limits.max_token_bytes
     sources: dict[str, IdentitySource] = {}
@@ -76,8 +82,14 @@ def compile_config(config: AuthzConfig, key_provider: KeyProviderFactory) -> Com
             raise LocatedError(
                 ("routes", index), "route has no identity sources and is not anonymous"
             )
+        validator: RequestValidator | None = None
+        if policy.validate_ is not None:
+            try:
+                validator = compile_validation(policy.validate_, base_dir or Path.cwd())
+            except SchemaError as exc:
+                raise LocatedError(("routes", index, "validate"), str(exc)) from None
         try:
-            route = compile_route(policy, tuple(sources[n] for n in names))
+            route = compile_route(policy, tuple(sources[n] for n in names), validator)
         except ValueError as exc:
             raise LocatedError(("routes", index, "match", "path"), str(exc)) from None
         routes.append(route)

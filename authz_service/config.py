@@ -7,7 +7,7 @@ the lookup structures the engine uses; this module only describes the file.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -193,12 +193,39 @@ class Requirements(Model):
     principals: list[str] = Field(default_factory=list)  # subjects / SPIFFE IDs allowed
 
 
+class OpenApiSpec(Model):
+    file: Annotated[str, Field(min_length=1)]  # relative to the config file
+    base_path: str = ""  # prefix before the document's paths, e.g. /v1
+
+
+class Validation(Model):
+    """Request validation on a route: after authorization, before the answer."""
+
+    # JSON Schema 2020-12 for the JSON body: inline, or a file path relative to the config.
+    json_schema: dict[str, Any] | bool | str | None = Field(None, alias="schema")
+    openapi: OpenApiSpec | None = None
+    content_types: list[str] = Field(default_factory=lambda: ["application/json"])
+    body_required: bool = True  # with `schema`; OpenAPI's requestBody.required wins there
+    max_body_bytes: int = Field(65536, ge=1, le=8 * 1024 * 1024)
+    max_depth: int = Field(32, ge=1, le=512)
+    max_number_chars: int = Field(40, ge=16, le=1000)
+    max_header_value_bytes: int = Field(8192, ge=256, le=1 << 20)
+    single_headers: list[Annotated[str, Field(pattern=_HEADER)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Validation:
+        if self.json_schema is not None and self.openapi is not None:
+            raise ValueError("set at most one of 'schema' or 'openapi'")
+        return self
+
+
 class RoutePolicy(Model):
     name: Annotated[str, Field(pattern=_NAME)]
     match: RouteMatch = Field(default_factory=RouteMatch)
     anonymous: bool = False  # public route: no credentials needed (credentials still checked)
     identities: list[str] | None = None  # identity source names, tried in order
     require: Requirements = Field(default_factory=Requirements)
+    validate_: Validation | None = Field(None, alias="validate")  # see docs: Request validation
 
 
 class UpstreamHeaders(Model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from authz_service.models import Deny
+from authz_service.problems import ProblemDetail
 
 
 def _quote(value: str) -> str:
@@ -63,3 +64,8 @@ def no_route(route: str = "") -> Deny:
 
 def internal_error() -> Deny:
     return Deny(403, "internal_error", "the request could not be authorized", None, "")
+
+
+def malformed(problem: ProblemDetail, route: str = "") -> Deny:
+    """The request failed validation: RFC 9457 problem details, no challenge."""
+    return Deny(problem.status, problem.code, problem.detail, None, route, problem)

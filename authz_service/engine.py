@@ -92,6 +92,12 @@ def decide(
         if identity.kind is IdentityKind.ANONYMOUS:
             return denials.missing_credentials(policy.realm, route.name)
         return refusal
+    if route.validator is not None:
+        # Only now, once the caller is known and allowed: no CPU spent on, and no
+        # schema detail shown to, anyone else.
+        problem = route.validator.refusal(ctx)
+        if problem is not None:
+            return denials.malformed(problem, route.name)
     return _allow(policy, identity, route.name, ctx)
 
 

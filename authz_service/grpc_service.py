@@ -34,7 +34,7 @@ def load_policy(path: str | Path, keys: KeyRegistry) -> CompiledPolicy:
     factory = keys.factory(path.parent)
 
     def build(data: object) -> CompiledPolicy:
-        return compile_config(AuthzConfig.model_validate(data), factory)
+        return compile_config(AuthzConfig.model_validate(data), factory, path.parent)
 
     policy = load_config_file(path, build)
     keys.activate(factory.built)

@@ -11,6 +11,8 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from authz_service.problems import ProblemDetail
+
 
 def _empty() -> MappingProxyType[str, str]:
     return MappingProxyType({})
@@ -78,6 +80,7 @@ class Deny:
     description: str
     challenge: str | None = None  # WWW-Authenticate value, when the client should (re)authenticate
     route: str = ""
+    problem: ProblemDetail | None = None  # a malformed request: answered as problem+json
 
 
 Decision = Allow | Deny

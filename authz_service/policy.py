@@ -10,6 +10,7 @@ from authz_service import denials
 from authz_service.config import Requirements, RouteMatch, RoutePolicy, ScopeRule
 from authz_service.identity import IdentitySource, string_list
 from authz_service.models import Deny, Identity, RequestContext
+from authz_service.validation import RequestValidator
 
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -61,6 +62,7 @@ class CompiledRoute:
     anonymous: bool
     sources: tuple[IdentitySource, ...]
     require: Requirements
+    validator: RequestValidator | None = None  # request validation, after authorization
 
     def matches(self, ctx: RequestContext) -> bool:
         if self.methods and ctx.method not in self.methods:
@@ -71,7 +73,9 @@ class CompiledRoute:
 
 
 def compile_route(
-    policy: RoutePolicy, sources: tuple[IdentitySource, ...]
+    policy: RoutePolicy,
+    sources: tuple[IdentitySource, ...],
+    validator: RequestValidator | None = None,
 ) -> CompiledRoute:
     match: RouteMatch = policy.match
     path = None
@@ -86,6 +90,7 @@ def compile_route(
         anonymous=policy.anonymous,
         sources=sources,
         require=policy.require,
+        validator=validator,
     )
 
 

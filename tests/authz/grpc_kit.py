@@ -27,6 +27,8 @@ def check_request(
     principal: str = "",
     context_extensions: Mapping[str, str] | None = None,
     raw_headers: list[tuple[str, str]] | None = None,
+    body: bytes | None = None,
+    raw_body: bool = True,
 ) -> external_auth_pb2.CheckRequest:
     request = external_auth_pb2.CheckRequest()
     http = request.attributes.request.http
@@ -41,6 +43,13 @@ def check_request(
         http.header_map.headers.extend(
             base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in raw_headers
         )
+    if body is not None:
+        # Envoy's with_request_body: raw_body with pack_as_bytes, else the UTF-8 `body`.
+        if raw_body:
+            http.raw_body = body
+        else:
+            http.body = body.decode()
+        http.size = len(body)
     if principal:
         request.attributes.source.principal = principal
     if context_extensions:
