@@ -46,6 +46,12 @@ def compile_config(
     """`base_dir`: where relative schema / OpenAPI paths start (the config's directory)."""
     cache = TokenCache(config.token_cache.max_entries)
     max_token = config.limits.max_token_bytes
+    # Cached identities keep only the claims some rule or header reads: a verified
+    # token's full claim set would cost ~2 KB per cache entry.
+    kept_claims = frozenset(
+        {"roles", *config.upstream.claims}
+        | {claim for route in config.routes for claim in route.require.claims}
+    )
     sources: dict[str, IdentitySource] = {}
     credential_headers: dict[str, tuple[str, ...]] = {}
     for index, spec in enumerate(config.identities):
@@ -56,7 +62,9 @@ def compile_config(
                 provider = key_provider(spec.name, spec.jwt)
             except ValueError as exc:
                 raise LocatedError(("identities", index, "jwt"), str(exc)) from None
-            sources[spec.name] = JwtIdentitySource(spec.name, spec.jwt, provider, cache, max_token)
+            sources[spec.name] = JwtIdentitySource(
+                spec.name, spec.jwt, provider, cache, max_token, kept_claims=kept_claims
+            )
             credential_headers[spec.name] = tuple(
                 loc.header for loc in spec.jwt.from_ if loc.header is not None
             )

@@ -251,7 +251,8 @@ class Limits(Model):
 
 
 class TokenCacheSettings(Model):
-    max_entries: int = Field(100_000, ge=0)
+    # ~1 KB per entry (only the claims rules read are kept): 50k entries ~ 50 MB.
+    max_entries: int = Field(50_000, ge=0)
 
 
 class AuthzConfig(Model):

@@ -57,12 +57,15 @@ class JwtIdentitySource:
         keys: KeyProvider,
         cache: TokenCache,
         max_token_bytes: int,
+        *,
+        kept_claims: frozenset[str] = frozenset({"roles"}),
     ) -> None:
         self.name = name
         self.config = config
         self.keys = keys
         self.cache = cache
         self.max_token_bytes = max_token_bytes
+        self.kept_claims = kept_claims
         self.algorithms = frozenset(config.algorithms)
         self.locations: Sequence[Location] = [
             HeaderLocation(loc.header, loc.prefix)
@@ -105,6 +108,9 @@ class JwtIdentitySource:
         scopes: set[str] = set()
         for claim in self.config.scope_claims:
             scopes.update(string_list(claims.get(claim)))
+        kept = {name: claims[name] for name in self.kept_claims if name in claims}
+        if self.config.roles_claim in claims:
+            kept["roles"] = string_list(claims[self.config.roles_claim])
         tenant = claims.get(self.config.tenant_claim)
         plan = claims.get(self.config.plan_claim)
         identity = Identity(
@@ -112,7 +118,7 @@ class JwtIdentitySource:
             subject=subject,
             source=self.name,
             scopes=frozenset(scopes),
-            claims=MappingProxyType(claims),
+            claims=MappingProxyType(kept),
             issuer=self.rules.issuer,
             tenant=tenant if isinstance(tenant, str) else "",
             plan=plan if isinstance(plan, str) else "",

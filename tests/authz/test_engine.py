@@ -248,3 +248,23 @@ def test_ambiguous_paths(path: str) -> None:
     assert code(decide(world.policy, ctx(path), T0)) == (
         "400 invalid_request: ambiguous request path"
     )
+
+
+def test_roles_come_from_the_configured_claim_and_only_read_claims_are_kept() -> None:
+    key = jwt_kit.rsa_key("k1")
+    keys = CountingKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
+    config = AuthzConfig.model_validate({
+        "identities": [{"name": "idp", "jwt": {
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "roles_claim": "groups",
+        }}],
+        "routes": [{"name": "r", "require": {"roles": {"all_of": ["ops"]},
+                                             "claims": {"tenant": "acme"}}}],
+    })
+    policy = compile_config(config, lambda name, source: keys)
+    claims = {"iat": int(T0), "nbf": int(T0), "exp": int(T0) + 300, "tenant": "acme",
+              "groups": "ops dev", "ssn": "not-needed"}
+    outcome = decide(policy, ctx("/x", jwt_kit.mint(key, **claims)), T0)
+    assert isinstance(outcome, Allow)
+    assert dict(outcome.identity.claims) == {"tenant": "acme", "roles": ["ops", "dev"]}
+    denied = decide(policy, ctx("/x", jwt_kit.mint(key, **{**claims, "groups": "dev"})), T0)
+    assert code(denied) == "403 access_denied: required role missing"
