@@ -14,6 +14,8 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help); each module has add_arguments(p) and run(args) -> int
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("tollgate.check_config", "validate an authz or ratelimit config"),
+    "up": ("tollgate.stack", "run the local stack: Envoy, both services, demo issuer/upstream"),
+    "token": ("tollgate.token", "mint a demo access token (after `tollgate up`)"),
 }
 
 
