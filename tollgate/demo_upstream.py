@@ -6,6 +6,7 @@ tests) can see exactly which identity headers the authz service added.
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,3 +67,22 @@ class _EchoHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: Envoy's access log already records each request."""
+
+
+def main() -> None:
+    """`python -m tollgate.demo_upstream [--host H] [--port P]`: serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="demo-upstream", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    server = ThreadingHTTPServer((args.host, args.port), _EchoHandler)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

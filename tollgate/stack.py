@@ -57,6 +57,8 @@ class StackSettings:
     ports: EnvoyPorts = field(default_factory=EnvoyPorts)
     issuer_port: int = DEFAULT_PORT
     start_timeout: float = 30.0
+    # None: the service's embedded default (domain `tollgate`).
+    ratelimit_config: Path | None = None
 
 
 class Stack:
@@ -139,6 +141,8 @@ class Stack:
     def start_ratelimit(self) -> None:
         """Start (or restart) ratelimit-service and wait until it serves."""
         args = ["--grpc-address", self.ratelimit_target, "--log-format", "text"]
+        if self.settings.ratelimit_config is not None:
+            args += ["--config", str(self.settings.ratelimit_config)]
         self._spawn("ratelimit-service", [sys.executable, "-m", "ratelimit_service", *args],
                     grpc_serving(self.ratelimit_target))
 
