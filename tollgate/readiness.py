@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -62,3 +63,20 @@ def http_ok(url: str) -> Callable[[], bool]:
             return False
 
     return probe
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tollgate.readiness TARGET`: exit 0 when TARGET's gRPC health is SERVING.
+
+    The exec probe of containers whose gRPC server listens on a Unix socket, which a
+    kubelet `grpc:` probe (TCP only) cannot reach.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tollgate.readiness HOST:PORT|unix:PATH", file=sys.stderr)
+        return 2
+    return 0 if grpc_serving(args[0])() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
