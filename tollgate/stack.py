@@ -109,16 +109,20 @@ def tls_context(ca: Path, client: str | None = None) -> ssl.SSLContext:
 
 
 def request(port: int, method: str, path: str, *, ca: Path, headers: dict[str, str] | None = None,
-            client: str | None = None, timeout: float = 10.0) -> Response:
+            client: str | None = None, body: bytes | None = None,
+            timeout: float = 10.0) -> Response:
     """One HTTPS request to 127.0.0.1:port; the path is sent exactly as given."""
     conn = http.client.HTTPSConnection(
         "localhost", port, context=tls_context(ca, client), timeout=timeout
     )
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in (headers or {}).items():
+        headers = dict(headers or {})
+        if body is not None:
+            headers.setdefault("content-length", str(len(body)))
+        for name, value in headers.items():
             conn.putheader(name, value)
-        conn.endheaders()
+        conn.endheaders(body)
         answer = conn.getresponse()
         return Response(
             answer.status,

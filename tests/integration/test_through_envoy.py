@@ -97,6 +97,17 @@ def test_missing_scope_is_403_insufficient_scope(stack: Stack) -> None:
     assert https(stack, "POST", "/orders", bearer=write).status == 200
 
 
+def test_only_writes_buffer_the_body_for_authz(stack: Stack) -> None:
+    write = mint(stack, sub="erin2", scope="orders:write")
+    big = {"content-type": "application/json", "content-length": str(16 * 1024)}
+    answer = request(stack.options.https_port, "POST", "/orders", ca=stack.ca,
+                     headers={**big, "authorization": f"Bearer {write}"}, body=b"x" * 16 * 1024)
+    assert answer.status == 413  # over the route's max_request_bytes for ext_authz
+    small = request(stack.options.https_port, "POST", "/orders", ca=stack.ca,
+                    headers={"authorization": f"Bearer {write}"}, body=b"{}")
+    assert small.status == 200
+
+
 def test_mtls_admin_is_allowed_by_spiffe_id(stack: Stack) -> None:
     answer = mtls(stack, "admin", "/admin/settings")
     assert answer.status == 200
