@@ -326,7 +326,8 @@ def demo_calls(stack: Stack, shown_run_dir: str) -> tuple[str, list[DemoCall]]:
     """The `export TOKEN=...` line and the demo requests, curl lines using shown_run_dir."""
     run_dir, ca, https, mtls = stack.run_dir, stack.ca, stack.options.https_port, \
         stack.options.mtls_port
-    read = token.mint(run_dir, sub="alice", scope="orders:read")
+    # An hour: the printed curl lines keep working while someone reads along.
+    read = token.mint(run_dir, sub="alice", scope="orders:read", ttl=3600)
     burst = token.mint(run_dir, sub="bob", scope="orders:read")
     base = f"curl -sS --cacert {shown_run_dir}/ca.crt"
     url = f"https://localhost:{https}"
@@ -395,7 +396,9 @@ def run(args: argparse.Namespace) -> int:
     stack = Stack(StackOptions(run_dir=args.run_dir, https_port=args.https_port,
                                mtls_port=args.mtls_port, admin_port=args.admin_port,
                                issuer_port=args.issuer_port))
-    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    # Both explicitly: a shell starts background jobs with SIGINT ignored, and Python
+    # then never raises KeyboardInterrupt; the children are in their own session.
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         print(f"tollgate up: starting in {args.run_dir}/ (logs in {args.run_dir}/logs/)",
               flush=True)
@@ -420,12 +423,15 @@ def run(args: argparse.Namespace) -> int:
     except StartError as err:
         print(f"tollgate up: {err}", file=sys.stderr)
         return 1
-    except (KeyboardInterrupt, _Stop):
+    except _Stop:
         print("\ntollgate up: stopping", flush=True)
         return 0
     finally:
+        for sig in previous:  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
         stack.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _check(calls: list[DemoCall]) -> int:

@@ -41,13 +41,15 @@ def test_check_runs_the_demo_and_exits_zero(run_dir: Path) -> None:
     assert "FAIL" not in result.stdout
 
 
-def test_up_prints_curl_lines_and_stops_on_sigterm(run_dir: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_up_prints_curl_lines_and_stops_on_a_signal(run_dir: Path, stop: signal.Signals
+                                                     ) -> None:
     with subprocess.Popen(up(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
-        _up_and_sigterm(proc, run_dir)
+        _up_then_stop(proc, run_dir, stop)
 
 
-def _up_and_sigterm(proc: subprocess.Popen[str], run_dir: Path) -> None:
+def _up_then_stop(proc: subprocess.Popen[str], run_dir: Path, stop: signal.Signals) -> None:
     assert proc.stdout is not None
     lines: list[str] = []
     os.set_blocking(proc.stdout.fileno(), False)
@@ -68,7 +70,7 @@ def _up_and_sigterm(proc: subprocess.Popen[str], run_dir: Path) -> None:
             ["pgrep", "-f", str(run_dir)], capture_output=True, text=True, check=False
         ).stdout.split()]
         assert len([p for p in pids if p != proc.pid]) >= 3  # authz, ratelimit, envoy
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         assert proc.wait(30) == 0
         assert "stopping" in proc.stdout.read()
         # The children (services, Envoy) are gone with it.
