@@ -144,6 +144,7 @@ class StackOptions:
     admin_port: int = 0  # 0: a free port
     issuer_port: int = demo_issuer.DEFAULT_PORT
     envoy_log_level: str = "warning"
+    transport: str = "uds"  # "uds": envoy/envoy.yaml; "tcp": envoy/envoy-tcp.yaml
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Stack:
     issuer: demo_issuer.DemoIssuer | None = None
     upstream: DemoUpstream | None = None
     admin_port: int = 0
+    _tcp_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -179,6 +181,12 @@ class Stack:
 
     def socket(self, name: str) -> Path:
         return self.run_dir / f"{name}.sock"
+
+    def grpc_address(self, name: str) -> str:
+        """Where a service listens: its socket, or a loopback port chosen at start."""
+        if self.options.transport == "tcp":
+            return f"127.0.0.1:{self._tcp_ports[name]}"
+        return f"unix:{self.socket(name)}"
 
     def start(self) -> Stack:
         self.options.run_dir = self.options.run_dir.resolve()
@@ -203,7 +211,10 @@ class Stack:
             ) from None
         self.upstream = DemoUpstream().start()
 
-        authz_args = ["--grpc-address", f"unix:{self.socket('authz')}"]
+        if self.options.transport not in ("uds", "tcp"):
+            raise StartError(f"unknown transport {self.options.transport!r}: uds or tcp")
+        self._tcp_ports = {"authz": free_port(), "ratelimit": free_port()}
+        authz_args = ["--grpc-address", self.grpc_address("authz")]
         if self.options.issuer_port != demo_issuer.DEFAULT_PORT:
             # The embedded policy with another issuer port (tests run beside a real `up`).
             policy = resources.files("authz_service").joinpath("defaults/authz.yaml").read_text()
@@ -212,18 +223,20 @@ class Stack:
             authz_args += ["--config", str(custom)]
         self._spawn("authz", [find_binary("authz-service"), *authz_args])
         self._spawn("ratelimit", [find_binary("ratelimit-service"),
-                                  "--grpc-address", f"unix:{self.socket('ratelimit')}"])
+                                  "--grpc-address", self.grpc_address("ratelimit")])
         for name in ("authz", "ratelimit"):
-            sock = self.socket(name)
-            poll(lambda sock=sock: _grpc_serving(sock), START_TIMEOUT,  # type: ignore[misc]
+            address = self.grpc_address(name)
+            poll(lambda a=address: _grpc_serving(a), START_TIMEOUT,  # type: ignore[misc]
                  f"{name}-service", self.services[name].died)
 
         self.admin_port = self.options.admin_port or free_port()
         config = run_dir / "envoy.yaml"
-        config.write_text(render(ENVOY_DIR / "envoy.yaml", {
+        template = "envoy.yaml" if self.options.transport == "uds" else "envoy-tcp.yaml"
+        config.write_text(render(ENVOY_DIR / template, {
             "RUN_DIR": str(run_dir), "HTTPS_PORT": self.options.https_port,
             "MTLS_PORT": self.options.mtls_port, "ADMIN_PORT": self.admin_port,
-            "UPSTREAM_PORT": self.upstream.port,
+            "UPSTREAM_PORT": self.upstream.port, "AUTHZ_PORT": self._tcp_ports["authz"],
+            "RATELIMIT_PORT": self._tcp_ports["ratelimit"],
         }))
         self._spawn("envoy", [find_binary("envoy"), "-c", str(config), "--concurrency", "1",
                               "--disable-hot-restart", "--log-level",
@@ -293,13 +306,13 @@ def _listening(port: int) -> bool:
         return False
 
 
-def _grpc_serving(path: Path) -> bool:
-    if not path.exists():
+def _grpc_serving(address: str) -> bool:
+    if address.startswith("unix:") and not Path(address[5:]).exists():
         return False
     import grpc  # noqa: PLC0415 - only when the stack starts
     from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
 
-    with grpc.insecure_channel(f"unix:{path}") as channel:
+    with grpc.insecure_channel(address) as channel:
         try:
             answer = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=1
@@ -377,6 +390,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin (default: free)")
     parser.add_argument("--issuer-port", type=int, default=demo_issuer.DEFAULT_PORT,
                         help="demo issuer port; not 9999 writes a policy copy trusting it")
+    parser.add_argument("--transport", choices=["uds", "tcp"], default="uds",
+                        help="Envoy to the services: Unix sockets in the run dir (default, "
+                             "envoy/envoy.yaml) or loopback TCP (envoy/envoy-tcp.yaml)")
     parser.add_argument("--check", action="store_true",
                         help="start, run the demo requests, print their statuses, stop; "
                              "exit 1 if one is not as expected")
@@ -395,7 +411,7 @@ def run(args: argparse.Namespace) -> int:
     shown = str(args.run_dir)
     stack = Stack(StackOptions(run_dir=args.run_dir, https_port=args.https_port,
                                mtls_port=args.mtls_port, admin_port=args.admin_port,
-                               issuer_port=args.issuer_port))
+                               issuer_port=args.issuer_port, transport=args.transport))
     # Both explicitly: a shell starts background jobs with SIGINT ignored, and Python
     # then never raises KeyboardInterrupt; the children are in their own session.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -32,9 +32,10 @@ def up(run_dir: Path, *extra: str, issuer_port: int | None = None) -> list[str]:
             "--issuer-port", str(issuer_port or free_port()), *extra]
 
 
-def test_check_runs_the_demo_and_exits_zero(run_dir: Path) -> None:
-    result = subprocess.run(up(run_dir, "--check"), capture_output=True, text=True,
-                            timeout=120, check=False)
+@pytest.mark.parametrize("transport", ["uds", "tcp"])
+def test_check_runs_the_demo_and_exits_zero(run_dir: Path, transport: str) -> None:
+    result = subprocess.run(up(run_dir, "--check", "--transport", transport),
+                            capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all as expected" in result.stdout
     assert "200 200 200 200 200 429" in result.stdout
