@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import http.server
 import json
@@ -132,6 +133,13 @@ class DemoIssuer:
         self._server.shutdown()
         self._server.server_close()
 
+    def serve_forever(self) -> None:
+        """Serve on the calling thread (the `tollgate demo-issuer` command)."""
+        try:
+            self._server.serve_forever()
+        finally:
+            self._server.server_close()
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("run"))
@@ -141,10 +149,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     issuer = DemoIssuer(args.run_dir, args.port)
     print(f"demo issuer on {issuer.url}", flush=True)
-    try:
-        issuer._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        issuer._server.server_close()
+    with contextlib.suppress(KeyboardInterrupt):
+        issuer.serve_forever()
     return 0
