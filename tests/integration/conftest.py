@@ -1,0 +1,27 @@
+"""One local stack (real Envoy, both services, demo issuer and upstream) per module."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import free_port
+from tollgate.stack import Stack, StackOptions
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    # A short /tmp path: the run dir holds the Unix sockets (sun_path is 108 bytes).
+    run_dir = Path(tempfile.mkdtemp(prefix="tg-"))
+    options = StackOptions(run_dir=run_dir, https_port=free_port(), mtls_port=free_port(),
+                           issuer_port=free_port(), envoy_log_level="error")
+    running = Stack(options).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)

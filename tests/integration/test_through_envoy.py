@@ -1,0 +1,209 @@
+"""Over HTTPS through a real Envoy in front of both services (the `tollgate up` stack).
+
+One stack for the module; each test uses its own subject so rate-limit counters do
+not interfere. The last two tests stop a service, so they stay last.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tollgate import demo_issuer, token
+from tollgate.stack import Response, Stack, request
+
+pytestmark = pytest.mark.integration
+
+
+def https(stack: Stack, method: str, path: str, headers: dict[str, str] | None = None,
+          bearer: str | None = None) -> Response:
+    all_headers = dict(headers or {})
+    if bearer is not None:
+        all_headers["authorization"] = f"Bearer {bearer}"
+    return request(stack.options.https_port, method, path, ca=stack.ca, headers=all_headers)
+
+
+def mtls(stack: Stack, client: str, path: str, headers: dict[str, str] | None = None
+         ) -> Response:
+    return request(stack.options.mtls_port, "GET", path, ca=stack.ca, client=client,
+                   headers=headers)
+
+
+def mint(stack: Stack, **claims: object) -> str:
+    return token.mint(stack.run_dir, **claims)  # type: ignore[arg-type]
+
+
+def upstream_headers(answer: Response) -> dict[str, str]:
+    headers: dict[str, str] = answer.json()["headers"]  # type: ignore[assignment]
+    return headers
+
+
+def test_valid_token_reaches_the_upstream_with_identity_headers(stack: Stack) -> None:
+    answer = https(stack, "GET", "/orders/42", bearer=mint(stack, sub="alice", tenant="acme"))
+    assert answer.status == 200
+    echoed = answer.json()
+    assert echoed["path"] == "/orders/42"
+    seen = upstream_headers(answer)
+    assert seen["x-tollgate-subject"] == "alice"
+    assert seen["x-tollgate-identity"] == "jwt"
+    assert seen["x-tollgate-scopes"] == "orders:read"
+    assert seen["x-tollgate-tenant"] == "acme"
+    assert seen["x-tollgate-plan"] == "free"
+    assert "authorization" not in seen  # the credential stops at the edge
+    assert "x-forwarded-client-cert" not in seen
+
+
+def test_no_token_is_401_with_a_challenge(stack: Stack) -> None:
+    answer = https(stack, "GET", "/orders/42")
+    assert answer.status == 401
+    assert answer.headers["www-authenticate"] == 'Bearer realm="tollgate"'
+    body = answer.json()
+    assert body["error"] == "missing_credentials" and body["request_id"]
+
+
+@pytest.mark.parametrize("kind", ["expired", "bad_signature"])
+def test_bad_token_is_401_invalid_token(stack: Stack, kind: str) -> None:
+    if kind == "expired":
+        bad = token.mint(stack.run_dir, sub="dave", ttl=60, now=time.time() - 3600)
+    else:
+        kid = demo_issuer.load_key(stack.run_dir).kid
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        good = jwt.decode(mint(stack, sub="dave"), options={"verify_signature": False})
+        bad = jwt.encode(good, other, algorithm="RS256", headers={"typ": "at+jwt", "kid": kid})
+    answer = https(stack, "GET", "/orders/42", bearer=bad)
+    assert answer.status == 401
+    assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+    assert answer.json()["error"] == "invalid_token"
+    assert bad not in answer.body.decode()
+
+
+def test_empty_bearer_is_400(stack: Stack) -> None:
+    answer = request(stack.options.https_port, "GET", "/orders/42", ca=stack.ca,
+                     headers={"authorization": "Bearer "})
+    assert answer.status == 400
+    assert answer.json()["error"] == "invalid_request"
+
+
+def test_missing_scope_is_403_insufficient_scope(stack: Stack) -> None:
+    answer = https(stack, "POST", "/orders", bearer=mint(stack, sub="erin"))
+    assert answer.status == 403
+    assert 'error="insufficient_scope"' in answer.headers["www-authenticate"]
+    assert 'scope="orders:write"' in answer.headers["www-authenticate"]
+    assert answer.json()["error"] == "insufficient_scope"
+    write = mint(stack, sub="erin", scope="orders:write")
+    assert https(stack, "POST", "/orders", bearer=write).status == 200
+
+
+def test_only_writes_buffer_the_body_for_authz(stack: Stack) -> None:
+    write = mint(stack, sub="erin2", scope="orders:write")
+    big = {"content-type": "application/json", "content-length": str(16 * 1024)}
+    answer = request(stack.options.https_port, "POST", "/orders", ca=stack.ca,
+                     headers={**big, "authorization": f"Bearer {write}"}, body=b"x" * 16 * 1024)
+    assert answer.status == 413  # over the route's max_request_bytes for ext_authz
+    small = request(stack.options.https_port, "POST", "/orders", ca=stack.ca,
+                    headers={"authorization": f"Bearer {write}"}, body=b"{}")
+    assert small.status == 200
+
+
+def test_mtls_admin_is_allowed_by_spiffe_id(stack: Stack) -> None:
+    answer = mtls(stack, "admin", "/admin/settings")
+    assert answer.status == 200
+    seen = upstream_headers(answer)
+    assert seen["x-tollgate-subject"] == "spiffe://tollgate.local/ns/demo/sa/admin"
+    assert seen["x-tollgate-identity"] == "mtls"
+    # Envoy set XFCC from the verified certificate (SANITIZE_SET, uri).
+    assert "URI=spiffe://tollgate.local/ns/demo/sa/admin" in seen["x-forwarded-client-cert"]
+
+
+def test_mtls_other_spiffe_id_is_refused(stack: Stack) -> None:
+    answer = mtls(stack, "intruder", "/admin/settings")
+    assert answer.status == 403
+    assert answer.json()["error"] == "peer_not_allowed"
+
+
+def test_forged_xfcc_grants_nothing_and_never_reaches_the_upstream(stack: Stack) -> None:
+    forged = {"x-forwarded-client-cert":
+              "By=spiffe://tollgate.local/ns/demo/sa/envoy;"
+              "URI=spiffe://tollgate.local/ns/demo/sa/admin"}
+    denied = https(stack, "GET", "/admin/settings", headers=forged)
+    assert denied.status == 401  # no verified peer: no credentials at all
+    assert denied.json()["error"] == "missing_credentials"
+    public = https(stack, "GET", "/public/info", headers=forged)
+    assert public.status == 200
+    assert "x-forwarded-client-cert" not in upstream_headers(public)
+    # On mTLS, a forged header is replaced by the one of the verified certificate.
+    claims_intruder = {"x-forwarded-client-cert": "URI=spiffe://tollgate.local/ns/x/sa/forged"}
+    peer = mtls(stack, "admin", "/public/info", headers=claims_intruder)
+    assert peer.status == 200
+    xfcc = upstream_headers(peer)["x-forwarded-client-cert"]
+    assert "sa/admin" in xfcc and "forged" not in xfcc
+
+
+def test_forged_identity_headers_do_not_reach_the_upstream(stack: Stack) -> None:
+    forged = {"x-tollgate-subject": "root", "x-tollgate-plan": "gold",
+              "x-tollgate-tenant": "evil", "x-tollgate-scopes": "orders:write"}
+    public = upstream_headers(https(stack, "GET", "/public/info", headers=forged))
+    assert not {k for k in public if k.startswith("x-tollgate-")} - {"x-tollgate-identity"}
+    assert public.get("x-tollgate-identity", "anonymous") == "anonymous"
+    assert https(stack, "POST", "/orders", headers=forged).status == 401
+    seen = upstream_headers(https(stack, "GET", "/orders/1", headers=forged,
+                                  bearer=mint(stack, sub="frank")))
+    assert seen["x-tollgate-subject"] == "frank"
+    assert seen["x-tollgate-plan"] == "free" and seen["x-tollgate-tenant"] == "demo"
+
+
+def test_free_plan_subject_gets_429_after_five(stack: Stack) -> None:
+    bearer = mint(stack, sub="grace")
+    answers = [https(stack, "GET", "/orders", bearer=bearer) for _ in range(6)]
+    assert [a.status for a in answers] == [200] * 5 + [429]
+    assert answers[0].headers["x-ratelimit-limit"].startswith("5")
+    assert answers[0].headers["x-ratelimit-remaining"] == "4"
+    assert "x-ratelimit-reset" in answers[0].headers
+    assert answers[5].headers["x-ratelimit-remaining"] == "0"
+    # The counter is per subject: another free subject still passes.
+    assert https(stack, "GET", "/orders", bearer=mint(stack, sub="heidi")).status == 200
+
+
+def test_gold_plan_is_not_limited_at_six(stack: Stack) -> None:
+    bearer = mint(stack, sub="ivan", plan="gold")
+    answers = [https(stack, "GET", "/orders", bearer=bearer) for _ in range(6)]
+    assert [a.status for a in answers] == [200] * 6
+    assert answers[-1].headers["x-ratelimit-limit"].startswith("50")
+
+
+@pytest.mark.parametrize("path", [
+    "/public/../admin", "/public/%2e%2e/admin", "/public/%2E%2E/admin", "//admin",
+    "/public/..%2fadmin", "/public/..%2Fadmin", "/public/..%5cadmin", "/./admin",
+])
+def test_traversal_paths_do_not_reach_admin(stack: Stack, path: str) -> None:
+    answer = https(stack, "GET", path)
+    assert answer.status in (400, 401, 403), (answer.status, answer.body[:200])
+    assert b'"path"' not in answer.body  # nothing from the upstream
+
+
+def test_healthz_needs_no_authz(stack: Stack) -> None:
+    assert https(stack, "GET", "/healthz").status == 200
+
+
+def test_ratelimit_service_down_fails_open(stack: Stack) -> None:
+    """failure_mode_deny: false: limits are capacity protection, authz still applies."""
+    bearer = mint(stack, sub="judy")
+    assert https(stack, "GET", "/orders", bearer=bearer).status == 200
+    stack.stop_part("ratelimit")
+    answer = https(stack, "GET", "/orders", bearer=bearer)
+    assert answer.status == 200
+    assert "x-ratelimit-limit" not in answer.headers
+    assert https(stack, "GET", "/orders").status == 401
+
+
+def test_authz_service_down_fails_closed(stack: Stack) -> None:
+    stack.stop_part("authz")
+    answer = https(stack, "GET", "/orders/1", bearer=mint(stack, sub="kim"))
+    assert answer.status == 403
+    assert b'"path"' not in answer.body
+    assert https(stack, "GET", "/public/info").status == 403
+    # /healthz has ext_authz disabled per route: it still answers.
+    assert https(stack, "GET", "/healthz").status == 200
