@@ -245,7 +245,10 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         if name in ("authz", "ratelimit"):
-            self.socket(name).unlink(missing_ok=True)
+            if _grpc_serving(f"unix:{self.socket(name)}"):
+                raise StartError(f"{self.socket(name)} is in use: is another `tollgate up` "
+                                 f"running with this run dir?")
+            self.socket(name).unlink(missing_ok=True)  # left behind by a killed run
         log = self.run_dir / "logs" / f"{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,

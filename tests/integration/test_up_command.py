@@ -95,6 +95,19 @@ def test_a_part_that_cannot_start_is_a_clear_error(run_dir: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_a_taken_listener_port_names_envoy_and_its_log(run_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = up(run_dir, "--check")
+        argv[argv.index("--https-port") + 1] = str(port)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=90, check=False)
+    assert result.returncode == 1
+    assert "tollgate up: envoy" in result.stderr and "envoy.log" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
