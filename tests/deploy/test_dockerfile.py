@@ -87,3 +87,11 @@ def test_health_probe_script_against_a_real_service_on_a_unix_socket(tmp_path: P
                           capture_output=True, text=True, timeout=30, check=False)
     assert gone.returncode == 1
     assert "UNAVAILABLE" in gone.stderr or "DEADLINE" in gone.stderr
+
+
+def test_hadolint_does_flag_an_unpinned_root_image(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install grpcio\nUSER root\n")
+    result = run_tool("hadolint", "--failure-threshold", "warning", "--no-color", str(bad))
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # :latest
