@@ -125,7 +125,7 @@ def main() -> None:
 
         async def run_all() -> None:
             engines = {"tollgate": await ours(url, args), "limits": await peer(url, args)}
-            for name, decide in engines.items():  # warm-up: connections, scripts
+            for decide in engines.values():  # warm-up: connections, scripts
                 await drive(decide, 1.0, args.concurrency)
             for _ in range(2):
                 for name, decide in engines.items():
