@@ -15,7 +15,10 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("tollgate.check_config", "validate an authz or ratelimit config"),
     "up": ("tollgate.stack", "run the local stack: Envoy, both services, demo issuer/upstream"),
-    "token": ("tollgate.token", "mint a demo access token (after `tollgate up`)"),
+    "token": ("tollgate.token", "mint a demo access token (needs the run dir's issuer key)"),
+    "devcerts": ("tollgate.devcerts", "create or reuse the demo CA and certificates"),
+    "demo-issuer": ("tollgate.demo_issuer", "serve the demo OIDC discovery and JWKS"),
+    "demo-upstream": ("tollgate.demo_upstream", "serve the echo upstream"),
 }
 
 

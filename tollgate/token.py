@@ -1,9 +1,9 @@
-"""`tollgate token`: mint a demo access token signed by the local stack's issuer key."""
+"""`tollgate token`: mint a demo access token signed by the demo issuer's key."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
 import time
 import uuid
@@ -11,65 +11,52 @@ from pathlib import Path
 
 import jwt
 
-from tollgate.demo_issuer import IssuerNotReadyError, SigningKey, load_signing_key
-
-DEFAULT_RUN_DIR = "run/demo"
+from tollgate import demo_issuer
 
 
 def mint(
-    key: SigningKey,
+    run_dir: Path,
     *,
-    subject: str = "demo-user",
-    scopes: str = "orders:read",
+    sub: str = "alice",
+    scope: str = "orders:read",
     plan: str = "free",
     tenant: str = "demo",
-    ttl: int = 3600,
-    client_id: str = "tollgate-cli",
+    ttl: int = 300,
     now: float | None = None,
 ) -> str:
-    """An RFC 9068 style RS256 access token (typ `at+jwt`) for the demo audience."""
-    issued = int(time.time() if now is None else now)
+    """An RS256 at+jwt for the demo audience; FileNotFoundError if there is no key yet."""
+    key = demo_issuer.load_key(run_dir)
+    try:
+        issuer = json.loads(demo_issuer.info_path(run_dir).read_text())["issuer"]
+    except FileNotFoundError:
+        issuer = demo_issuer.issuer_url()
+    issued = int(now if now is not None else time.time())
     claims = {
-        "iss": key.issuer,
-        "aud": key.audience,
-        "sub": subject,
-        "scope": scopes,
-        "plan": plan,
-        "tenant": tenant,
-        "client_id": client_id,
-        "iat": issued,
-        "nbf": issued,
-        "exp": issued + ttl,
-        "jti": str(uuid.uuid4()),
+        "iss": issuer, "aud": demo_issuer.AUDIENCE, "sub": sub, "scope": scope,
+        "plan": plan, "tenant": tenant, "client_id": "tollgate-demo-cli",
+        "iat": issued, "nbf": issued, "exp": issued + ttl, "jti": uuid.uuid4().hex,
     }
-    return jwt.encode(claims, key.private_key, algorithm="RS256",
-                      headers={"typ": "at+jwt", "kid": key.kid})
+    return jwt.encode(
+        claims, key.private_key, algorithm="RS256", headers={"typ": "at+jwt", "kid": key.kid}
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `tollgate token`."""
-    parser.add_argument("--run-dir", default=os.environ.get("TOLLGATE_RUN_DIR", DEFAULT_RUN_DIR),
-                        help="run directory of `tollgate up` (env TOLLGATE_RUN_DIR; "
-                             f"default {DEFAULT_RUN_DIR})")
-    parser.add_argument("--sub", default="demo-user", help="subject (default demo-user)")
-    parser.add_argument("--scope", default="orders:read",
-                        help='space-separated scopes (default "orders:read")')
-    parser.add_argument("--plan", default="free", choices=["free", "gold"], help="plan claim")
-    parser.add_argument("--tenant", default="demo", help="tenant claim")
-    parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    parser.add_argument("--sub", default="alice", help="subject (default alice)")
+    parser.add_argument("--scope", default="orders:read", help='space-separated, e.g. "a b"')
+    parser.add_argument("--plan", default="free", help="gold or free (rate-limit plan)")
+    parser.add_argument("--tenant", default="demo")
+    parser.add_argument("--ttl", type=int, default=300, help="seconds until exp")
+    parser.add_argument("--run-dir", type=Path, default=Path("run"))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one token on stdout."""
-    if args.ttl <= 0:
-        print("tollgate token: --ttl must be positive", file=sys.stderr)
-        return 2
     try:
-        key = load_signing_key(Path(args.run_dir))
-    except IssuerNotReadyError as exc:
-        print(f"tollgate token: no demo issuer key ({exc}); run `tollgate up` first "
-              "(or pass the --run-dir it used)", file=sys.stderr)
+        token = mint(args.run_dir, sub=args.sub, scope=args.scope, plan=args.plan,
+                     tenant=args.tenant, ttl=args.ttl)
+    except FileNotFoundError:
+        print(f"tollgate token: no issuer key in {args.run_dir}/ yet; run `tollgate up` "
+              f"(or pass --run-dir)", file=sys.stderr)
         return 1
-    print(mint(key, subject=args.sub, scopes=args.scope, plan=args.plan, tenant=args.tenant,
-               ttl=args.ttl))
+    print(token)
     return 0

@@ -7,22 +7,15 @@ Synchronisation is by polling with a deadline, never by sleeping a fixed time.
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-
-def binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-    if path is None:
-        pytest.fail(f"{name} not found: install Debian package redis-server/redis-tools")
-    return path
+from tests.support import binary
+from tests.support import wait_for as wait_until
 
 
 def _port_free(port: int) -> bool:
@@ -41,14 +34,6 @@ def free_port(*, with_bus: bool = False) -> int:
         if _port_free(port) and (not with_bus or _port_free(port + 10000)):
             return port
     raise RuntimeError("no free port found")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def cli(port: int, *args: str) -> str:

@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 import urllib.request
-from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 
 import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from tests.otlp_kit import PARENT_SPAN, TRACE_ID, Receiver
 from tests.ratelimit.support import descriptor, request
 from tests.ratelimit.test_cli import ServiceProcess
 from tests.support import free_port, wait_for
-
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-PARENT_SPAN = "00f067aa0ba902b7"
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
-        self.spans: list[object] = []
-        self.lock = threading.Lock()
-
-    def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: object
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        with self.lock:
-            for resource_spans in request.resource_spans:
-                for scope_spans in resource_spans.scope_spans:
-                    self.spans.extend(scope_spans.spans)
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-@pytest.fixture
-def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
-    receiver = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"http://127.0.0.1:{port}", receiver
-    server.stop(None)
 
 
 def test_metrics_and_a_span_joined_to_envoys_trace(

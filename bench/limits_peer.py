@@ -1,0 +1,151 @@
+"""Our Redis fixed-window decision vs the `limits` library's, on the same Redis.
+
+    .venv/bin/python bench/limits_peer.py [--seconds 5] [--concurrency 32] [--subjects 1000]
+
+Both run in this process on one asyncio loop (uvloop), with no gRPC in front, so
+the figure is the rate-limit engine and its Redis client alone: ours is
+RateLimiter + RedisStore (one EVALSHA per request over its pipelined RESP
+connection); the peer is limits' FixedWindowRateLimiter.hit on its async Redis
+storage (redis-py implementation). Same redis-server (started here on a free
+port), same subjects, same limit (never reached), same concurrency, alternated
+twice. Reports decisions/s, the ratio, and Redis commands per decision
+(INFO commandstats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import uvloop
+from limits import RateLimitItemPerMinute
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ratelimit_service.config import build_domain  # noqa: E402
+from ratelimit_service.decision import DecisionSettings  # noqa: E402
+from ratelimit_service.limiter import RateLimiter  # noqa: E402
+from ratelimit_service.model import Descriptor, Entry, RateLimitQuery  # noqa: E402
+from ratelimit_service.rules import RuleSet  # noqa: E402
+from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single  # noqa: E402
+from tests.support import binary, free_port, stop_process, wait_for  # noqa: E402
+from tollgate.config import parse_config_text  # noqa: E402
+from tollgate.reload import ConfigHolder  # noqa: E402
+
+LIMIT = 1_000_000_000
+CONFIG = f"""
+domain: bench
+descriptors:
+  - key: subject
+    rate_limit: {{unit: minute, requests_per_unit: {LIMIT}}}
+"""
+
+
+def redis_calls(port: int) -> int:
+    out = subprocess.run([binary("redis-cli"), "-p", str(port), "info", "commandstats"],
+                         capture_output=True, text=True, check=True).stdout
+    total = 0
+    for line in out.splitlines():
+        if line.startswith("cmdstat_") and not line.startswith(("cmdstat_info", "cmdstat_ping")):
+            total += int(line.split("calls=")[1].split(",")[0])
+    return total
+
+
+async def drive(decide: Callable[[int], Awaitable[object]], seconds: float,
+                concurrency: int) -> int:
+    done = 0
+    stop_at = time.monotonic() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        i = offset
+        while time.monotonic() < stop_at:
+            await decide(i)
+            i += concurrency
+            done += 1
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done
+
+
+async def ours(url: str, args: argparse.Namespace) -> Callable[[int], Awaitable[object]]:
+    rules = RuleSet({"bench": parse_config_text(CONFIG, "bench.yaml", build_domain)})
+    store = RedisStore(connect_single(url, RedisOptions()))
+    limiter = RateLimiter(ConfigHolder(rules), store, DecisionSettings(), clock=time.time)
+    queries = [
+        RateLimitQuery("bench", (Descriptor((Entry("subject", f"user-{i}"),)),))
+        for i in range(args.subjects)
+    ]
+
+    async def decide(i: int) -> object:
+        return await limiter.should_rate_limit(queries[i % args.subjects])
+
+    return decide
+
+
+async def peer(url: str, args: argparse.Namespace) -> Callable[[int], Awaitable[object]]:
+    storage = storage_from_string(url.replace("redis://", "async+redis://"),
+                                  implementation="redispy")
+    limiter = FixedWindowRateLimiter(storage)
+    item = RateLimitItemPerMinute(LIMIT)
+    subjects = [f"user-{i}" for i in range(args.subjects)]
+
+    async def decide(i: int) -> object:
+        return await limiter.hit(item, "subject", subjects[i % args.subjects])
+
+    return decide
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--subjects", type=int, default=1000)
+    args = parser.parse_args()
+    port = free_port()
+    redis = subprocess.Popen(
+        [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    results: dict[str, list[tuple[float, float]]] = {"tollgate": [], "limits": []}
+    try:
+        wait_for(lambda: subprocess.run([binary("redis-cli"), "-p", str(port), "ping"],
+                                        capture_output=True, text=True, check=False
+                                        ).stdout.strip() == "PONG", 20, "redis-server")
+
+        async def run_all() -> None:
+            engines = {"tollgate": await ours(url, args), "limits": await peer(url, args)}
+            for decide in engines.values():  # warm-up: connections, scripts
+                await drive(decide, 1.0, args.concurrency)
+            for _ in range(2):
+                for name, decide in engines.items():
+                    before = redis_calls(port)
+                    done = await drive(decide, args.seconds, args.concurrency)
+                    calls = redis_calls(port) - before
+                    results[name].append((done / args.seconds, calls / max(done, 1)))
+
+        uvloop.run(run_all())
+    finally:
+        stop_process(redis)
+    best = {name: max(r[0] for r in runs) for name, runs in results.items()}
+    print(f"\nconcurrency {args.concurrency}, {args.subjects} subjects, "
+          f"{args.seconds:.0f} s per run, best of 2 alternated runs\n")
+    print("| engine | decisions/s | vs limits | Redis commands/decision |")
+    print("|---|---:|---:|---:|")
+    for name, runs in results.items():
+        print(f"| {name} | {best[name]:.0f} | {best[name] / best['limits']:.2f}x "
+              f"| {runs[-1][1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

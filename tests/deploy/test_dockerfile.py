@@ -1,0 +1,97 @@
+"""The Dockerfile: hadolint-clean, multi-stage, non-root, pinned; the health probe works."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.deploy._util import DOCKERFILE, HEALTH_SCRIPT, ROOT, run_tool
+from tests.support import VENV_BIN, wait_for
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    out = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            out.append((keyword.upper(), rest.strip()))
+    return out
+
+
+def test_hadolint_reports_nothing_at_warning_or_above() -> None:
+    result = run_tool("hadolint", "--failure-threshold", "warning", "--no-color",
+                      str(DOCKERFILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_multi_stage_pinned_base_and_numeric_non_root_user() -> None:
+    ins = _instructions()
+    args = dict(re.findall(r"(\w+)=(\S+)", " ".join(r for k, r in ins if k == "ARG")))
+    base = args["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    stages = [rest for k, rest in ins if k == "FROM"]
+    assert len(stages) >= 2
+    assert all(s.startswith("${PYTHON_IMAGE} AS ") for s in stages)
+    users = [rest for k, rest in ins if k == "USER"]
+    assert users and re.fullmatch(r"[1-9]\d{3,}:[1-9]\d{3,}", users[-1]), users
+    # The runtime stage copies the venv from the builder and runs one of the services.
+    assert any(k == "COPY" and "--from=builder" in r for k, r in ins)
+    cmd = [r for k, r in ins if k == "CMD"][-1]
+    assert "authz-service" in cmd
+    assert any(k == "EXPOSE" for k, _ in ins)
+    # The otel-proto reinstall after the project (xds-protos ships an older copy).
+    assert "--force-reinstall --no-deps" in DOCKERFILE.read_text()
+
+
+def test_no_secrets_in_the_image_definition() -> None:
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"(?i)(password|secret|token|api_key)\s*=", text)
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    assert ignore[0:1] == ["*"] or "*" in ignore, "build context must be an allow-list"
+    for needed in ("!pyproject.toml", "!README.md", "!tollgate/", "!authz_service/",
+                   "!ratelimit_service/", "!deploy/docker/grpc_health_check.py"):
+        assert needed in ignore, needed
+    # Every path the Dockerfile COPYs from the context is let in by .dockerignore.
+    for keyword, rest in _instructions():
+        if keyword == "COPY" and "--from=" not in rest:
+            sources = [s for s in rest.split()[:-1] if not s.startswith("--")]
+            for src in sources:
+                assert (ROOT / src).exists(), src
+
+
+def test_health_probe_script_against_a_real_service_on_a_unix_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "authz.sock"
+    env = {**os.environ, "AUTHZ_LOG_LEVEL": "warning"}
+    proc = subprocess.Popen([str(VENV_BIN / "authz-service"), "--grpc-address",
+                             f"unix:{sock}"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    probe = [sys.executable, str(HEALTH_SCRIPT)]
+    try:
+        wait_for(sock.exists, timeout=20, what="authz-service socket")
+        ok = subprocess.run([*probe, f"unix:{sock}"], capture_output=True, text=True,
+                            timeout=30, check=False)
+        assert ok.returncode == 0, ok.stderr
+        named = subprocess.run([*probe, f"unix://{sock}", "--service",
+                                "envoy.service.auth.v3.Authorization"],
+                               capture_output=True, text=True, timeout=30, check=False)
+        assert named.returncode == 0, named.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    gone = subprocess.run([*probe, f"unix:{sock}", "--timeout", "0.5"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert gone.returncode == 1
+    assert "UNAVAILABLE" in gone.stderr or "DEADLINE" in gone.stderr
+
+
+def test_hadolint_does_flag_an_unpinned_root_image(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install grpcio\nUSER root\n")
+    result = run_tool("hadolint", "--failure-threshold", "warning", "--no-color", str(bad))
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # :latest
