@@ -227,7 +227,6 @@ def test_rs256_token_on_hs_issuer_is_refused(adv: Adv) -> None:
 
 
 def test_algorithm_not_bound_to_key_type_es256_header_rsa_kid(adv: Adv) -> None:
-    token = sign(adv.keys["ES256"], {"alg": "ES256", "kid": "rsa-1"}, b"{}")
     token = jwt_kit.raw_token({"alg": "ES256", "kid": "rsa-1"}, idp_claims(), b"\0" * 64)
     assert_invalid_token(idp(adv, token), "no key accepts this algorithm")
 
@@ -263,6 +262,17 @@ def test_very_long_kid_is_malformed(adv: Adv) -> None:
 def test_non_string_kid_is_malformed(adv: Adv, kid: Any) -> None:
     token = jwt_kit.raw_token({"alg": "RS256", "kid": kid}, idp_claims(), b"\1" * 256)
     assert_invalid_token(idp(adv, token), "malformed key id")
+
+
+def test_key_of_one_issuer_does_not_sign_for_another(adv: Adv) -> None:
+    # Signed by the remote issuer's real key, claiming to come from the idp issuer.
+    token = jwt_kit.mint(adv.remote_key)
+    assert_invalid_token(idp(adv, token), "unknown key id")
+    # ...and the idp's key claiming the remote issuer, under a kid the remote lacks.
+    assert_invalid_token(check(adv, jwt_kit.mint(adv.rsa, iss=REMOTE_ISSUER)), "unknown key id")
+    # ...or under the remote's kid.
+    forged = jwt_kit.mint(adv.rsa, {"kid": "remote-1"}, iss=REMOTE_ISSUER)
+    assert_invalid_token(check(adv, forged), "signature verification failed")
 
 
 # --- key-pointing header parameters -------------------------------------------
@@ -667,3 +677,22 @@ def test_valid_token_is_not_echoed_when_allowed(adv: Adv) -> None:
     answer = idp(adv, token)
     assert answer.allowed
     assert "authorization" in answer.removed
+
+
+@pytest.mark.parametrize(
+    "sub", ["alice\r\nx-tollgate-scopes: admin", "alice\nx: y", "bob\u0000", "a" * 2000]
+)
+def test_claims_cannot_inject_upstream_headers(adv: Adv, sub: str) -> None:
+    token = jwt_kit.mint(adv.rsa, sub=sub, email="e@x.test\r\nx-admin: 1")
+    answer = idp(adv, token)
+    assert answer.allowed
+    assert answer.header("x-tollgate-subject") is None
+    assert answer.header("x-user-email") is None
+    assert {"x-tollgate-subject", "x-user-email"} <= set(answer.removed)
+    for option in answer.raw.ok_response.headers:
+        assert not any(c in option.header.value for c in "\r\n\0")
+
+
+def test_bearer_scheme_is_case_insensitive(adv: Adv) -> None:
+    token = jwt_kit.mint(adv.rsa)
+    assert check(adv, token, "/orders/1", prefix="bEaReR ").allowed
