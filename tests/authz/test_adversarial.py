@@ -696,3 +696,25 @@ def test_claims_cannot_inject_upstream_headers(adv: Adv, sub: str) -> None:
 def test_bearer_scheme_is_case_insensitive(adv: Adv) -> None:
     token = jwt_kit.mint(adv.rsa)
     assert check(adv, token, "/orders/1", prefix="bEaReR ").allowed
+
+
+def test_cookie_split_over_header_lines_is_read(adv: Adv) -> None:
+    # RFC 9113 §8.2.3: HTTP/2 may carry cookies as separate header lines.
+    token = jwt_kit.mint(adv.rsa)
+    request = check_request(
+        path="/web", raw_headers=[("cookie", "theme=dark"), ("cookie", f"session={token}")]
+    )
+    answer = adv.client.check(request)
+    assert answer.allowed
+    assert_not_echoed(answer, token)
+
+
+def test_session_cookie_on_two_header_lines_is_400(adv: Adv) -> None:
+    token = jwt_kit.mint(adv.rsa)
+    request = check_request(
+        path="/web", raw_headers=[("cookie", f"session={token}"), ("cookie", f"session={token}")]
+    )
+    answer = adv.client.check(request)
+    assert answer.status == 400
+    assert answer.body["error_description"] == "credentials sent more than once"
+    assert_not_echoed(answer, token)
