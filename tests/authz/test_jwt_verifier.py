@@ -24,7 +24,7 @@ from authz_service.jwt_verifier import (
     parse,
     verify_signature,
 )
-from authz_service.keys import key_set, parse_jwks
+from authz_service.keys import KeySetError, key_set, parse_jwks
 from authz_service.models import RequestContext
 from tests.authz import jwt_kit
 
@@ -352,3 +352,48 @@ def test_find_token_raises_only_credential_errors(
         assert len(token) <= 40
         assert "," not in token or cookie is not None
         assert token in (authorization or "") or token in (cookie or "")
+
+
+# --- JWKS parsing: keys bound to what they may verify ---------------------------------
+
+
+def _jwk(key: jwt_kit.SigningKey, **changes: Any) -> dict[str, Any]:
+    jwk = key.public_jwk()
+    jwk.update(changes)
+    return {k: v for k, v in jwk.items() if v is not None}
+
+
+@pytest.mark.parametrize(
+    ("jwk", "reason"),
+    [
+        ({"kty": "oct", "k": jwt_kit.b64(b"s" * 32), "kid": "hs"}, "unsupported kty 'oct'"),
+        (_jwk(RSA, use="enc"), "use='enc' is not 'sig'"),
+        (_jwk(RSA, alg="HS256"), "alg 'HS256' does not fit a RSA key"),
+        (_jwk(EC, alg="RS256"), "alg 'RS256' does not fit a EC key"),
+        (_jwk(RSA, kid=7), "kid is not a string"),
+        (_jwk(RSA, d="AQAB"), "private key material in a public JWKS"),
+        (_jwk(jwt_kit.rsa_key("small", bits=1024)), "RSA key of 1024 bits is too small"),
+        (_jwk(EC, crv="secp256k1"), "unsupported EC curve 'secp256k1'"),
+        ("not an object", "not an object"),
+    ],
+)
+def test_jwks_refuses_keys_that_could_confuse(jwk: Any, reason: str) -> None:
+    keys = parse_jwks(json.dumps({"keys": [jwk]}))
+    assert keys.keys == ()
+    assert len(keys.skipped) == 1
+    assert keys.skipped[0].endswith(reason)
+
+
+def test_jwks_key_algorithms_are_bound_to_key_type() -> None:
+    keys = parse_jwks(json.dumps({"keys": [_jwk(RSA, alg=None), _jwk(EC)]}))
+    by_kid = {k.kid: k.algorithms for k in keys.keys}
+    assert by_kid["rsa-1"] == frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+    assert by_kid["ec-1"] == frozenset({"ES256"})
+    assert keys.candidates("rsa-1", "HS256") == ()
+    assert keys.candidates("ec-1", "RS256") == ()
+
+
+@pytest.mark.parametrize("document", ["", "[]", '{"keys": {}}', "{", '{"keys": null}'])
+def test_jwks_document_unusable(document: str) -> None:
+    with pytest.raises(KeySetError):
+        parse_jwks(document)
