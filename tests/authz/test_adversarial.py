@@ -58,6 +58,9 @@ EXTRA_IDENTITIES = f"""
 """
 
 EXTRA_ROUTES = """
+  - name: public
+    match: {path: {prefix: /public/}}
+    anonymous: true
   - name: hs
     match: {path: {exact: /hs}}
     identities: [hs]
@@ -718,3 +721,29 @@ def test_session_cookie_on_two_header_lines_is_400(adv: Adv) -> None:
     assert answer.status == 400
     assert answer.body["error_description"] == "credentials sent more than once"
     assert_not_echoed(answer, token)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/public/..;/admin/users",
+        "/public/..;x/admin/users",
+        "/public/.;/x",
+        "/public/x/..",
+        "/public/%2e%2e/admin",
+        "/public/%2E./admin",
+        "/public\\..\\admin",
+        "/public//admin",
+        "/public/%00",
+    ],
+)
+def test_dot_segments_that_upstreams_normalise_are_refused(adv: Adv, path: str) -> None:
+    # Tomcat/Jetty-style upstreams drop ";params" before normalising, so
+    # /public/..;/admin reaches /admin while matching the anonymous /public/ route.
+    answer = adv.client.check(check_request(path=path))
+    assert answer.status == 400
+    assert answer.body["error_description"] == "ambiguous request path"
+
+
+def test_public_prefix_route_is_anonymous(adv: Adv) -> None:
+    assert adv.client.check(check_request(path="/public/a;b/..x/.y")).allowed

@@ -503,7 +503,10 @@ def test_unmatched_deny(built: Built) -> None:
     assert (outcome.status, outcome.code, outcome.challenge) == (403, "no_matching_route", None)
 
 
-@pytest.mark.parametrize("path", ["/healthz/../admin", "/a//b", "/%2e%2e/admin", "/x\\y", "/a%00"])
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz/../admin", "/a//b", "/%2e%2e/admin", "/x\\y", "/a%00", "/a/..;/b", "/a/.;x/b"],
+)
 def test_ambiguous_path_is_400(built: Built, path: str) -> None:
     outcome = deny(built.decide(ctx(path)))
     assert (outcome.status, outcome.description) == (400, "ambiguous request path")
