@@ -33,8 +33,10 @@ MAX_HEADER_VALUE = 1024
 
 # Dot segments, doubled slashes, backslashes and encoded '.', '/', '\\' in the
 # path: Envoy normalises these when configured to; if one reaches us, the request
-# could dodge a route policy, so it is refused rather than guessed at.
-_AMBIGUOUS_PATH = re.compile(r"//|/\.\.?(/|$)|\\|%2e|%2f|%5c|%00", re.IGNORECASE)
+# could dodge a route policy, so it is refused rather than guessed at. A dot
+# segment with ";params" (/..;/) counts: Tomcat-style upstreams strip the params
+# and then normalise, which Envoy does not.
+_AMBIGUOUS_PATH = re.compile(r"//|/\.\.?(/|;|$)|\\|%2e|%2f|%5c|%00", re.IGNORECASE)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
