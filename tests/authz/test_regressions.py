@@ -58,3 +58,26 @@ def test_a_jwks_without_kids_verifies_tokens_naming_a_kid() -> None:
     del jwk["kid"]
     keys = parse_jwks(json.dumps({"keys": [jwk]}))
     assert keys.candidates("whatever", "RS256") == keys.keys
+
+
+def test_non_ascii_claims_reach_neither_headers_nor_metadata() -> None:
+    # Plan and tenant become rate-limit descriptors: only printable ASCII passes.
+    key = jwt_kit.rsa_key("k1")
+    keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
+    config = AuthzConfig.model_validate({
+        "identities": [{"name": "idp", "jwt": {
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks"}}],
+        "routes": [{"name": "r"}],
+        "upstream": {"claims": {"email": "x-user-email"}},
+    })
+    policy = compile_config(config, lambda name, source: keys)
+    token = jwt_kit.mint(key, iat=int(T0), nbf=int(T0), exp=int(T0) + 300,
+                         plan="gold\u0085", tenant="ac\u200bme", email="a\u00e9@x.test")
+    ctx = RequestContext("GET", "/x", headers=MappingProxyType(
+        {"authorization": f"Bearer {token}"}))
+    outcome = decide(policy, ctx, T0)
+    assert isinstance(outcome, Allow)
+    assert "plan" not in outcome.metadata and "tenant" not in outcome.metadata
+    names = {name for name, _ in outcome.headers}
+    assert not names & {"x-tollgate-plan", "x-tollgate-tenant", "x-user-email"}
+    assert {"x-tollgate-plan", "x-tollgate-tenant", "x-user-email"} <= set(outcome.remove_headers)
