@@ -36,7 +36,9 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
             value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
             if name in headers:
                 duplicates.add(name)
-                headers[name] = f"{headers[name]},{value}"
+                # Cookie lines are joined with "; " (RFC 9113 §8.2.3), others with ",".
+                separator = "; " if name == "cookie" else ","
+                headers[name] = f"{headers[name]}{separator}{value}"
             else:
                 headers[name] = value
     else:

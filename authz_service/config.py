@@ -247,7 +247,6 @@ class UpstreamHeaders(Model):
 
 class Limits(Model):
     max_token_bytes: int = Field(8192, ge=256, le=65536)
-    max_header_bytes: int = Field(16384, ge=256, le=1 << 20)
 
 
 class TokenCacheSettings(Model):

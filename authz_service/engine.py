@@ -33,10 +33,14 @@ MAX_HEADER_VALUE = 1024
 
 # Dot segments, doubled slashes, backslashes and encoded '.', '/', '\\' in the
 # path: Envoy normalises these when configured to; if one reaches us, the request
-# could dodge a route policy, so it is refused rather than guessed at.
-_AMBIGUOUS_PATH = re.compile(r"//|/\.\.?(/|$)|\\|%2e|%2f|%5c|%00", re.IGNORECASE)
+# could dodge a route policy, so it is refused rather than guessed at. A dot
+# segment with ";params" (/..;/) counts: Tomcat-style upstreams strip the params
+# and then normalise, which Envoy does not.
+_AMBIGUOUS_PATH = re.compile(r"//|/\.\.?(/|;|$)|\\|%2e|%2f|%5c|%00", re.IGNORECASE)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Header and metadata values carry printable ASCII only: no CR/LF/NUL to split a
+# header, no C1 or look-alike characters to confuse a log or a descriptor.
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +149,7 @@ def _header_value(value: object) -> str | None:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return None
     text = str(value)
-    if len(text) > MAX_HEADER_VALUE or _CONTROL.search(text):
+    if len(text) > MAX_HEADER_VALUE or _UNSAFE.search(text):
         return None
     return text
 
@@ -187,5 +191,6 @@ def _allow(policy: CompiledPolicy, identity: Identity, route: str, ctx: RequestC
         route=route,
         headers=tuple(headers),
         remove_headers=tuple(dict.fromkeys(remove)),
-        metadata=MappingProxyType({k: v for k, v in metadata.items() if v}),
+        # The same rule as for headers: these values become rate-limit descriptors.
+        metadata=MappingProxyType({k: v for k, v in metadata.items() if v and _header_value(v)}),
     )

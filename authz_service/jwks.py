@@ -11,6 +11,7 @@ URLs are fetched: nothing in a token can point the service at a URL.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import os
@@ -132,6 +133,7 @@ class RemoteJwks:
         self.fetches = 0
         self.expires_at = 0.0
         self._jwks_uri = source.jwks_uri
+        self._document_digest = b""
         self._last_forced = -float("inf")
         self._inflight: asyncio.Task[bool] | None = None
         if source.jwks_uri is not None:
@@ -194,10 +196,15 @@ class RemoteJwks:
             )
             return False
         self._jwks_uri = uri
-        for reason in keys.skipped:
-            log.warning("JWKS key skipped", extra={"source": self.name, "reason": reason})
-        self.key_set = keys
-        self.generation += 1
+        digest = hashlib.sha256(response.content).digest()
+        if digest != self._document_digest:
+            # Only a changed key set drops the verified-token cache (it is tied to
+            # the generation); an unchanged refresh just extends the expiry.
+            for reason in keys.skipped:
+                log.warning("JWKS key skipped", extra={"source": self.name, "reason": reason})
+            self.key_set = keys
+            self.generation += 1
+            self._document_digest = digest
         ttl = cache_ttl(response.headers.get("cache-control"), self.source)
         self.expires_at = self.clock() + ttl
         log.info("JWKS refreshed", extra={"source": self.name, "keys": len(keys.keys)})

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -65,9 +66,14 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def _no_constant(name: str) -> Any:
+    # NaN / Infinity / -Infinity are not JSON (RFC 8259 §6); Python accepts them.
+    raise TokenError("malformed token")
+
+
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except TokenError:
         raise
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -148,12 +154,20 @@ class ClaimRules:
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
+    if name not in claims:
         return None
+    value = claims[name]
+    # null, booleans, strings and non-finite numbers (1e400 parses as inf) are
+    # not NumericDates: accepting them would make `exp` never expire.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenError(f"malformed '{name}' claim")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float
+        raise TokenError(f"malformed '{name}' claim") from None
+    if not math.isfinite(number):
+        raise TokenError(f"malformed '{name}' claim")
+    return number
 
 
 def check_claims(claims: dict[str, Any], rules: ClaimRules, now: float) -> float:

@@ -65,7 +65,7 @@ class Answer:
 
     @property
     def allowed(self) -> bool:
-        return self.raw.status.code == 0
+        return bool(self.raw.status.code == 0)
 
     @property
     def status(self) -> int:

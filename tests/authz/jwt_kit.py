@@ -24,6 +24,7 @@ class SigningKey:
 
     def public_jwk(self) -> dict[str, Any]:
         public = self.private.public_key()
+        jwk: dict[str, Any]
         if self.alg.startswith(("RS", "PS")):
             jwk = json.loads(RSAAlgorithm.to_jwk(public))
         elif self.alg.startswith("ES"):

@@ -255,3 +255,20 @@ routes:
             # The IdP goes down: the current keys keep serving.
             idp.set_route("/keys", Route(status=500))
             assert status(new) == 200
+
+
+def test_an_unchanged_refresh_keeps_the_generation() -> None:
+    # The verified-token cache is tied to the generation: bumping it on every
+    # refresh would empty the cache every TTL for nothing.
+    async def scenario(idp: HttpServer, client: httpx.AsyncClient) -> list[int]:
+        jwks = RemoteJwks("idp", source(jwks_uri=f"{idp.base_url}/keys"), client)
+        generations = []
+        for _ in range(2):
+            assert await jwks.refresh()
+            generations.append(jwks.generation)
+        idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k2")))
+        assert await jwks.refresh()
+        generations.append(jwks.generation)
+        return generations
+
+    assert with_server({"/keys": jwt_kit.jwks(jwt_kit.rsa_key("k1"))}, scenario) == [1, 1, 2]
