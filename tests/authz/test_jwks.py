@@ -1,0 +1,358 @@
+"""JWKS / OIDC discovery against a real local HTTP server: rotation, outage, slow IdP.
+
+In-process tests drive RemoteJwks with asyncio.run and a real httpx client; the
+end-to-end tests run the real authz-service process against the same server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from authz_service.config import JwtSource
+from authz_service.jwks import RemoteJwks, cache_ttl, check_url
+from tests.authz import jwt_kit
+from tests.authz.http_kit import HttpServer, Route, serve_http
+
+RSA = jwt_kit.rsa_key("rsa-a")
+RSA_NEW = jwt_kit.rsa_key("rsa-b")
+
+
+@pytest.fixture
+def idp() -> Iterator[HttpServer]:
+    with serve_http() as server:
+        yield server
+
+
+def source(**fields: Any) -> JwtSource:
+    fields.setdefault("issuer", jwt_kit.ISSUER)
+    fields.setdefault("algorithms", ["RS256", "ES256"])
+    return JwtSource.model_validate(fields)
+
+
+def refresh_bounds(**overrides: float) -> dict[str, float]:
+    bounds = {"min_ttl_seconds": 60, "max_ttl_seconds": 3600, "default_ttl_seconds": 300}
+    bounds.update(overrides)
+    return bounds
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_with_client(coro_fn: Any) -> Any:
+    async def main() -> Any:
+        async with httpx.AsyncClient(follow_redirects=False) as client:
+            return await coro_fn(client)
+
+    return asyncio.run(main())
+
+
+# --- cache_ttl: Cache-Control honoured, clamped -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, 300),
+        ("public, max-age=600", 600),
+        ("max-age=5", 60),  # below min -> min
+        ("max-age=999999", 3600),  # above max -> max
+        ("no-store", 60),
+        ("no-cache, max-age=900", 60),
+        ("private", 300),
+        ("s-maxage=900", 300),  # not max-age
+        ("MAX-AGE=120", 120),
+    ],
+)
+def test_cache_ttl_honours_max_age_within_bounds(header: str | None, expected: float) -> None:
+    jwt_source = source(jwks_uri="https://idp.test/jwks", refresh=refresh_bounds())
+    assert cache_ttl(header, jwt_source) == expected
+
+
+def test_expires_at_follows_cache_control_with_injected_clock(idp: HttpServer) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA), **{"cache-control": "max-age=120"})
+    clock = FakeClock()
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = RemoteJwks(
+            "idp", source(jwks_uri=f"{idp.base_url}/jwks", refresh=refresh_bounds()), client, clock
+        )
+        assert await jwks.refresh()
+        return jwks
+
+    jwks = run_with_client(go)
+    assert jwks.expires_at == 1120.0
+    assert jwks.key_set.has_kid("rsa-a")
+    assert jwks.generation == 1
+
+
+# --- check_url ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["https://idp.test/jwks", "http://127.0.0.1:8080/jwks", "http://localhost/j", "http://[::1]/j"]
+)
+def test_check_url_accepts_https_and_loopback_http(url: str) -> None:
+    check_url(url, allow_insecure_http=False)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com/jwks", "http://10.0.0.1/jwks", "ftp://idp.test/j", "file:///etc/passwd",
+            "https:///nohost", "jwks.json"]
+)
+def test_check_url_refuses_everything_else(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_url(url, allow_insecure_http=False)
+
+
+# --- rotation, outage, slow IdP (in process) ----------------------------------------
+
+
+def remote(idp: HttpServer, clock: Any = time.monotonic, **refresh: float) -> Any:
+    def make(client: httpx.AsyncClient) -> RemoteJwks:
+        return RemoteJwks(
+            "idp",
+            source(jwks_uri=f"{idp.base_url}/jwks", refresh=refresh_bounds(**refresh)),
+            client,
+            clock,
+        )
+
+    return make
+
+
+def test_rotation_new_kid_after_unknown_kid_refetch(idp: HttpServer) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+
+    async def go(client: httpx.AsyncClient) -> None:
+        jwks = remote(idp, unknown_kid_cooldown_seconds=0)(client)
+        assert await jwks.refresh()
+        assert not jwks.key_set.has_kid("rsa-b")
+        idp.set_json("/jwks", jwt_kit.jwks(RSA_NEW))
+        assert await jwks.refresh_for_unknown_kid()
+        assert jwks.key_set.has_kid("rsa-b")
+        assert not jwks.key_set.has_kid("rsa-a")  # removed at the IdP -> gone here
+        assert jwks.generation == 2
+
+    run_with_client(go)
+
+
+@pytest.mark.parametrize("outage", ["500", "refused"])
+def test_outage_keeps_last_good_keys_and_logs(
+    idp: HttpServer, outage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+
+    async def go(client: httpx.AsyncClient) -> None:
+        jwks = remote(idp)(client)
+        assert await jwks.refresh()
+        if outage == "500":
+            idp.set_route("/jwks", Route(status=500, body=b"oops"))
+        else:
+            # A URL on a port nothing listens on: connection refused.
+            jwks._jwks_uri = "http://127.0.0.1:1/jwks"
+            object.__setattr__(jwks, "source", jwks.source.model_copy(
+                update={"jwks_uri": "http://127.0.0.1:1/jwks"}))
+        with caplog.at_level(logging.ERROR, logger="authz.jwks"):
+            assert not await jwks.refresh()
+        assert jwks.key_set.has_kid("rsa-a")
+        assert jwks.generation == 1
+
+    run_with_client(go)
+    failed = "JWKS refresh failed, keeping last keys"
+    errors = [r for r in caplog.records if r.getMessage() == failed]
+    assert errors
+    detail = errors[-1].__dict__["error"]
+    assert ("HTTP 500" in detail) if outage == "500" else ("ConnectError" in detail)
+
+
+def test_slow_idp_times_out_promptly_and_keeps_keys(idp: HttpServer) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+
+    async def go(client: httpx.AsyncClient) -> float:
+        jwks = remote(idp, timeout_seconds=0.3)(client)
+        assert await jwks.refresh()
+        idp.set_route("/jwks", Route(body=json.dumps(jwt_kit.jwks(RSA_NEW)).encode(), delay=5))
+        start = time.monotonic()
+        assert not await jwks.refresh()
+        elapsed = time.monotonic() - start
+        assert jwks.key_set.has_kid("rsa-a")
+        return elapsed
+
+    elapsed = run_with_client(go)
+    idp.release.set()
+    assert elapsed < 2.0
+
+
+def test_body_larger_than_max_bytes_is_refused(idp: HttpServer) -> None:
+    big = jwt_kit.jwks(RSA)
+    big["padding"] = "x" * 5000
+    idp.set_json("/jwks", big)
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = RemoteJwks(
+            "idp",
+            source(jwks_uri=f"{idp.base_url}/jwks", refresh={"max_bytes": 4096}),
+            client,
+        )
+        assert not await jwks.refresh()
+        return jwks
+
+    assert run_with_client(go).key_set.keys == ()
+
+
+def _jwk(key: jwt_kit.SigningKey, **changes: Any) -> dict[str, Any]:
+    jwk = key.public_jwk()
+    jwk.update(changes)
+    return {k: v for k, v in jwk.items() if v is not None}
+
+
+SMALL_RSA = jwt_kit.rsa_key("small", bits=1024)
+EC = jwt_kit.ec_key("ec-a")
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        (b"<html>not json</html>", "not JSON"),
+        (b'{"nokeys": []}', "no 'keys'"),
+        (b'["keys"]', "no 'keys'"),
+    ],
+)
+def test_unusable_documents_install_nothing(idp: HttpServer, document: bytes, why: str) -> None:
+    idp.set_route("/jwks", Route(body=document))
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = remote(idp)(client)
+        assert not await jwks.refresh()
+        return jwks
+
+    assert run_with_client(go).generation == 0
+
+
+def test_unusable_keys_are_skipped_and_good_ones_kept(idp: HttpServer) -> None:
+    private_rsa = json.loads(
+        __import__("jwt").algorithms.RSAAlgorithm.to_jwk(jwt_kit.rsa_key("priv").private)
+    )
+    private_rsa.update({"kid": "priv"})
+    document = {
+        "keys": [
+            private_rsa,  # `d`: private material
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0c2VjcmV0c2VjcmV0"},
+            _jwk(SMALL_RSA),  # 1024-bit RSA
+            _jwk(RSA, kid="rsa-es", alg="ES256"),  # alg does not fit kty
+            _jwk(EC, kid="ec-rs", alg="RS256"),
+            _jwk(RSA, kid="enc", use="enc"),
+            _jwk(RSA),
+            _jwk(EC),
+        ]
+    }
+    idp.set_json("/jwks", document)
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = remote(idp)(client)
+        assert await jwks.refresh()
+        return jwks
+
+    keys = run_with_client(go).key_set
+    assert sorted(keys.by_kid) == ["ec-a", "rsa-a"]
+    assert len(keys.skipped) == 6
+
+
+def test_unknown_kid_storm_costs_one_fetch_per_cooldown(idp: HttpServer) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+    clock = FakeClock()
+
+    async def go(client: httpx.AsyncClient) -> None:
+        jwks = remote(idp, clock, unknown_kid_cooldown_seconds=30)(client)
+        assert await jwks.refresh()
+        base = idp.hits_for("/jwks")
+        results = await asyncio.gather(*(jwks.refresh_for_unknown_kid() for _ in range(200)))
+        assert idp.hits_for("/jwks") == base + 1  # one shared fetch
+        assert all(results)  # every waiter shares its outcome
+        # within the cooldown: no fetch at all
+        clock.now += 29
+        assert not any(await asyncio.gather(*(jwks.refresh_for_unknown_kid() for _ in range(50))))
+        assert idp.hits_for("/jwks") == base + 1
+        clock.now += 2  # cooldown over: one more
+        await asyncio.gather(*(jwks.refresh_for_unknown_kid() for _ in range(50)))
+        assert idp.hits_for("/jwks") == base + 2
+
+    run_with_client(go)
+
+
+def test_redirects_are_not_followed(idp: HttpServer) -> None:
+    idp.set_route("/jwks", Route(status=302, headers={"location": f"{idp.base_url}/other"}))
+    idp.set_json("/other", jwt_kit.jwks(RSA))
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = remote(idp)(client)
+        assert not await jwks.refresh()
+        return jwks
+
+    assert run_with_client(go).generation == 0
+    assert idp.hits_for("/other") == 0
+
+
+# --- OIDC discovery (in process) ----------------------------------------------------
+
+
+def discovery_source(idp: HttpServer) -> JwtSource:
+    return source(issuer=idp.base_url, discovery=True, refresh=refresh_bounds())
+
+
+def test_discovery_finds_jwks_uri(idp: HttpServer) -> None:
+    idp.set_json(
+        "/.well-known/openid-configuration",
+        {"issuer": idp.base_url, "jwks_uri": f"{idp.base_url}/keys"},
+    )
+    idp.set_json("/keys", jwt_kit.jwks(RSA))
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = RemoteJwks("idp", discovery_source(idp), client)
+        assert await jwks.refresh()
+        assert await jwks.refresh()  # the found jwks_uri is reused
+        return jwks
+
+    assert run_with_client(go).key_set.has_kid("rsa-a")
+    assert idp.hits_for("/.well-known/openid-configuration") == 1
+    assert idp.hits_for("/keys") == 2
+
+
+@pytest.mark.parametrize(
+    ("document", "keys_hits"),
+    [
+        ({"issuer": "https://evil.test", "jwks_uri": "{base}/keys"}, 0),
+        ({"issuer": "{base}/", "jwks_uri": "{base}/keys"}, 0),  # exact match only
+        ({"issuer": "{base}", "jwks_uri": "http://example.com/keys"}, 0),
+        ({"issuer": "{base}", "jwks_uri": "file:///etc/passwd"}, 0),
+        ({"issuer": "{base}"}, 0),
+    ],
+)
+def test_discovery_refuses_bad_documents(
+    idp: HttpServer, document: dict[str, str], keys_hits: int
+) -> None:
+    idp.set_json(
+        "/.well-known/openid-configuration",
+        {k: v.format(base=idp.base_url) for k, v in document.items()},
+    )
+    idp.set_json("/keys", jwt_kit.jwks(RSA))
+
+    async def go(client: httpx.AsyncClient) -> RemoteJwks:
+        jwks = RemoteJwks("idp", discovery_source(idp), client)
+        assert not await jwks.refresh()
+        return jwks
+
+    assert run_with_client(go).generation == 0
+    assert idp.hits_for("/keys") == keys_hits
