@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
+import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +23,9 @@ import pytest
 from authz_service.config import JwtSource
 from authz_service.jwks import RemoteJwks, cache_ttl, check_url
 from tests.authz import jwt_kit
+from tests.authz.grpc_kit import authz_process, check_request
 from tests.authz.http_kit import HttpServer, Route, serve_http
+from tests.support import binary, wait_for
 
 RSA = jwt_kit.rsa_key("rsa-a")
 RSA_NEW = jwt_kit.rsa_key("rsa-b")
@@ -356,3 +362,173 @@ def test_discovery_refuses_bad_documents(
 
     assert run_with_client(go).generation == 0
     assert idp.hits_for("/keys") == keys_hits
+
+
+# --- end to end: the authz-service process against the same server -----------------
+
+
+def remote_config(idp: HttpServer, *, discovery: bool = False, **refresh: float) -> str:
+    bounds = {"unknown_kid_cooldown_seconds": 0, "timeout_seconds": 1, **refresh}
+    keys = "discovery: true" if discovery else f"jwks_uri: {idp.base_url}/jwks"
+    issuer = idp.base_url if discovery else jwt_kit.ISSUER
+    return f"""
+realm: tollgate
+identities:
+  - name: idp
+    jwt:
+      issuer: {issuer}
+      audiences: [{jwt_kit.AUDIENCE}]
+      {keys}
+      algorithms: [RS256]
+      refresh: {json.dumps(bounds)}
+routes:
+  - name: orders-read
+    match: {{methods: [GET], path: {{template: "/orders/{{id}}"}}}}
+    identities: [idp]
+    require: {{scopes: {{all_of: ["orders:read"]}}}}
+"""
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def start(idp: HttpServer, tmp_path: Path, **kwargs: Any) -> Any:
+    config = tmp_path / "authz.yaml"
+    config.write_text(remote_config(idp, **kwargs))
+    return authz_process(config, tmp_path)
+
+
+def test_e2e_rotation_and_removal_invalidates_cached_tokens(
+    idp: HttpServer, tmp_path: Path
+) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+    old = jwt_kit.mint(RSA)
+    with start(idp, tmp_path) as (_, client):
+        wait_for(lambda: client.check(check_request(headers=bearer(old))).allowed,
+                 what="first JWKS fetch")
+        assert client.check(check_request(headers=bearer(old))).allowed  # now cached
+        # The IdP rotates: only the new key is published.
+        idp.set_json("/jwks", jwt_kit.jwks(RSA_NEW))
+        new = jwt_kit.mint(RSA_NEW)
+        assert client.check(check_request(headers=bearer(new))).allowed  # unknown kid refetch
+        answer = client.check(check_request(headers=bearer(old)))
+        assert answer.status == 401  # the cached verification died with the old key set
+        assert answer.body["error"] == "invalid_token"
+
+
+def test_e2e_outage_keeps_last_good_keys(idp: HttpServer, tmp_path: Path) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+    with start(idp, tmp_path) as (_, client):
+        token = jwt_kit.mint(RSA)
+        wait_for(lambda: client.check(check_request(headers=bearer(token))).allowed,
+                 what="first JWKS fetch")
+        idp.set_route("/jwks", Route(status=500, body=b"down"))
+        hits = idp.hits_for("/jwks")
+        stranger = jwt_kit.mint(RSA_NEW)  # unknown kid -> a refetch, which fails
+        assert client.check(check_request(headers=bearer(stranger))).status == 401
+        assert idp.hits_for("/jwks") == hits + 1
+        fresh = jwt_kit.mint(RSA, sub="user-2")  # not cached: verified with the kept keys
+        assert client.check(check_request(headers=bearer(fresh))).allowed
+        log = (tmp_path / "authz.log").read_text()
+        wait_for(lambda: "HTTP 500" in (tmp_path / "authz.log").read_text(), what="error log")
+        assert "JWKS refresh failed" in log
+
+
+def test_e2e_slow_idp_answers_within_bound(idp: HttpServer, tmp_path: Path) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+    with start(idp, tmp_path, timeout_seconds=0.5) as (_, client):
+        token = jwt_kit.mint(RSA)
+        wait_for(lambda: client.check(check_request(headers=bearer(token))).allowed,
+                 what="first JWKS fetch")
+        idp.set_route("/jwks", Route(body=json.dumps(jwt_kit.jwks(RSA_NEW)).encode(), delay=10))
+        started = time.monotonic()
+        answer = client.check(check_request(headers=bearer(jwt_kit.mint(RSA_NEW))), timeout=5)
+        assert answer.status == 401
+        assert time.monotonic() - started < 3.0
+        assert client.check(check_request(headers=bearer(jwt_kit.mint(RSA, sub="u3")))).allowed
+
+
+def test_e2e_no_keys_ever_is_401_not_a_hang(idp: HttpServer, tmp_path: Path) -> None:
+    idp.set_route("/jwks", Route(body=b"{}", delay=10))
+    with start(idp, tmp_path, timeout_seconds=0.5) as (_, client):
+        started = time.monotonic()
+        answer = client.check(check_request(headers=bearer(jwt_kit.mint(RSA))), timeout=5)
+        assert answer.status == 401
+        assert time.monotonic() - started < 3.0
+
+
+def test_e2e_unknown_kid_storm_fetches_once_per_cooldown(
+    idp: HttpServer, tmp_path: Path
+) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+    with start(idp, tmp_path, unknown_kid_cooldown_seconds=60) as (_, client):
+        token = jwt_kit.mint(RSA)
+        wait_for(lambda: client.check(check_request(headers=bearer(token))).allowed,
+                 what="first JWKS fetch")
+        hits = idp.hits_for("/jwks")
+        tokens = [
+            jwt_kit.mint(RSA, headers={"kid": secrets.token_hex(8)}, sub=f"s{i}")
+            for i in range(100)
+        ]
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda t: client.check(check_request(headers=bearer(t))),
+                                    tokens))
+        assert {a.status for a in answers} == {401}
+        assert idp.hits_for("/jwks") - hits <= 1
+
+
+def test_e2e_oidc_discovery(idp: HttpServer, tmp_path: Path) -> None:
+    idp.set_json(
+        "/.well-known/openid-configuration",
+        {"issuer": idp.base_url, "jwks_uri": f"{idp.base_url}/keys"},
+    )
+    idp.set_json("/keys", jwt_kit.jwks(RSA))
+    token = jwt_kit.mint(RSA, iss=idp.base_url)
+    with start(idp, tmp_path, discovery=True) as (_, client):
+        wait_for(lambda: client.check(check_request(headers=bearer(token))).allowed,
+                 what="keys via discovery")
+
+
+def test_e2e_discovery_with_another_issuer_refuses_keys(idp: HttpServer, tmp_path: Path) -> None:
+    idp.set_json(
+        "/.well-known/openid-configuration",
+        {"issuer": "https://evil.test", "jwks_uri": f"{idp.base_url}/keys"},
+    )
+    idp.set_json("/keys", jwt_kit.jwks(RSA))
+    token = jwt_kit.mint(RSA, iss=idp.base_url)
+    with start(idp, tmp_path, discovery=True) as (_, client):
+        wait_for(lambda: idp.hits_for("/.well-known/openid-configuration") >= 1,
+                 what="discovery fetch")
+        assert client.check(check_request(headers=bearer(token))).status == 401
+        assert idp.hits_for("/keys") == 0
+
+
+def test_check_config_refuses_http_to_a_remote_host(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text(
+        remote_config_text_for("http://example.com/jwks.json")
+    )
+    result = subprocess.run(
+        [binary("authz-service"), "--check-config", str(config)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"{config}:4: identities[0].jwt: 'http://example.com/jwks.json': "
+        "http is only allowed to loopback (set allow_insecure_http)"
+    )
+
+
+def remote_config_text_for(uri: str) -> str:
+    return f"""realm: tollgate
+identities:
+  - name: idp
+    jwt:
+      issuer: {jwt_kit.ISSUER}
+      jwks_uri: {uri}
+routes:
+  - name: r
+    match: {{path: {{prefix: /}}}}
+    identities: [idp]
+"""
