@@ -201,6 +201,22 @@ def test_slow_idp_times_out_promptly_and_keeps_keys(idp: HttpServer) -> None:
     assert elapsed < 2.0
 
 
+def test_trickling_idp_is_cut_at_timeout_seconds_in_total(idp: HttpServer) -> None:
+    # httpx timeouts are per read: a server sending a byte every 0.1 s never trips a
+    # 0.3 s read timeout, so only a deadline on the whole fetch bounds it.
+    idp.set_route("/jwks", Route(body=json.dumps(jwt_kit.jwks(RSA)).encode(), byte_delay=0.1))
+
+    async def go(client: httpx.AsyncClient) -> float:
+        jwks = remote(idp, timeout_seconds=0.3)(client)
+        start = time.monotonic()
+        assert not await jwks.refresh()
+        return time.monotonic() - start
+
+    elapsed = run_with_client(go)
+    idp.release.set()
+    assert elapsed < 2.0
+
+
 def test_body_larger_than_max_bytes_is_refused(idp: HttpServer) -> None:
     big = jwt_kit.jwks(RSA)
     big["padding"] = "x" * 5000
