@@ -15,7 +15,7 @@ from authz_service.service import AuthorizationService, load_policy, service_spe
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
 from tollgate.reload import ConfigHolder, ConfigWatcher
-from tollgate.server import GrpcApp, run, serve_until_signal
+from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
@@ -67,17 +67,26 @@ async def serve(args: argparse.Namespace) -> None:
     service = AuthorizationService(holder, keys)
     app = GrpcApp(args.grpc_address, [service_spec(service)])
     log.info("config loaded", extra={"file": str(config_path)})
-    await serve_until_signal(
-        app,
-        drain_seconds=args.drain_seconds,
-        background=[watcher.run, keys.run],
-        on_reload_signal=watcher.request_reload,
-        on_stop=keys.close,
-    )
+    try:
+        await serve_until_signal(
+            app,
+            drain_seconds=args.drain_seconds,
+            background=[watcher.run, keys.run],
+            on_reload_signal=watcher.request_reload,
+            on_stop=keys.close,
+        )
+    except OSError as exc:  # the address cannot be bound
+        log.error("cannot serve", extra={"error": str(exc)})
+        raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        normalize_address(args.grpc_address)
+    except ValueError as exc:  # a usage error, not a traceback
+        p.error(f"--grpc-address/AUTHZ_GRPC_ADDRESS: {exc}")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)

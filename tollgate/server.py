@@ -59,6 +59,18 @@ def _unix_path(address: str) -> str:
     return "/" + rest.lstrip("/") if rest.startswith("//") else rest
 
 
+def _bind(server: grpc.aio.Server, address: str) -> int:
+    # grpcio reports a taken port as a bare RuntimeError (or port 0): make it an
+    # OSError naming the address, which the CLIs turn into one log line and exit 1.
+    try:
+        port: int = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return port
+
+
 @dataclass
 class GrpcApp:
     """A grpc.aio server with health and reflection; start() returns the bound address."""
@@ -85,12 +97,10 @@ class GrpcApp:
             path = _unix_path(address)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a stale socket from a killed process
-            server.add_insecure_port(address)
+            _bind(server, address)
             self.bound = address
         else:
-            port = server.add_insecure_port(address)
-            if port == 0:
-                raise OSError(f"cannot bind {address}")
+            port = _bind(server, address)
             host = address.rpartition(":")[0]
             self.bound = f"{host}:{port}"
         await server.start()

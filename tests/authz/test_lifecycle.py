@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -117,6 +118,38 @@ def test_tollgate_check_config_accepts_the_default() -> None:
     result = run_cli(binary("tollgate"), "check-config", "authz", str(DEFAULT_CONFIG))
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+
+
+def test_unusable_address_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli(binary("authz-service"), "--grpc-address", "nonsense")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "authz-service: error: --grpc-address/AUTHZ_GRPC_ADDRESS: "
+        "address 'nonsense' is not HOST:PORT or unix:PATH"
+    )
+
+
+def test_taken_port_and_invalid_config_exit_1_with_one_log_line(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text(ANON.format(path="/a"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_cli(binary("authz-service"), "--config", str(config),
+                         "--grpc-address", address)
+    assert result.returncode == 1
+    # grpc's C core adds its own (non-JSON) line about the bind
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert lines[-1]["msg"] == "cannot serve"
+    assert lines[-1]["error"] == f"cannot bind {address}"
+    config.write_text(ANON.format(path="/a") + "bogus: 1\n")
+    result = run_cli(binary("authz-service"), "--config", str(config),
+                     "--grpc-address", f"unix:{tmp_path / 's.sock'}")
+    assert result.returncode == 1
+    last = json.loads(result.stderr.splitlines()[-1])
+    assert last["msg"] == "invalid config"
+    assert last["error"] == f"{config}:6: bogus: unknown key 'bogus'"
 
 
 # --- the serving process ------------------------------------------------------------
