@@ -548,3 +548,30 @@ routes:
     match: {{path: {{prefix: /}}}}
     identities: [idp]
 """
+
+
+def test_e2e_reload_keeps_unchanged_provider_and_swaps_a_changed_one(
+    idp: HttpServer, tmp_path: Path
+) -> None:
+    idp.set_json("/jwks", jwt_kit.jwks(RSA))
+    idp.set_json("/jwks2", jwt_kit.jwks(RSA_NEW))
+    old, new = jwt_kit.mint(RSA), jwt_kit.mint(RSA_NEW)
+    config = tmp_path / "authz.yaml"
+    text = remote_config(idp, unknown_kid_cooldown_seconds=3600)
+    config.write_text(text)
+    with authz_process(config, tmp_path) as (_, client):
+        wait_for(lambda: client.check(check_request(headers=bearer(old))).allowed,
+                 what="first JWKS fetch")
+        assert idp.hits_for("/jwks") == 1
+        # An edit that leaves the issuer's key settings alone: no refetch, keys kept.
+        config.write_text(text.replace("realm: tollgate", "realm: tollgate2"))
+        wait_for(lambda: 'realm="tollgate2"' in (
+            client.check(check_request()).header("www-authenticate") or ""), what="reload")
+        assert client.check(check_request(headers=bearer(old))).allowed
+        assert idp.hits_for("/jwks") == 1
+        # A new jwks_uri: a new provider fetches it; the old one is no longer consulted.
+        config.write_text(text.replace("/jwks", "/jwks2"))
+        wait_for(lambda: client.check(check_request(headers=bearer(new))).allowed,
+                 what="keys from the new jwks_uri")
+        assert client.check(check_request(headers=bearer(old))).status == 401
+        assert idp.hits_for("/jwks") == 1
