@@ -34,6 +34,9 @@ def parser() -> argparse.ArgumentParser:
          help="seconds between config file checks")
     flag(p, "--drain-seconds", env=["AUTHZ_DRAIN_SECONDS"], default=10.0, kind=float,
          help="grace period for in-flight checks on SIGTERM")
+    flag(p, "--drain-announce-seconds", env=["AUTHZ_DRAIN_ANNOUNCE_SECONDS"], default=0.0,
+         kind=float, help="part of the grace period spent still answering, health "
+         "NOT_SERVING, so probes and Envoy see it before new RPCs are refused")
     flag(p, "--log-level", env=["AUTHZ_LOG_LEVEL", "LOG_LEVEL"], default="info",
          choices=["debug", "info", "warning", "error"], help="log level")
     flag(p, "--log-format", env=["AUTHZ_LOG_FORMAT", "LOG_FORMAT"], default="json",
@@ -71,6 +74,7 @@ async def serve(args: argparse.Namespace) -> None:
         await serve_until_signal(
             app,
             drain_seconds=args.drain_seconds,
+            announce_seconds=args.drain_announce_seconds,
             background=[watcher.run, keys.run],
             on_reload_signal=watcher.request_reload,
             on_stop=keys.close,

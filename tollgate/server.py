@@ -109,12 +109,20 @@ class GrpcApp:
         self.server = server
         return self.bound
 
-    async def drain(self, grace: float) -> None:
-        """NOT_SERVING first, then let in-flight RPCs finish within grace seconds."""
+    async def drain(self, grace: float, announce: float = 0.0) -> None:
+        """NOT_SERVING first, then let in-flight RPCs finish within grace seconds.
+
+        `announce` seconds (taken from grace) keep answering RPCs after NOT_SERVING:
+        server.stop() refuses new RPCs at once, health probes included, so without
+        it no prober ever reads NOT_SERVING and callers see UNAVAILABLE instead.
+        """
         if self.server is None:
             return
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        announce = min(max(announce, 0.0), grace)
+        if announce:
+            await asyncio.sleep(announce)
+        await self.server.stop(grace - announce)
         if self.bound.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_unix_path(self.bound))
@@ -128,6 +136,7 @@ async def serve_until_signal(
     app: GrpcApp,
     *,
     drain_seconds: float,
+    announce_seconds: float = 0.0,
     background: Sequence[Callable[[], Awaitable[None]]] = (),
     on_reload_signal: Callable[[], None] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
@@ -143,8 +152,11 @@ async def serve_until_signal(
     log.info("serving", extra={"address": bound})
     tasks = [asyncio.create_task(_guard(fn)) for fn in background]
     await stop.wait()
-    log.info("draining", extra={"grace_seconds": drain_seconds})
-    await app.drain(drain_seconds)
+    log.info(
+        "draining",
+        extra={"grace_seconds": drain_seconds, "not_serving_seconds": announce_seconds},
+    )
+    await app.drain(drain_seconds, announce_seconds)
     for task in tasks:
         task.cancel()
     for task in tasks:

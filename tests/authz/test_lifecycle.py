@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from authz_service.cli import DEFAULT_CONFIG
@@ -298,6 +299,11 @@ routes:
 """
 
 
+def not_serving(client: AuthzClient) -> bool:
+    reply = client.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+    return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 def test_sigterm_drains_in_flight_check_then_exits_zero(tmp_path: Path) -> None:
     old, new = jwt_kit.rsa_key("old"), jwt_kit.rsa_key("new")
     with serve_http() as idp:
@@ -305,7 +311,7 @@ def test_sigterm_drains_in_flight_check_then_exits_zero(tmp_path: Path) -> None:
         config = tmp_path / "authz.yaml"
         config.write_text(_slow_refetch_config(idp))
         args = ["--config", str(config), "--grpc-address", f"unix:{tmp_path / 'authz.sock'}",
-                "--drain-seconds", "8"]
+                "--drain-seconds", "8", "--drain-announce-seconds", "0.5"]
         with service(tmp_path, args) as (proc, client, log_path):
             token = jwt_kit.mint(old)
             wait_for(lambda: client.check(check_request(
@@ -321,7 +327,7 @@ def test_sigterm_drains_in_flight_check_then_exits_zero(tmp_path: Path) -> None:
             wait_for(lambda: idp.hits_for("/jwks") > hits, what="the refetch in flight")
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            wait_for(lambda: not client.serving(), timeout=5, what="health not SERVING")
+            wait_for(lambda: not_serving(client), timeout=5, what="health NOT_SERVING")
             answer = pending.result(timeout=15)
             assert answer.status.code == 0  # the in-flight Check completed, allowed
             assert proc.wait(timeout=10) == 0
