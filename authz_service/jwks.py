@@ -241,5 +241,9 @@ class RemoteJwks:
                 retry = self.source.refresh.retry_seconds
             else:
                 delay = retry
-                retry = min(retry * 2, self.source.refresh.max_ttl_seconds)
+                # Back off, but never poll a failing IdP less often than a healthy one:
+                # capped at max_ttl, a long outage left keys unrefreshed for hours
+                # after the IdP came back.
+                bounds = self.source.refresh
+                retry = min(retry * 2, max(bounds.default_ttl_seconds, bounds.retry_seconds))
             await asyncio.sleep(delay)

@@ -7,6 +7,7 @@ end-to-end tests run the real authz-service process against the same server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -215,6 +216,45 @@ def test_trickling_idp_is_cut_at_timeout_seconds_in_total(idp: HttpServer) -> No
     elapsed = run_with_client(go)
     idp.release.set()
     assert elapsed < 2.0
+
+
+async def poll(predicate: Any, seconds: float) -> None:
+    """The asyncio twin of support.wait_for: poll with a deadline."""
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 - polling another thread's server
+            await asyncio.sleep(0.02)
+
+
+def test_background_retry_backoff_never_exceeds_the_normal_refresh_period(
+    idp: HttpServer,
+) -> None:
+    # After an outage, the doubling retry must stop growing at default_ttl_seconds:
+    # otherwise a long outage leaves the keys unrefreshed for up to max_ttl_seconds
+    # after the IdP is back (a removed key keeps verifying all that time).
+    idp.set_route("/jwks", Route(status=500))
+
+    async def go(client: httpx.AsyncClient) -> float:
+        jwks = RemoteJwks(
+            "idp",
+            source(jwks_uri=f"{idp.base_url}/jwks", refresh={
+                "retry_seconds": 0.05, "default_ttl_seconds": 0.2, "min_ttl_seconds": 0.05,
+                "max_ttl_seconds": 3600}),
+            client,
+        )
+        task = asyncio.create_task(jwks.run())
+        try:
+            # 7 failures: 0.05 .. 1.6 s of doubling when uncapped
+            await poll(lambda: idp.hits_for("/jwks") >= 7, seconds=15)
+            idp.set_json("/jwks", jwt_kit.jwks(RSA))
+            recovered = time.monotonic()
+            await poll(lambda: jwks.generation > 0, seconds=10)
+            return time.monotonic() - recovered
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    assert run_with_client(go) < 1.0
 
 
 def test_body_larger_than_max_bytes_is_refused(idp: HttpServer) -> None:
