@@ -17,7 +17,7 @@ from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
-from tollgate.server import GrpcApp, run, serve_until_signal
+from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tracing import configure_tracing
 
@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
          help="serve Prometheus /metrics on HOST:PORT (off when empty)")
     flag(p, "--otlp-endpoint", env=["AUTHZ_OTLP_ENDPOINT"], default="",
          help="OTLP/gRPC trace endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT); off when empty")
+    flag(p, "--drain-announce-seconds", env=["AUTHZ_DRAIN_ANNOUNCE_SECONDS"], default=0.0,
+         kind=float, help="part of the grace period spent still answering, health "
+         "NOT_SERVING, so probes and Envoy see it before new RPCs are refused")
     flag(p, "--log-level", env=["AUTHZ_LOG_LEVEL", "LOG_LEVEL"], default="info",
          choices=["debug", "info", "warning", "error"], help="log level")
     flag(p, "--log-format", env=["AUTHZ_LOG_FORMAT", "LOG_FORMAT"], default="json",
@@ -77,17 +80,27 @@ async def serve(args: argparse.Namespace) -> None:
     service = AuthorizationService(holder, keys, tracer=tracer)
     app = GrpcApp(args.grpc_address, [service_spec(service)])
     log.info("config loaded", extra={"file": str(config_path)})
-    await serve_until_signal(
-        app,
-        drain_seconds=args.drain_seconds,
-        background=[watcher.run, keys.run],
-        on_reload_signal=watcher.request_reload,
-        on_stop=keys.close,
-    )
+    try:
+        await serve_until_signal(
+            app,
+            drain_seconds=args.drain_seconds,
+            announce_seconds=args.drain_announce_seconds,
+            background=[watcher.run, keys.run],
+            on_reload_signal=watcher.request_reload,
+            on_stop=keys.close,
+        )
+    except OSError as exc:  # the address cannot be bound
+        log.error("cannot serve", extra={"error": str(exc)})
+        raise SystemExit(1) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        normalize_address(args.grpc_address)
+    except ValueError as exc:  # a usage error, not a traceback
+        p.error(f"--grpc-address/AUTHZ_GRPC_ADDRESS: {exc}")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)

@@ -144,14 +144,25 @@ class RemoteJwks:
     async def _get(self, url: str) -> httpx.Response:
         limits = self.source.refresh
         try:
+            # httpx's timeout bounds each read, not the whole response: an IdP that
+            # trickles a byte per second would hold every waiting Check. One deadline
+            # covers connect, headers and body.
+            async with asyncio.timeout(limits.timeout_seconds):
+                return await self._get_within(url, limits.timeout_seconds, limits.max_bytes)
+        except TimeoutError:
+            seconds = limits.timeout_seconds
+            raise KeyFetchError(f"{url}: no complete answer within {seconds}s") from None
+
+    async def _get_within(self, url: str, read_timeout: float, max_bytes: int) -> httpx.Response:
+        try:
             async with self.client.stream(
-                "GET", url, timeout=limits.timeout_seconds, headers={"accept": "application/json"}
+                "GET", url, timeout=read_timeout, headers={"accept": "application/json"}
             ) as response:
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
-                    if len(body) > limits.max_bytes:
-                        raise KeyFetchError(f"{url}: response larger than {limits.max_bytes} bytes")
+                    if len(body) > max_bytes:
+                        raise KeyFetchError(f"{url}: response larger than {max_bytes} bytes")
                 if response.status_code != 200:
                     raise KeyFetchError(f"{url}: HTTP {response.status_code}")
                 return httpx.Response(
@@ -237,5 +248,9 @@ class RemoteJwks:
                 retry = self.source.refresh.retry_seconds
             else:
                 delay = retry
-                retry = min(retry * 2, self.source.refresh.max_ttl_seconds)
+                # Back off, but never poll a failing IdP less often than a healthy one:
+                # capped at max_ttl, a long outage left keys unrefreshed for hours
+                # after the IdP came back.
+                bounds = self.source.refresh
+                retry = min(retry * 2, max(bounds.default_ttl_seconds, bounds.retry_seconds))
             await asyncio.sleep(delay)

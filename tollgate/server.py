@@ -59,6 +59,18 @@ def _unix_path(address: str) -> str:
     return "/" + rest.lstrip("/") if rest.startswith("//") else rest
 
 
+def _bind(server: grpc.aio.Server, address: str) -> int:
+    # grpcio reports a taken port as a bare RuntimeError (or port 0): make it an
+    # OSError naming the address, which the CLIs turn into one log line and exit 1.
+    try:
+        port: int = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    return port
+
+
 @dataclass
 class GrpcApp:
     """A grpc.aio server with health and reflection; start() returns the bound address."""
@@ -85,12 +97,10 @@ class GrpcApp:
             path = _unix_path(address)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a stale socket from a killed process
-            server.add_insecure_port(address)
+            _bind(server, address)
             self.bound = address
         else:
-            port = server.add_insecure_port(address)
-            if port == 0:
-                raise OSError(f"cannot bind {address}")
+            port = _bind(server, address)
             host = address.rpartition(":")[0]
             self.bound = f"{host}:{port}"
         await server.start()
@@ -99,12 +109,20 @@ class GrpcApp:
         self.server = server
         return self.bound
 
-    async def drain(self, grace: float) -> None:
-        """NOT_SERVING first, then let in-flight RPCs finish within grace seconds."""
+    async def drain(self, grace: float, announce: float = 0.0) -> None:
+        """NOT_SERVING first, then let in-flight RPCs finish within grace seconds.
+
+        `announce` seconds (taken from grace) keep answering RPCs after NOT_SERVING:
+        server.stop() refuses new RPCs at once, health probes included, so without
+        it no prober ever reads NOT_SERVING and callers see UNAVAILABLE instead.
+        """
         if self.server is None:
             return
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        announce = min(max(announce, 0.0), grace)
+        if announce:
+            await asyncio.sleep(announce)
+        await self.server.stop(grace - announce)
         if self.bound.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_unix_path(self.bound))
@@ -118,6 +136,7 @@ async def serve_until_signal(
     app: GrpcApp,
     *,
     drain_seconds: float,
+    announce_seconds: float = 0.0,
     background: Sequence[Callable[[], Awaitable[None]]] = (),
     on_reload_signal: Callable[[], None] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
@@ -133,8 +152,11 @@ async def serve_until_signal(
     log.info("serving", extra={"address": bound})
     tasks = [asyncio.create_task(_guard(fn)) for fn in background]
     await stop.wait()
-    log.info("draining", extra={"grace_seconds": drain_seconds})
-    await app.drain(drain_seconds)
+    log.info(
+        "draining",
+        extra={"grace_seconds": drain_seconds, "not_serving_seconds": announce_seconds},
+    )
+    await app.drain(drain_seconds, announce_seconds)
     for task in tasks:
         task.cancel()
     for task in tasks:

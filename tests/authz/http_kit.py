@@ -17,6 +17,7 @@ class Route:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds before answering (slow IdP)
+    byte_delay: float = 0.0  # seconds between body bytes (an IdP that trickles)
 
 
 @dataclass
@@ -70,14 +71,23 @@ def serve_http() -> Iterator[HttpServer]:
             for name, value in route.headers.items():
                 self.send_header(name.replace("_", "-"), value)
             self.end_headers()
-            self.wfile.write(route.body)
+            if not route.byte_delay:
+                self.wfile.write(route.body)
+                return
+            try:
+                for index in range(len(route.body)):
+                    self.wfile.write(route.body[index : index + 1])
+                    self.wfile.flush()
+                    release.wait(route.byte_delay)
+            except OSError:
+                pass  # the client gave up: that is what the test wanted
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield HttpServer(

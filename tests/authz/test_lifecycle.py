@@ -1,188 +1,342 @@
-"""The authz-service process contract: --check-config, env vars, health, reflection,
-hot reload (edits, the Kubernetes ConfigMap swap, SIGHUP) and the SIGTERM drain."""
+"""The authz-service command-line contract: check-config, env vars, health and
+reflection, hot reload (file edit, ConfigMap symlink swap, SIGHUP) and SIGTERM drain.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
-import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from authz_service.cli import DEFAULT_CONFIG
 from tests.authz import jwt_kit
-from tests.authz.grpc_kit import AuthzClient, authz_process, check_request
-from tests.authz.http_kit import Route, serve_http
+from tests.authz.grpc_kit import AuthzClient, check_request
+from tests.authz.http_kit import HttpServer, Route, serve_http
 from tests.support import binary, free_port, stop_process, wait_for
 
-DEFAULT = Path(__file__).resolve().parents[2] / "authz_service" / "defaults" / "authz.yaml"
+BASE = """realm: t
+identities:
+  - name: idp
+    jwt:
+      issuer: https://issuer.test
+      jwks_uri: https://issuer.test/jwks
+routes:
+  - name: r
+    match: {path: {prefix: /}}
+    identities: [idp]
+"""
 
-PUBLIC = """
+BROKEN = {
+    "unknown_key": (
+        BASE.replace("realm: t\n", "realm: t\nbogus: 1\n"),
+        "2: bogus: unknown key 'bogus'",
+    ),
+    "bad_algorithm": (
+        BASE.replace("jwks_uri: https://issuer.test/jwks\n",
+                     "jwks_uri: https://issuer.test/jwks\n      algorithms: [RS1]\n"),
+        "7: identities[0].jwt.algorithms: Value error, algorithm 'RS1' is not supported "
+        "(allowed: ES256, ES384, ES512, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, "
+        "RS256, RS384, RS512)",
+    ),
+    "hs_without_secret": (
+        BASE.replace("jwks_uri: https://issuer.test/jwks", "algorithms: [HS256]"),
+        "4: identities[0].jwt: Value error, HS* algorithms need an explicit 'shared_secret_env'",
+    ),
+    "unknown_identity_source": (
+        BASE.replace("identities: [idp]", "identities: [nobody]"),
+        "10: routes[0].identities[0]: unknown identity source 'nobody'",
+    ),
+    "duplicate_route": (
+        BASE + "  - name: r\n    match: {path: {prefix: /x}}\n    identities: [idp]\n",
+        "11: routes[1].name: duplicate route name 'r'",
+    ),
+    "yaml_syntax": (
+        BASE.replace("identities: [idp]", "identities: [idp"),
+        "11: invalid YAML: expected ',' or ']', but got '<stream end>'",
+    ),
+    "duplicate_yaml_key": (
+        BASE.replace("realm: t\n", "realm: t\nrealm: u\n"),
+        "2: duplicate key 'realm'",
+    ),
+}
+
+
+def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args), capture_output=True, text=True, timeout=30, check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_check_config_accepts_the_embedded_default() -> None:
+    result = run_cli(binary("authz-service"), "--check-config", str(DEFAULT_CONFIG))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{DEFAULT_CONFIG}: ok (2 identity sources, 6 routes)"
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_check_config_names_file_line_and_reason(case: str, tmp_path: Path) -> None:
+    text, expected = BROKEN[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    for command in (
+        [binary("authz-service"), "--check-config", str(path)],
+        [binary("tollgate"), "check-config", "authz", str(path)],
+    ):
+        result = run_cli(*command)
+        assert result.returncode == 1
+        assert result.stderr.strip() == f"{path}:{expected}"
+    if case != "unknown_key":
+        return
+    # the variable works as well as the flag (one case is enough)
+    result = run_cli(binary("authz-service"), env={"AUTHZ_CHECK_CONFIG": str(path)})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{path}:{expected}"
+
+
+def test_check_config_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    result = run_cli(binary("authz-service"), "--check-config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{path}: file not found"
+    result = run_cli(binary("tollgate"), "check-config", "authz", str(path))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"{path}: file not found"
+
+
+def test_tollgate_check_config_accepts_the_default() -> None:
+    result = run_cli(binary("tollgate"), "check-config", "authz", str(DEFAULT_CONFIG))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_unusable_address_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli(binary("authz-service"), "--grpc-address", "nonsense")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "authz-service: error: --grpc-address/AUTHZ_GRPC_ADDRESS: "
+        "address 'nonsense' is not HOST:PORT or unix:PATH"
+    )
+
+
+def test_taken_port_and_invalid_config_exit_1_with_one_log_line(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text(ANON.format(path="/a"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_cli(binary("authz-service"), "--config", str(config),
+                         "--grpc-address", address)
+    assert result.returncode == 1
+    # grpc's C core adds its own (non-JSON) line about the bind
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert lines[-1]["msg"] == "cannot serve"
+    assert lines[-1]["error"] == f"cannot bind {address}"
+    config.write_text(ANON.format(path="/a") + "bogus: 1\n")
+    result = run_cli(binary("authz-service"), "--config", str(config),
+                     "--grpc-address", f"unix:{tmp_path / 's.sock'}")
+    assert result.returncode == 1
+    last = json.loads(result.stderr.splitlines()[-1])
+    assert last["msg"] == "invalid config"
+    assert last["error"] == f"{config}:6: bogus: unknown key 'bogus'"
+
+
+# --- the serving process ------------------------------------------------------------
+
+ANON = """realm: t
 routes:
   - name: open
-    match: {path: {prefix: /}}
+    match: {{path: {{exact: {path}}}}}
     anonymous: true
 """
-CLOSED = """
-unmatched: deny
-routes: []
-"""
 
 
-def check_config(path: Path, *, via: str = "authz-service") -> subprocess.CompletedProcess[str]:
-    argv = ([binary("authz-service"), "--check-config", str(path)] if via == "authz-service"
-            else [binary("tollgate"), "check-config", "authz", str(path)])
-    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
-
-
-def test_embedded_default_is_valid() -> None:
-    result = check_config(DEFAULT)
-    assert result.returncode == 0, result.stderr
-    assert "ok (2 identity sources, 6 routes)" in result.stdout
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("realm: x\ncolour: red\n", "{f}:2: colour: unknown key 'colour'"),
-        ("identities:\n  - name: a\n    jwt:\n      issuer: i\n      jwks_file: k.json\n"
-         "      algorithms: [RS256, XS1]\n",
-         "{f}:6: identities[0].jwt.algorithms: Value error, algorithm 'XS1' is not supported"),
-        ("identities:\n  - name: a\n    jwt:\n      issuer: i\n      algorithms: [HS256]\n",
-         "{f}:3: identities[0].jwt: Value error, HS* algorithms need an explicit "
-         "'shared_secret_env'"),
-        ("routes:\n  - name: r\n    identities: [ghost]\n",
-         "{f}:3: routes[0].identities[0]: unknown identity source 'ghost'"),
-        ("routes:\n  - name: r\n    anonymous: true\n  - name: r\n    anonymous: true\n",
-         "{f}:4: routes[1].name: duplicate route name 'r'"),
-        ("routes: [\n", "{f}:2: invalid YAML"),
-        ("realm: a\nrealm: b\n", "{f}:2: duplicate key 'realm'"),
-        ("identities:\n  - name: a\n    jwt:\n      issuer: https://i.test\n"
-         "      jwks_uri: http://idp.example.com/keys\n",
-         "{f}:3: identities[0].jwt: 'http://idp.example.com/keys': http is only allowed to "
-         "loopback (set allow_insecure_http)"),
-    ],
-)
-def test_broken_configs_name_file_line_and_reason(tmp_path: Path, text: str, message: str) -> None:
-    path = tmp_path / "authz.yaml"
-    path.write_text(text)
-    for via in ("authz-service", "tollgate"):
-        result = check_config(path, via=via)
-        assert result.returncode == 1
-        assert result.stderr.strip().startswith(message.format(f=path)), result.stderr
-
-
-def test_missing_file(tmp_path: Path) -> None:
-    result = check_config(tmp_path / "nope.yaml")
-    expected = f"{tmp_path}/nope.yaml: file not found"
-    assert (result.returncode, result.stderr.strip()) == (1, expected)
-
-
-def test_env_vars_configure_a_tcp_address_and_health_and_reflection(tmp_path: Path) -> None:
-    (tmp_path / "authz.yaml").write_text(PUBLIC)
-    port = free_port()
-    env = {**os.environ, "AUTHZ_CONFIG": str(tmp_path / "authz.yaml"),
-           "AUTHZ_GRPC_ADDRESS": f"127.0.0.1:{port}"}
-    proc = subprocess.Popen([binary("authz-service")], env=env, stderr=subprocess.DEVNULL)
-    client = AuthzClient(f"127.0.0.1:{port}")
-    try:
-        wait_for(client.serving, 20, "health SERVING over TCP")
-        assert client.check(check_request(path="/x")).allowed
-        stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
-        replies = stub.ServerReflectionInfo(
-            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+@contextmanager
+def service(
+    workdir: Path,
+    args: list[str],
+    env: Mapping[str, str] | None = None,
+    address: str | None = None,
+) -> Iterator[tuple[subprocess.Popen[bytes], AuthzClient, Path]]:
+    """Run authz-service with these args; yield once health is SERVING on `address`."""
+    address = address or f"unix:{workdir / 'authz.sock'}"
+    log_path = workdir / "authz.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [binary("authz-service"), *args],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )
-        names = {s.name for reply in replies for s in reply.list_services_response.service}
-        assert {"envoy.service.auth.v3.Authorization", "grpc.health.v1.Health"} <= names
+    client = AuthzClient(address)
+    try:
+        wait_for(lambda: proc.poll() is not None or client.serving(), timeout=20,
+                 what="authz-service SERVING")
+        assert proc.poll() is None, log_path.read_text()
+        yield proc, client, log_path
     finally:
         client.close()
         stop_process(proc)
 
 
-def test_reload_swaps_valid_and_keeps_last_good(tmp_path: Path) -> None:
+def allowed(client: AuthzClient, path: str) -> bool:
+    return client.check(check_request(path=path)).allowed
+
+
+def test_env_vars_tcp_address_health_and_reflection(tmp_path: Path) -> None:
     config = tmp_path / "authz.yaml"
-    config.write_text(PUBLIC)
-    with authz_process(config, tmp_path) as (_, client):
-        assert client.check(check_request(path="/x")).allowed
-        config.write_text(CLOSED)
-        wait_for(lambda: not client.check(check_request(path="/x")).allowed, 10, "reload")
-        config.write_text("routes: [broken\n")
-        wait_for(lambda: "config reload rejected" in (tmp_path / "authz.log").read_text(),
-                 10, "the rejection log line")
-        log = (tmp_path / "authz.log").read_text()
-        assert f"{config}:2: invalid YAML" in log
-        assert not client.check(check_request(path="/x")).allowed  # still the last good
+    config.write_text(ANON.format(path="/a"))
+    address = f"127.0.0.1:{free_port()}"
+    env = {"AUTHZ_CONFIG": str(config), "AUTHZ_GRPC_ADDRESS": address,
+           "AUTHZ_LOG_FORMAT": "text", "AUTHZ_RELOAD_INTERVAL": "0.05"}
+    with service(tmp_path, [], env=env, address=address) as (_, client, log_path):
+        assert allowed(client, "/a")
+        assert not allowed(client, "/b")
+        stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+        replies = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        names = {s.name for r in replies for s in r.list_services_response.service}
+        assert {
+            "envoy.service.auth.v3.Authorization",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        } <= names
+        # AUTHZ_LOG_FORMAT=text: not JSON lines
+        wait_for(lambda: log_path.read_text().strip() != "", what="a log line")
+        first = log_path.read_text().splitlines()[0]
+        with pytest.raises(ValueError):
+            json.loads(first)
+        # AUTHZ_RELOAD_INTERVAL took effect: an edit is seen quickly
+        config.write_text(ANON.format(path="/b"))
+        wait_for(lambda: allowed(client, "/b"), timeout=5, what="reload")
 
 
-def test_kubernetes_configmap_swap_and_sighup(tmp_path: Path) -> None:
-    mount = tmp_path / "mount"
+def test_hot_reload_valid_swaps_invalid_keeps_last_good(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text(ANON.format(path="/a"))
+    args = ["--config", str(config), "--grpc-address", f"unix:{tmp_path / 'authz.sock'}",
+            "--reload-interval", "0.05"]
+    with service(tmp_path, args) as (_, client, log_path):
+        assert allowed(client, "/a")
+        config.write_text(ANON.format(path="/b"))
+        wait_for(lambda: allowed(client, "/b"), what="the new config")
+        assert not allowed(client, "/a")
+        config.write_text(ANON.format(path="/c") + "bogus: 1\n")
+        wait_for(lambda: "config reload rejected" in log_path.read_text(), what="rejection log")
+        rejected = next(
+            json.loads(line) for line in log_path.read_text().splitlines()
+            if "config reload rejected" in line
+        )
+        assert rejected["error"] == f"{config}:6: bogus: unknown key 'bogus'"
+        assert rejected["line"] == 6
+        assert allowed(client, "/b")
+        assert not allowed(client, "/c")
+
+
+def test_configmap_symlink_swap_is_reloaded(tmp_path: Path) -> None:
+    mount = tmp_path / "config"
     mount.mkdir()
-    first = mount / "..2026_11_23_08_00_00.1"
+    first = mount / "..2026_11_23_09_00_00.1"
     first.mkdir()
-    (first / "authz.yaml").write_text(PUBLIC)
-    os.symlink(first.name, mount / "..data")
-    os.symlink("..data/authz.yaml", mount / "authz.yaml")
-    with authz_process(mount / "authz.yaml", tmp_path) as (proc, client):
-        assert client.check(check_request(path="/x")).allowed
-        second = mount / "..2026_11_23_08_01_00.2"
+    (first / "authz.yaml").write_text(ANON.format(path="/a"))
+    (mount / "..data").symlink_to(first.name)
+    (mount / "authz.yaml").symlink_to("..data/authz.yaml")
+    args = ["--config", str(mount / "authz.yaml"),
+            "--grpc-address", f"unix:{tmp_path / 'authz.sock'}", "--reload-interval", "0.05"]
+    with service(tmp_path, args) as (_, client, _log):
+        assert allowed(client, "/a")
+        # What the kubelet does: write a new timestamped dir, re-point ..data atomically.
+        second = mount / "..2026_11_23_09_01_00.2"
         second.mkdir()
-        (second / "authz.yaml").write_text(CLOSED)
-        os.symlink(second.name, mount / "..data_tmp")
-        os.replace(mount / "..data_tmp", mount / "..data")
-        wait_for(lambda: not client.check(check_request(path="/x")).allowed, 10,
-                 "the ConfigMap swap to be seen")
-        # SIGHUP reloads at once, even when nothing looks changed.
-        before = (tmp_path / "authz.log").read_text().count("config reloaded")
+        (second / "authz.yaml").write_text(ANON.format(path="/b"))
+        (mount / "..data_tmp").symlink_to(second.name)
+        os.rename(mount / "..data_tmp", mount / "..data")
+        for child in first.iterdir():
+            child.unlink()
+        first.rmdir()
+        wait_for(lambda: allowed(client, "/b"), what="the swapped config")
+        assert not allowed(client, "/a")
+
+
+def test_sighup_reloads_now(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text(ANON.format(path="/a"))
+    args = ["--config", str(config), "--grpc-address", f"unix:{tmp_path / 'authz.sock'}",
+            "--reload-interval", "3600"]
+    with service(tmp_path, args) as (proc, client, _log):
+        config.write_text(ANON.format(path="/b"))
+        time.sleep(0.2)  # not synchronisation: shows the hour-long poll does not reload
+        assert not allowed(client, "/b")
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: (tmp_path / "authz.log").read_text().count("config reloaded") > before,
-                 10, "a reload after SIGHUP")
+        wait_for(lambda: allowed(client, "/b"), timeout=5, what="reload on SIGHUP")
 
 
-def test_sigterm_drains_in_flight_checks_then_exits(tmp_path: Path) -> None:
-    # An in-flight Check is made slow by a JWKS refetch that the IdP answers in 1.5 s.
-    with serve_http() as idp:
-        idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k1")))
-        config = tmp_path / "authz.yaml"
-        config.write_text(f"""
+def _slow_refetch_config(idp: HttpServer) -> str:
+    return f"""realm: t
 identities:
   - name: idp
     jwt:
       issuer: {jwt_kit.ISSUER}
-      jwks_uri: {idp.base_url}/keys
-      refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 5}}
+      audiences: [{jwt_kit.AUDIENCE}]
+      jwks_uri: {idp.base_url}/jwks
+      refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 10}}
 routes:
-  - name: all
-    match: {{path: {{prefix: /}}}}
-""")
-        with authz_process(config, tmp_path) as (proc, client):
-            wait_for(lambda: idp.hits_for("/keys") >= 1, 10, "the first JWKS fetch")
-            body = idp.routes["/keys"].body
-            idp.set_route("/keys", Route(body=body, delay=1.5))
-            result: dict[str, int] = {}
+  - name: orders
+    match: {{path: {{prefix: /orders}}}}
+    identities: [idp]
+    require: {{scopes: {{all_of: ["orders:read"]}}}}
+"""
 
-            def slow_check() -> None:
-                token = jwt_kit.mint(jwt_kit.rsa_key("k2"))
-                answer = client.check(check_request(headers={"authorization": f"Bearer {token}"}))
-                result["status"] = answer.status
 
-            thread = threading.Thread(target=slow_check)
-            thread.start()
-            wait_for(lambda: idp.hits_for("/keys") >= 2, 10, "the slow refetch to start")
+def not_serving(client: AuthzClient) -> bool:
+    reply = client.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+    return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+def test_sigterm_drains_in_flight_check_then_exits_zero(tmp_path: Path) -> None:
+    old, new = jwt_kit.rsa_key("old"), jwt_kit.rsa_key("new")
+    with serve_http() as idp:
+        idp.set_json("/jwks", jwt_kit.jwks(old))
+        config = tmp_path / "authz.yaml"
+        config.write_text(_slow_refetch_config(idp))
+        args = ["--config", str(config), "--grpc-address", f"unix:{tmp_path / 'authz.sock'}",
+                "--drain-seconds", "8", "--drain-announce-seconds", "0.5"]
+        with service(tmp_path, args) as (proc, client, log_path):
+            token = jwt_kit.mint(old)
+            wait_for(lambda: client.check(check_request(
+                headers={"authorization": f"Bearer {token}"})).allowed, what="first fetch")
+            # The IdP now answers slowly with a rotated key: a Check with the new kid
+            # waits on that refetch.
+            idp.set_route("/jwks", Route(body=json.dumps(jwt_kit.jwks(new)).encode(), delay=1.5))
+            hits = idp.hits_for("/jwks")
+            pending = client.stub.Check.future(
+                check_request(headers={"authorization": f"Bearer {jwt_kit.mint(new)}"}),
+                timeout=15,
+            )
+            wait_for(lambda: idp.hits_for("/jwks") > hits, what="the refetch in flight")
+            started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            health = health_pb2_grpc.HealthStub(client.channel)
-
-            def not_serving() -> bool:
-                try:
-                    reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                except grpc.RpcError:
-                    return True
-                return bool(reply.status == health_pb2.HealthCheckResponse.NOT_SERVING)
-
-            wait_for(not_serving, 5, "health NOT_SERVING after SIGTERM")
-            thread.join(10)
-            assert result == {"status": 401}  # the in-flight check was answered
-            assert proc.wait(15) == 0
+            wait_for(lambda: not_serving(client), timeout=5, what="health NOT_SERVING")
+            answer = pending.result(timeout=15)
+            assert answer.status.code == 0  # the in-flight Check completed, allowed
+            assert proc.wait(timeout=10) == 0
+            assert time.monotonic() - started < 8
+            assert "draining" in log_path.read_text()
+    # a new connection is refused once it is gone
+    late = AuthzClient(f"unix:{tmp_path / 'authz.sock'}")
+    try:
+        with pytest.raises(grpc.RpcError):
+            late.check(check_request(), timeout=1)
+    finally:
+        late.close()

@@ -81,3 +81,35 @@ def test_non_ascii_claims_reach_neither_headers_nor_metadata() -> None:
     names = {name for name, _ in outcome.headers}
     assert not names & {"x-tollgate-plan", "x-tollgate-tenant", "x-user-email"}
     assert {"x-tollgate-plan", "x-tollgate-tenant", "x-user-email"} <= set(outcome.remove_headers)
+
+
+def test_an_unchanged_jwks_refresh_keeps_the_generation() -> None:
+    # The verified-token cache is tied to the key-set generation: bumping it on every
+    # refresh emptied the cache every TTL even when the IdP's keys had not changed.
+    import asyncio
+
+    import httpx
+
+    from authz_service.config import JwtSource
+    from authz_service.jwks import RemoteJwks
+    from tests.authz.http_kit import serve_http
+
+    with serve_http() as idp:
+        idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k1")))
+        source = JwtSource.model_validate(
+            {"issuer": "https://idp.test", "jwks_uri": f"{idp.base_url}/keys"}
+        )
+
+        async def scenario() -> list[int]:
+            async with httpx.AsyncClient() as client:
+                jwks = RemoteJwks("idp", source, client)
+                generations = []
+                for _ in range(2):
+                    assert await jwks.refresh()
+                    generations.append(jwks.generation)
+                idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k2")))
+                assert await jwks.refresh()
+                generations.append(jwks.generation)
+                return generations
+
+        assert asyncio.run(scenario()) == [1, 1, 2]
