@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
          help="serve Prometheus /metrics on HOST:PORT (off when empty)")
     flag(p, "--otlp-endpoint", env=["AUTHZ_OTLP_ENDPOINT"], default="",
          help="OTLP/gRPC trace endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT); off when empty")
-    flag(p, "--drain-announce-seconds", env=["AUTHZ_DRAIN_ANNOUNCE_SECONDS"], default=0.0,
+    flag(p, "--drain-announce-seconds", env=["AUTHZ_DRAIN_ANNOUNCE_SECONDS"], default=1.0,
          kind=float, help="part of the grace period spent still answering, health "
          "NOT_SERVING, so probes and Envoy see it before new RPCs are refused")
     flag(p, "--log-level", env=["AUTHZ_LOG_LEVEL", "LOG_LEVEL"], default="info",
