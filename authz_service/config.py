@@ -42,6 +42,9 @@ class JwksRefresh(Model):
     min_ttl_seconds: float = Field(60, gt=0)
     max_ttl_seconds: float = Field(86400, gt=0)
     unknown_kid_cooldown_seconds: float = Field(30, ge=0)
+    # How long a Check waits for an unknown-kid refetch before answering 401 (the
+    # fetch goes on): keep it under Envoy's ext_authz timeout (0.5 s in envoy/).
+    unknown_kid_wait_seconds: float = Field(0.4, gt=0, le=60)
     timeout_seconds: float = Field(3, gt=0, le=60)
     max_bytes: int = Field(512 * 1024, gt=0, le=16 * 1024 * 1024)
     retry_seconds: float = Field(10, gt=0)

@@ -231,12 +231,21 @@ class RemoteJwks:
         return asyncio.shield(self._inflight)
 
     async def refresh_for_unknown_kid(self) -> bool:
-        """At most one refetch per cooldown (any fetch starts the cooldown)."""
+        """At most one refetch per cooldown (any fetch starts the cooldown).
+
+        The caller waits at most unknown_kid_wait_seconds: a slow IdP then costs
+        one 401, not an Envoy timeout, while the shared fetch carries on.
+        """
         if self._inflight is None:
             cooldown = self.source.refresh.unknown_kid_cooldown_seconds
             if self.clock() - self._last_forced < cooldown:
                 return False
-        return await self._shared_refresh()
+        try:
+            return await asyncio.wait_for(
+                self._shared_refresh(), self.source.refresh.unknown_kid_wait_seconds
+            )
+        except TimeoutError:
+            return False
 
     async def run(self) -> None:
         """Background refresh: first fetch at once, then on expiry; retry on failure."""

@@ -290,7 +290,8 @@ identities:
       issuer: {jwt_kit.ISSUER}
       audiences: [{jwt_kit.AUDIENCE}]
       jwks_uri: {idp.base_url}/jwks
-      refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 10}}
+      refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 10,
+                 unknown_kid_wait_seconds: 10}}
 routes:
   - name: orders
     match: {{path: {{prefix: /orders}}}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import MappingProxyType
 
 from authz_service.compiled import compile_config
@@ -113,3 +114,37 @@ def test_an_unchanged_jwks_refresh_keeps_the_generation() -> None:
                 return generations
 
         assert asyncio.run(scenario()) == [1, 1, 2]
+
+
+def test_a_slow_idp_costs_one_prompt_401_not_an_envoy_timeout(tmp_path: Path) -> None:
+    # A Check used to wait the whole fetch timeout (3 s) for an unknown-kid refetch,
+    # well past Envoy's ext_authz timeout; it now answers after unknown_kid_wait_seconds.
+    import time
+
+    from tests.authz.grpc_kit import authz_process, check_request
+    from tests.authz.http_kit import Route, serve_http
+
+    known, rotated = jwt_kit.rsa_key("k1"), jwt_kit.rsa_key("k2")
+    with serve_http() as idp:
+        idp.set_json("/keys", jwt_kit.jwks(known))
+        config = tmp_path / "authz.yaml"
+        config.write_text(f"""
+identities:
+  - name: idp
+    jwt: {{issuer: {jwt_kit.ISSUER}, jwks_uri: {idp.base_url}/keys,
+           refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 5}}}}
+routes:
+  - name: all
+""")
+        with authz_process(config, tmp_path) as (_, client):
+            token = jwt_kit.mint(known)
+            assert client.check(check_request(headers={"authorization": f"Bearer {token}"})
+                                ).allowed
+            idp.set_route("/keys", Route(body=json.dumps(jwt_kit.jwks(rotated)).encode(),
+                                         delay=4))
+            started = time.monotonic()
+            answer = client.check(check_request(
+                headers={"authorization": f"Bearer {jwt_kit.mint(rotated)}"}))
+            elapsed = time.monotonic() - started
+            assert (answer.status, answer.body["error_description"]) == (401, "unknown key id")
+            assert elapsed < 2.0, elapsed  # 0.4 s wait, far below the IdP's 4 s
