@@ -30,6 +30,7 @@ from limits.storage import storage_from_string
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.envoy_bench import redis_commands  # noqa: E402
 from ratelimit_service.config import build_domain  # noqa: E402
 from ratelimit_service.decision import DecisionSettings  # noqa: E402
 from ratelimit_service.limiter import RateLimiter  # noqa: E402
@@ -47,16 +48,6 @@ descriptors:
   - key: subject
     rate_limit: {{unit: minute, requests_per_unit: {LIMIT}}}
 """
-
-
-def redis_calls(port: int) -> int:
-    out = subprocess.run([binary("redis-cli"), "-p", str(port), "info", "commandstats"],
-                         capture_output=True, text=True, check=True).stdout
-    total = 0
-    for line in out.splitlines():
-        if line.startswith("cmdstat_") and not line.startswith(("cmdstat_info", "cmdstat_ping")):
-            total += int(line.split("calls=")[1].split(",")[0])
-    return total
 
 
 async def drive(decide: Callable[[int], Awaitable[object]], seconds: float,
@@ -129,9 +120,9 @@ def main() -> None:
                 await drive(decide, 1.0, args.concurrency)
             for _ in range(2):
                 for name, decide in engines.items():
-                    before = redis_calls(port)
+                    before = redis_commands(port)
                     done = await drive(decide, args.seconds, args.concurrency)
-                    calls = redis_calls(port) - before
+                    calls = redis_commands(port) - before
                     results[name].append((done / args.seconds, calls / max(done, 1)))
 
         uvloop.run(run_all())

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tollgate.stack import terminate
+
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -44,10 +46,5 @@ def binary(name: str) -> str:
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    """Stop a process the tests started (the same routine `tollgate up` uses)."""
+    terminate(proc, timeout)

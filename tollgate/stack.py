@@ -278,7 +278,7 @@ class Stack:
         """Stop one process (tests: the authz or ratelimit service going away)."""
         service = self.services.pop(name, None)
         if service is not None:
-            _terminate(service.proc)
+            terminate(service.proc)
 
     def stop(self) -> None:
         for name in ("envoy", "ratelimit", "authz"):
@@ -291,7 +291,8 @@ class Stack:
             self.issuer = None
 
 
-def _terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL if it does not exit in time."""
     if proc.poll() is None:
         proc.terminate()
         try:
