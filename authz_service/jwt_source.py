@@ -34,6 +34,9 @@ class KeyProvider(Protocol):
     def generation(self) -> int: ...
 
 
+_NO_CLAIMS: MappingProxyType[str, object] = MappingProxyType({})
+
+
 class ForeignToken(InvalidCredential):
     """A token from another issuer: reported only if no source claims the token."""
 
@@ -66,6 +69,7 @@ class JwtIdentitySource:
         self.cache = cache
         self.max_token_bytes = max_token_bytes
         self.kept_claims = kept_claims
+        self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
         self.algorithms = frozenset(config.algorithms)
         self.locations: Sequence[Location] = [
             HeaderLocation(loc.header, loc.prefix)
@@ -117,11 +121,23 @@ class JwtIdentitySource:
             kind=IdentityKind.JWT,
             subject=subject,
             source=self.name,
-            scopes=frozenset(scopes),
-            claims=MappingProxyType(kept),
+            scopes=self._shared(frozenset(scopes)),
+            claims=MappingProxyType(kept) if kept else _NO_CLAIMS,
             issuer=self.rules.issuer,
             tenant=tenant if isinstance(tenant, str) else "",
             plan=plan if isinstance(plan, str) else "",
         )
         self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
         return identity
+
+    def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
+        """One frozenset per distinct scope set: thousands of cached tokens share a few.
+
+        Bounded: past 1024 distinct sets new ones are simply not shared.
+        """
+        shared = self._scope_sets.get(scopes)
+        if shared is not None:
+            return shared
+        if len(self._scope_sets) < 1024:
+            self._scope_sets[scopes] = scopes
+        return scopes
