@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
          help="seconds between config change checks")
     flag(p, "--drain-seconds", env=["RATELIMIT_DRAIN_SECONDS"], default=5.0, kind=float,
          help="grace for in-flight requests on SIGTERM")
+    flag(p, "--drain-announce-seconds", env=["RATELIMIT_DRAIN_ANNOUNCE_SECONDS"], default=1.0,
+         kind=float, help="part of the drain spent still answering, health NOT_SERVING, so "
+         "probes and Envoy see it before new RPCs are refused")
     flag(p, "--metrics-address", env=["RATELIMIT_METRICS_ADDRESS"], default="",
          help="serve Prometheus /metrics on HOST:PORT (off when empty)")
     flag(p, "--otlp-endpoint", env=["RATELIMIT_OTLP_ENDPOINT"], default="",
@@ -268,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         await serve_until_signal(
             app,
             drain_seconds=args.drain_seconds,
+            announce_seconds=args.drain_announce_seconds,
             background=background,
             on_reload_signal=watcher.request_reload if watcher is not None else None,
             on_stop=store.close,
