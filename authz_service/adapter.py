@@ -98,6 +98,16 @@ def to_response(decision: Decision, request_id: str = "") -> external_auth_pb2.C
 
 
 def _allowed(allow: Allow) -> external_auth_pb2.CheckResponse:
+    # An Allow reused for a cached token is encoded once; gRPC only reads the message.
+    cached: external_auth_pb2.CheckResponse | None = allow.wire.get("check_response")
+    if cached is not None:
+        return cached
+    response = _encode_allowed(allow)
+    allow.wire["check_response"] = response
+    return response
+
+
+def _encode_allowed(allow: Allow) -> external_auth_pb2.CheckResponse:
     response = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
     ok = response.ok_response
     ok.headers.extend(_header(name, value) for name, value in allow.headers)

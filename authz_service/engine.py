@@ -155,6 +155,17 @@ def _header_value(value: object) -> str | None:
 
 
 def _allow(policy: CompiledPolicy, identity: Identity, route: str, ctx: RequestContext) -> Allow:
+    # Only JWT identities come back from the token cache; ANONYMOUS is shared by
+    # every policy and the other kinds are built per request, so they are not memoised.
+    if identity.kind is not IdentityKind.JWT:
+        return _build_allow(policy, identity, route)
+    allow = identity.allows.get(route)
+    if allow is None:
+        allow = identity.allows[route] = _build_allow(policy, identity, route)
+    return allow
+
+
+def _build_allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allow:
     up = policy.upstream
     scopes = " ".join(sorted(identity.scopes))
     anonymous = identity.kind is IdentityKind.ANONYMOUS

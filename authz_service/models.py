@@ -56,6 +56,9 @@ class Identity:
     issuer: str = ""
     tenant: str = ""
     plan: str = ""
+    # route -> the Allow built for this identity there. A verified token's Identity is
+    # cached (per compiled policy) and reused, so its answer is built once per route.
+    allows: dict[str, Allow] = field(default_factory=dict, compare=False, repr=False)
 
 
 ANONYMOUS = Identity(kind=IdentityKind.ANONYMOUS, subject="anonymous", source="anonymous")
@@ -69,6 +72,8 @@ class Allow:
     remove_headers: tuple[str, ...] = ()  # to remove from the upstream request
     # dynamic metadata for later filters (rate-limit descriptors, access logs)
     metadata: MappingProxyType[str, str] = field(default_factory=_empty)
+    # The transport's encoding of this answer, kept by the adapter for reuse.
+    wire: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,3 +148,34 @@ routes:
             elapsed = time.monotonic() - started
             assert (answer.status, answer.body["error_description"]) == (401, "unknown key id")
             assert elapsed < 2.0, elapsed  # 0.4 s wait, far below the IdP's 4 s
+
+
+def test_a_cached_token_reuses_its_answer_within_one_policy_only() -> None:
+    from authz_service.adapter import to_response
+
+    key = jwt_kit.rsa_key("k1")
+    keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
+    config = AuthzConfig.model_validate({
+        "identities": [{"name": "idp", "jwt": {
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks"}}],
+        "routes": [{"name": "a", "match": {"path": {"prefix": "/a"}}},
+                   {"name": "b", "match": {"path": {"prefix": "/b"}}}],
+    })
+    token = jwt_kit.mint(key, iat=int(T0), nbf=int(T0), exp=int(T0) + 300, sub="alice")
+
+    def ask(policy: object, path: str) -> Allow:
+        ctx = RequestContext("GET", path, headers=MappingProxyType(
+            {"authorization": f"Bearer {token}"}))
+        outcome = decide(policy, ctx, T0)  # type: ignore[arg-type]
+        assert isinstance(outcome, Allow)
+        return outcome
+
+    policy = compile_config(config, lambda name, source: keys)
+    first, second = ask(policy, "/a/1"), ask(policy, "/a/2")
+    assert first is second
+    assert to_response(first) is to_response(second)
+    other_route = ask(policy, "/b")
+    assert other_route is not first and other_route.route == "b"
+    reloaded = compile_config(config, lambda name, source: keys)
+    assert ask(reloaded, "/a/1") is not first  # a new policy, a new cache, a new answer
+    assert dict(first.metadata)["subject"] == "alice"
