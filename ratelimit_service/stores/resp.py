@@ -167,9 +167,16 @@ class RespConnection:
             _, protocol = await loop.create_unix_connection(lambda: _Protocol(self), self.path)
         else:
             context = ssl.create_default_context() if self.tls else None
-            _, protocol = await loop.create_connection(
+            transport, protocol = await loop.create_connection(
                 lambda: _Protocol(self), self.host, self.port, ssl=context
             )
+            if _connected_to_itself(transport):
+                # With no server listening, a loopback connect can pick the target
+                # port as its own source port and connect to itself (TCP
+                # simultaneous open): nobody answers, and the port stays taken, so
+                # Redis cannot bind it when it restarts. Count it as refused.
+                transport.abort()
+                raise StoreUnavailable("redis: cannot connect (connection refused)")
         self._protocol = protocol
         try:
             if self.password:
@@ -204,3 +211,13 @@ class RespConnection:
 
     async def aclose(self) -> None:
         self.drop(StoreUnavailable("redis: store closed"))
+
+
+def _connected_to_itself(transport: asyncio.BaseTransport) -> bool:
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        return bool(sock.getsockname() == sock.getpeername())
+    except OSError:
+        return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import hiredis
 import pytest
 
 from ratelimit_service.stores import StoreUnavailable
-from ratelimit_service.stores.resp import RespConnection, encode
+from ratelimit_service.stores.resp import RespConnection, _connected_to_itself, encode
 from tests.ratelimit.redis_procs import RedisProcess
 
 
@@ -55,6 +56,29 @@ def test_a_silent_server_times_out_and_a_dead_one_is_unavailable() -> None:
         with pytest.raises(StoreUnavailable, match="cannot connect"):
             await conn.call("PING")
         await conn.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_loopback_self_connection_is_recognised() -> None:
+    # A client reconnecting to a dead local Redis can land on the target port as
+    # its own source port and connect to itself; that socket must count as
+    # refused (and be closed), or Redis cannot bind its port when it comes back.
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(sock.getsockname())  # simultaneous open with itself
+        transport, _ = await loop.create_connection(asyncio.Protocol, sock=sock)
+        assert _connected_to_itself(transport)
+        transport.abort()
+        server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        assert not _connected_to_itself(transport)
+        transport.abort()
+        server.close()
+        await server.wait_closed()
 
     asyncio.run(main())
 
