@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import sys
 
+import tollgate  # noqa: F401 - first: it sets gRPC core settings before grpc loads
+
+# isort: split
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2

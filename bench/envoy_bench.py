@@ -9,16 +9,19 @@ skips direct-response routes), with one set of filters in front: nothing
 (passthrough), native jwt_authn (RS256, uncached and cached), native
 local_ratelimit, Tollgate authz (RS256 JWT + scope + headers + metadata),
 Tollgate ratelimit on memory and on Redis, and both. Load comes from h2load
-(`--h1`) at a fixed number of connections, then at a fixed request rate, with a
-per-request log for exact p50/p99/p99.9. For each case it records req/s,
-latency, CPU microseconds per request of Envoy and of each Tollgate process
-(/proc/PID/stat), their peak RSS (VmHWM) and Redis commands per request
-(INFO commandstats), and writes a Markdown table with ratios to the baselines.
+(`--h1`) at a fixed number of connections, with a per-request log for exact
+p50/p99/p99.9, then from bench/paced_load.py at a fixed, evenly paced rate
+(h2load's `--rps` sends in bursts: see that file). For each case it records
+req/s, latency, CPU microseconds and context switches per request of Envoy and
+of each Tollgate process (/proc/PID/stat, /proc/PID/task/*/status), their peak
+RSS (VmHWM) and Redis commands per request (INFO commandstats), and writes a
+Markdown table with ratios to the baselines.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,6 +37,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(ROOT / "bench"))
+import paced_load  # noqa: E402
 
 from tests.authz import jwt_kit  # noqa: E402
 from tests.support import binary, free_port, stop_process, wait_for  # noqa: E402
@@ -76,6 +82,17 @@ descriptors:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary plus involuntary context switches of every thread of pid."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -304,16 +321,11 @@ def _redis_ready(port: int) -> bool:
 
 
 def h2load(
-    url: str, headers: list[str], *, seconds: float, connections: int, rate: int | None, log: Path
+    url: str, headers: list[str], *, seconds: float, connections: int, log: Path
 ) -> dict[str, float]:
     log.unlink(missing_ok=True)  # h2load appends to an existing log file
-    if rate is None:
-        argv = [binary("h2load"), "--h1", "-c", str(connections)]
-    else:
-        # A fixed rate from one HTTP/2 connection with many streams: h2load paces
-        # each client on its own timer, so several clients would fire in bursts.
-        argv = [binary("h2load"), "-c", "1", "-m", "128", "--rps", str(rate)]
-    argv += ["-D", str(int(seconds)), "--warm-up-time", "1", "--log-file", str(log)]
+    argv = [binary("h2load"), "--h1", "-c", str(connections)]
+    argv += ["-D", str(int(seconds)), "--log-file", str(log)]
     for header in headers:
         argv += ["-H", header]
     result = subprocess.run([*argv, url], capture_output=True, text=True, check=False)
@@ -351,19 +363,23 @@ def run_case(case: str, work: Path, args: argparse.Namespace, token: str,
         headers = [f"authorization: Bearer {token}", "x-subject: bench-user"]
         wait_for(lambda: _http_ok(url, headers), 30, f"envoy for {case}")
         results: dict[str, Any] = {"case": case}
+        # A separate warm-up run, so that the CPU and context switches counted
+        # below belong to exactly the requests in the measured run's log.
+        h2load(url, headers, seconds=1, connections=args.connections, log=work / "h2w.log")
         cpu0 = {name: cpu_seconds(p.pid) for name, p in procs.all().items()}
+        switches0 = {name: context_switches(p.pid) for name, p in procs.all().items()}
         redis0 = redis_commands(procs.redis_port) if procs.redis else 0
         load = h2load(url, headers, seconds=args.seconds, connections=args.connections,
-                      rate=None, log=work / "h2.log")
+                      log=work / "h2.log")
         cpu1 = {name: cpu_seconds(p.pid) for name, p in procs.all().items()}
+        switches1 = {name: context_switches(p.pid) for name, p in procs.all().items()}
         redis1 = redis_commands(procs.redis_port) if procs.redis else 0
         results.update(load)
         n = max(load["requests"], 1)
         results["cpu_us"] = {name: (cpu1[name] - cpu0[name]) / n * 1e6 for name in cpu0}
+        results["switches"] = {name: (switches1[name] - switches0[name]) / n for name in cpu0}
         results["redis_per_req"] = (redis1 - redis0) / n if procs.redis else None
-        fixed = h2load(url, headers, seconds=args.seconds, connections=args.connections,
-                       rate=args.rate, log=work / "h2r.log")
-        results["fixed"] = fixed
+        results["fixed"] = paced_load.measure(url, headers, args.rate, args.seconds)
         results["rss_mb"] = {name: peak_rss_mb(p.pid) for name, p in procs.all().items()}
         return results
     finally:
@@ -386,24 +402,30 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     native = base.get("jwt_authn")
     lines = [
         f"Envoy 1.40, 1 worker; h2load --h1, {args.connections} connections, "
-        f"{args.seconds:.0f} s per case; fixed rate {args.rate} req/s for the p99 column.",
+        f"{args.seconds:.0f} s per case (after a 1 s warm-up); then {args.rate} req/s "
+        f"evenly paced (bench/paced_load.py) for the fixed-rate columns.",
         "",
         "| case | req/s | vs passthrough | vs jwt_authn | p50 ms | p99 ms | p99.9 ms "
-        "| p99 @ fixed rate ms | added p99 @ rate | CPU µs/req (envoy / authz / ratelimit) "
+        "| p50 / p99 @ rate ms | added p99 @ rate | CPU µs/req (envoy / authz / ratelimit) "
+        "| context switches/req (envoy / authz / ratelimit) "
         "| peak RSS MB | Redis cmds/req | 200s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|",
     ]
     for r in rows:
         vs_pass = r["rps"] / passthrough["rps"] if passthrough else float("nan")
         vs_native = r["rps"] / native["rps"] if native else float("nan")
         added = r["fixed"]["p99"] - passthrough["fixed"]["p99"] if passthrough else float("nan")
         cpu = " / ".join(f"{r['cpu_us'].get(n, 0):.0f}" for n in ("envoy", "authz", "ratelimit"))
+        switches = " / ".join(
+            f"{r['switches'].get(n, 0):.1f}" for n in ("envoy", "authz", "ratelimit")
+        )
         rss = " / ".join(f"{v:.0f}" for v in r["rss_mb"].values())
         redis = f"{r['redis_per_req']:.2f}" if r["redis_per_req"] is not None else "-"
         lines.append(
             f"| {r['case']} | {r['rps']:.0f} | {vs_pass:.2f}x | {vs_native:.2f}x "
-            f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} | {r['fixed']['p99']:.2f} "
-            f"| {added:+.2f} | {cpu} | {rss} | {redis} | {r['ok']:.0%} |"
+            f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} "
+            f"| {r['fixed']['p50']:.2f} / {r['fixed']['p99']:.2f} "
+            f"| {added:+.2f} | {cpu} | {switches} | {rss} | {redis} | {r['ok']:.0%} |"
         )
     return "\n".join(lines)
 

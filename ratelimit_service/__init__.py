@@ -5,3 +5,5 @@ Pure parts: `rules` (compiled lookup tree), `algorithms`, `decision`. I/O parts:
 """
 
 from __future__ import annotations
+
+import tollgate  # noqa: F401 - sets gRPC core settings before anything imports grpc
