@@ -8,7 +8,9 @@ files under the `envoy.filters.http.ext_authz` namespace for later filters).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
+from typing import Any
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
@@ -22,42 +24,89 @@ from authz_service.problems import ProblemDetail
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _GRPC_CODE = {401: code_pb2.UNAUTHENTICATED, 400: code_pb2.INVALID_ARGUMENT}
 _KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
+_NO_EXTENSIONS: MappingProxyType[str, str] = MappingProxyType({})
 
 
 def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
     attributes = request.attributes
     http = attributes.request.http
-    duplicates: set[str] = set()
+    duplicates: frozenset[str] = frozenset()
+    headers: Mapping[str, str]
     if http.header_map.headers:
-        # Envoy sends this form (one entry per header line) with encode_raw_headers.
-        headers: dict[str, str] = {}
-        for entry in http.header_map.headers:
-            name = entry.key.lower()
-            value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
-            if name in headers:
-                duplicates.add(name)
-                # Cookie lines are joined with "; " (RFC 9113 §8.2.3), others with ",".
-                separator = "; " if name == "cookie" else ","
-                headers[name] = f"{headers[name]}{separator}{value}"
-            else:
-                headers[name] = value
+        raw, duplicates = _raw_headers(http.header_map.headers)
+        headers = MappingProxyType(raw)
     else:
-        headers = dict(http.headers)
+        # Envoy's map form: names already lower-case, repeats already joined. A
+        # read-only view of the message's own map: nothing copied per request.
+        headers = _MapView(http.headers)
     path, _, query = http.path.partition("?")
+    source = attributes.source
+    extensions = attributes.context_extensions
     return RequestContext(
         method=http.method.upper(),
         path=path,
         host=http.host or headers.get(":authority", ""),
         scheme=http.scheme,
         query=query or http.query,
-        headers=MappingProxyType(headers),
-        duplicate_headers=frozenset(duplicates),
-        peer_principal=attributes.source.principal,
-        peer_certificate=bool(attributes.source.certificate),
-        context_extensions=MappingProxyType(dict(attributes.context_extensions)),
+        headers=headers,
+        duplicate_headers=duplicates,
+        peer_principal=source.principal,
+        peer_certificate=bool(source.certificate),
+        context_extensions=_MapView(extensions) if extensions else _NO_EXTENSIONS,
         request_id=http.id or headers.get("x-request-id", ""),
         body=http.raw_body or http.body.encode(),
     )
+
+
+class _MapView(Mapping[str, str]):
+    """Read-only view of a protobuf string map that raises KeyError when asked for
+    a missing name (the map itself would insert it and answer '')."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, proto_map: Mapping[str, str]) -> None:
+        self._map = proto_map
+
+    def __getitem__(self, name: str) -> str:
+        value = self._map.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: Any = None) -> Any:  # the C map's own get: fast
+        return self._map.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+
+def _raw_headers(entries: Iterable[base_pb2.HeaderValue]) -> tuple[dict[str, str], frozenset[str]]:
+    """Envoy's raw form (encode_raw_headers): one entry per header line, bytes values."""
+    pairs = [(entry.key.lower(), entry.raw_value or entry.value) for entry in entries]
+    headers = {
+        name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        for name, value in pairs
+    }
+    if len(headers) == len(pairs):
+        return headers, frozenset()
+    # A name seen more than once: join its lines in order, as Envoy's map form does.
+    # Cookie lines are joined with "; " (RFC 9113 §8.2.3), others with ",".
+    joined: dict[str, str] = {}
+    duplicates: set[str] = set()
+    for name, raw in pairs:
+        value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        if name in joined:
+            duplicates.add(name)
+            joined[name] = f"{joined[name]}{'; ' if name == 'cookie' else ','}{value}"
+        else:
+            joined[name] = value
+    return joined, frozenset(duplicates)
 
 
 def _header(name: str, value: str) -> base_pb2.HeaderValueOption:

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from opentelemetry.trace import Span, SpanKind, Tracer
+from prometheus_client import Counter
 
 from authz_service.adapter import to_context, to_response
 from authz_service.compiled import CompiledPolicy, compile_config
@@ -53,6 +54,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self.keys = keys
         self.clock = clock
         self.tracer = tracer
+        self._counters: dict[tuple[str, str, str], Counter] = {}
 
     async def Check(
         self,
@@ -95,17 +97,28 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "authorization unavailable")
             return to_response(internal_error(), request_id)
         CHECK_SECONDS.observe(time.perf_counter() - started)
-        decision, code = ("deny", outcome.code) if isinstance(outcome, Deny) else ("allow", "ok")
-        DECISIONS.labels(decision, code, outcome.route).inc()
-        if decision == "deny" and log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "denied", extra={"code": code, "route": outcome.route, "request_id": request_id}
-            )
+        if isinstance(outcome, Deny):
+            decision, code = "deny", outcome.code
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("denied", extra={
+                    "code": code, "route": outcome.route, "request_id": request_id})
+        else:
+            decision, code = "allow", "ok"
+        self._count(decision, code, outcome.route)
         if span is not None:
             span.set_attribute("tollgate.decision", decision)
             span.set_attribute("tollgate.code", code)
             span.set_attribute("tollgate.route", outcome.route)
         return to_response(outcome, request_id)
+
+    def _count(self, decision: str, code: str, route: str) -> None:
+        # prometheus_client's labels() hashes and locks on every call: keep each
+        # child counter once (codes and routes come from the config: bounded).
+        key = (decision, code, route)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = DECISIONS.labels(decision, code, route)
+        counter.inc()
 
 
 def service_spec(service: AuthorizationService) -> ServiceSpec:

@@ -6,6 +6,7 @@ CheckRequest into a RequestContext and a Decision into a CheckResponse.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -28,11 +29,11 @@ class RequestContext:
     host: str = ""
     scheme: str = "https"
     query: str = ""
-    headers: MappingProxyType[str, str] = field(default_factory=_empty)
+    headers: Mapping[str, str] = field(default_factory=_empty)
     duplicate_headers: frozenset[str] = frozenset()  # names Envoy saw more than once
     peer_principal: str = ""  # Envoy's source.principal: URI SAN of a verified client cert
     peer_certificate: bool = False
-    context_extensions: MappingProxyType[str, str] = field(default_factory=_empty)
+    context_extensions: Mapping[str, str] = field(default_factory=_empty)
     request_id: str = ""
     body: bytes = b""
 

@@ -11,11 +11,13 @@ import json
 import warnings
 
 import pydantic
+import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
 from authz_service.adapter import to_context, to_response
 from authz_service.denials import insufficient_scope
 from authz_service.models import ANONYMOUS, Allow
+from tests.authz.grpc_kit import check_request
 
 with warnings.catch_warnings():
     # envoy-data-plane 2.2 uses a pydantic validator form deprecated in 2.12: theirs, not ours.
@@ -73,3 +75,31 @@ def test_allowed_response_reads_the_same_in_envoy_data_plane() -> None:
         ("x-tollgate-identity", "anonymous")
     ]
     assert ok.headers_to_remove == ["x-tollgate-subject"]
+
+
+def test_headers_read_as_a_plain_read_only_mapping_in_both_forms() -> None:
+    # The map form is read through a view of the message's own map (no copy per
+    # request); asking it for a missing name must not insert '' the way the
+    # protobuf map itself does, and it must not be writable.
+    map_form = check_request(headers={"Authorization": "Bearer t", "x-a": "1"},
+                             context_extensions={"tollgate_route": "r"})
+    raw_form = check_request(raw_headers=[("Authorization", "Bearer t"), ("x-a", "1"),
+                                          ("x-a", "2"), ("cookie", "a=1"), ("cookie", "b=2")])
+    for request in (map_form, raw_form):
+        ctx = to_context(request)
+        assert ctx.headers["authorization"] == "Bearer t"
+        assert ctx.headers.get("missing") is None
+        assert "missing" not in ctx.headers
+        with pytest.raises(KeyError):
+            ctx.headers["missing"]
+        assert "missing" not in ctx.headers
+        with pytest.raises(TypeError):
+            ctx.headers["x-new"] = "1"  # type: ignore[index]
+    assert dict(to_context(map_form).headers) == {"authorization": "Bearer t", "x-a": "1"}
+    assert "missing" not in map_form.attributes.request.http.headers
+    assert to_context(map_form).context_extensions["tollgate_route"] == "r"
+    assert to_context(map_form).duplicate_headers == frozenset()
+    raw = to_context(raw_form)
+    assert raw.headers["x-a"] == "1,2"
+    assert raw.headers["cookie"] == "a=1; b=2"
+    assert raw.duplicate_headers == frozenset({"x-a", "cookie"})
