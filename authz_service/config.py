@@ -253,8 +253,11 @@ class Limits(Model):
 
 
 class TokenCacheSettings(Model):
-    # ~1 KB per entry (only the claims rules read are kept): 50k entries ~ 50 MB.
-    max_entries: int = Field(50_000, ge=0)
+    # ~3.4 KB of RSS per entry with its kept answer, fragmentation included
+    # (bench/rss_soak.py): 5k ~ 17 MB.
+    # Envoy's own jwt_authn cache holds 100 tokens by default; a miss costs one
+    # signature check (~70 µs for RS256).
+    max_entries: int = Field(5_000, ge=0)
 
 
 class AuthzConfig(Model):

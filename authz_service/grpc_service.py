@@ -8,11 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from opentelemetry.trace import Span, SpanKind, Tracer
 from prometheus_client import Counter
 
-from authz_service.adapter import to_context, to_response
+from authz_service.adapter import response_bytes, to_context
 from authz_service.compiled import CompiledPolicy, compile_config
 from authz_service.config import AuthzConfig
 from authz_service.denials import internal_error
@@ -42,7 +42,7 @@ def load_policy(path: str | Path, keys: KeyRegistry) -> CompiledPolicy:
     return policy
 
 
-class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+class AuthorizationService:
     def __init__(
         self,
         holder: ConfigHolder[CompiledPolicy],
@@ -60,7 +60,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self,
         request: external_auth_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[object, object],
-    ) -> external_auth_pb2.CheckResponse:
+    ) -> bytes:
         if self.tracer is None:
             return await self._check(request, context, None)
         parent = parent_context(context.invocation_metadata())
@@ -74,7 +74,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         request: external_auth_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[object, object],
         span: Span | None,
-    ) -> external_auth_pb2.CheckResponse:
+    ) -> bytes:
         started = time.perf_counter()
         policy = self.holder.current
         request_id = ""
@@ -95,7 +95,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             DECISIONS.labels("error", "internal_error", "").inc()
             if policy.fail_with_error:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "authorization unavailable")
-            return to_response(internal_error(), request_id)
+            return response_bytes(internal_error(), request_id)
         CHECK_SECONDS.observe(time.perf_counter() - started)
         if isinstance(outcome, Deny):
             decision, code = "deny", outcome.code
@@ -109,7 +109,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             span.set_attribute("tollgate.decision", decision)
             span.set_attribute("tollgate.code", code)
             span.set_attribute("tollgate.route", outcome.route)
-        return to_response(outcome, request_id)
+        return response_bytes(outcome, request_id)
 
     def _count(self, decision: str, code: str, route: str) -> None:
         # prometheus_client's labels() hashes and locks on every call: keep each
@@ -122,7 +122,16 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
 
 def service_spec(service: AuthorizationService) -> ServiceSpec:
-    return ServiceSpec(
-        SERVICE_NAME,
-        lambda server: external_auth_pb2_grpc.add_AuthorizationServicer_to_server(service, server),
+    """Check answers are serialized by the adapter (and kept for cached tokens), so
+    the method is registered with a serializer that passes bytes through."""
+    handler = grpc.unary_unary_rpc_method_handler(
+        service.Check,
+        request_deserializer=external_auth_pb2.CheckRequest.FromString,
+        response_serializer=_as_bytes,
     )
+    generic = grpc.method_handlers_generic_handler(SERVICE_NAME, {"Check": handler})
+    return ServiceSpec(SERVICE_NAME, lambda server: server.add_generic_rpc_handlers((generic,)))
+
+
+def _as_bytes(response: bytes) -> bytes:
+    return response

@@ -73,8 +73,9 @@ class Allow:
     remove_headers: tuple[str, ...] = ()  # to remove from the upstream request
     # dynamic metadata for later filters (rate-limit descriptors, access logs)
     metadata: MappingProxyType[str, str] = field(default_factory=_empty)
-    # The transport's encoding of this answer, kept by the adapter for reuse.
-    wire: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The transport's encoding of this answer, set once by the adapter for reuse
+    # (object.__setattr__ on this frozen class: a cache, not part of the value).
+    wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ def rss_mb() -> tuple[float, float]:
 
 def authz(requests: int, subjects: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from authz_service.adapter import to_context, to_response  # noqa: PLC0415
+    from authz_service.adapter import response_bytes, to_context  # noqa: PLC0415
     from authz_service.engine import decide  # noqa: PLC0415
     from authz_service.grpc_service import load_policy  # noqa: PLC0415
     from authz_service.key_registry import KeyRegistry  # noqa: PLC0415
@@ -68,7 +68,8 @@ routes:
     allowed = 0
     for n in range(requests):
         request = external_auth_pb2.CheckRequest.FromString(requests_raw[n % subjects])
-        response = to_response(decide(policy, to_context(request), now))
+        outcome = decide(policy, to_context(request), now)
+        response = external_auth_pb2.CheckResponse.FromString(response_bytes(outcome))
         allowed += response.status.code == 0
     peak, end = rss_mb()
     print(json.dumps({"engine": "authz", "allowed": allowed, "requests": requests,
