@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,10 +150,15 @@ class RedisStore:
         raise_if_error(reply)
         return [tuple(reply[3 * i : 3 * i + 3]) for i in range(len(pending))]
 
-    async def _call(self, key: str, command: Command) -> Any:
+    def _call(self, key: str, command: Command) -> Awaitable[Any]:
+        # Returns the connection's own awaitable (no coroutine of ours in between):
+        # every await level costs on each resumption of this hot path.
         del key  # one Redis: every key lives here
         if self.connection is not None:
-            return await self.connection.call(*command)
+            return self.connection.send(command)
+        return self._batched(command)
+
+    async def _batched(self, command: Command) -> Any:
         (reply,) = await self.batcher.execute([command])
         return reply
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
+from collections.abc import Awaitable
 from typing import Any
 
 import hiredis
@@ -96,6 +97,20 @@ class RespConnection:
         not raised). Raises StoreUnavailable when Redis cannot be reached."""
         (reply,) = await self.call_many([args])
         return reply
+
+    def send(self, args: tuple[Any, ...]) -> Awaitable[Any]:
+        """`call` without a coroutine frame when connected: the reply's future itself."""
+        protocol = self._protocol
+        transport = protocol.transport if protocol is not None else None
+        if transport is None or transport.is_closing():
+            return self.call(*args)  # (re)connects first
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        self.calls += 1
+        transport.write(encode(args))
+        if self._watchdog is None:
+            self._arm()
+        return future
 
     async def call_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one write, so no other call lands between them on the wire
