@@ -19,13 +19,15 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
 
 from authz_service.config import HMAC_ALGORITHMS, JwtSource
 from authz_service.keys import KeySet, KeySetError, VerificationKey, key_set, parse_jwks
 from tollgate.reload import file_signature
+
+if TYPE_CHECKING:
+    import httpx  # at run time only RemoteJwks needs it, and imports it (~4 MB of RSS)
 
 log = logging.getLogger("authz.jwks")
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
@@ -154,6 +156,8 @@ class RemoteJwks:
             raise KeyFetchError(f"{url}: no complete answer within {seconds}s") from None
 
     async def _get_within(self, url: str, read_timeout: float, max_bytes: int) -> httpx.Response:
+        import httpx  # noqa: PLC0415 - see the module's imports
+
         try:
             async with self.client.stream(
                 "GET", url, timeout=read_timeout, headers={"accept": "application/json"}

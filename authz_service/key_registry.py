@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from authz_service.config import JwtSource
 from authz_service.jwks import JwksFileKeys, RemoteJwks, StaticKeys
 from authz_service.jwt_source import KeyProvider
+
+if TYPE_CHECKING:
+    import httpx  # imported when a remote key source needs a client: ~4 MB of RSS
 
 log = logging.getLogger("authz.keys")
 FILE_POLL_SECONDS = 1.0
@@ -34,6 +36,8 @@ class KeyRegistry:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx  # noqa: PLC0415 - only file- or inline-keyed configs never get here
+
             # No redirects: a JWKS URL that redirects elsewhere is a misconfiguration.
             self._client = httpx.AsyncClient(follow_redirects=False)
         return self._client

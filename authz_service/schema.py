@@ -10,11 +10,12 @@ document) fails compilation, which is a config error.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import jsonschema_rs
+from typing import TYPE_CHECKING, Any
 
 from authz_service.problems import Problem, pointer_of
+
+if TYPE_CHECKING:
+    import jsonschema_rs  # loaded with the first schema: a config without any saves ~3 MB
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 
@@ -39,6 +40,8 @@ class JsonSchema:
     def __init__(
         self, schema: Any, *, code: str = "schema_violation", prefix: str = ""
     ) -> None:
+        import jsonschema_rs  # noqa: PLC0415 - see the module's imports
+
         if isinstance(schema, Mapping):
             dialect = schema.get("$schema", DRAFT_2020_12)
             if dialect.rstrip("#") != DRAFT_2020_12:
@@ -74,6 +77,8 @@ class JsonSchema:
 
 
 def _pointer(error: jsonschema_rs.ValidationError) -> str:
+    import jsonschema_rs  # noqa: PLC0415 - see the module's imports
+
     path = list(error.instance_path)
     kind = error.kind
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
@@ -85,6 +90,8 @@ def _pointer(error: jsonschema_rs.ValidationError) -> str:
 
 def describe(error: jsonschema_rs.ValidationError) -> str:
     """What failed, in words from the schema: never the client's value."""
+    import jsonschema_rs  # noqa: PLC0415 - see the module's imports
+
     kind = error.kind
     keyword = next((p for p in reversed(error.schema_path) if isinstance(p, str)), "schema")
     if isinstance(kind, jsonschema_rs.ValidationErrorKind.Required):
