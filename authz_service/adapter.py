@@ -88,19 +88,19 @@ class _MapView(Mapping[str, str]):
 
 def _raw_headers(entries: Iterable[base_pb2.HeaderValue]) -> tuple[dict[str, str], frozenset[str]]:
     """Envoy's raw form (encode_raw_headers): one entry per header line, bytes values."""
-    pairs = [(entry.key.lower(), entry.raw_value or entry.value) for entry in entries]
-    headers = {
-        name: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        for name, value in pairs
-    }
+    pairs = [
+        (entry.key.lower(),
+         entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value)
+        for entry in entries
+    ]
+    headers = dict(pairs)
     if len(headers) == len(pairs):
         return headers, frozenset()
     # A name seen more than once: join its lines in order, as Envoy's map form does.
     # Cookie lines are joined with "; " (RFC 9113 §8.2.3), others with ",".
     joined: dict[str, str] = {}
     duplicates: set[str] = set()
-    for name, raw in pairs:
-        value = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    for name, value in pairs:
         if name in joined:
             duplicates.add(name)
             joined[name] = f"{joined[name]}{'; ' if name == 'cookie' else ','}{value}"
@@ -138,12 +138,6 @@ def problem_body(problem: ProblemDetail, request_id: str) -> bytes:
     if request_id and len(request_id) <= 128 and request_id.isprintable():
         body["request_id"] = request_id
     return json.dumps(body, separators=(",", ":")).encode()
-
-
-def to_response(decision: Decision, request_id: str = "") -> external_auth_pb2.CheckResponse:
-    if isinstance(decision, Allow):
-        return _encode_allowed(decision)
-    return _denied(decision, request_id)
 
 
 def response_bytes(decision: Decision, request_id: str = "") -> bytes:

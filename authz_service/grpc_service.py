@@ -92,7 +92,7 @@ class AuthorizationService:
         except Exception:
             # Fail closed: an internal error never lets a request through.
             log.exception("check failed", extra={"request_id": request_id})
-            DECISIONS.labels("error", "internal_error", "").inc()
+            self._count("error", "internal_error", "")
             if policy.fail_with_error:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "authorization unavailable")
             return response_bytes(internal_error(), request_id)

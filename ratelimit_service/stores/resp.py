@@ -104,13 +104,7 @@ class RespConnection:
         transport = protocol.transport if protocol is not None else None
         if transport is None or transport.is_closing():
             return self.call(*args)  # (re)connects first
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending.append(future)
-        self.calls += 1
-        transport.write(encode(args))
-        if self._watchdog is None:
-            self._arm()
-        return future
+        return self._enqueue(transport, encode(args), 1)[0]
 
     async def call_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send commands in one write, so no other call lands between them on the wire
@@ -123,16 +117,24 @@ class RespConnection:
             transport = protocol.transport
             if transport is None:
                 raise StoreUnavailable("redis: connection closed")
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
-        self.pending.extend(futures)
-        self.calls += len(commands)
-        transport.write(b"".join(encode(args) for args in commands))
-        if self._watchdog is None:
-            self._arm()
+        data = b"".join(encode(args) for args in commands)
+        futures = self._enqueue(transport, data, len(commands))
         if len(futures) == 1:
             return [await futures[0]]
         return list(await asyncio.gather(*futures))
+
+    def _enqueue(
+        self, transport: asyncio.Transport, data: bytes, replies: int
+    ) -> list[asyncio.Future[Any]]:
+        """Write `data` and queue one future per reply it will get, in order."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = [loop.create_future() for _ in range(replies)]
+        self.pending.extend(futures)
+        self.calls += replies
+        transport.write(data)
+        if self._watchdog is None:
+            self._arm()
+        return futures
 
     @property
     def current(self) -> _Protocol | None:

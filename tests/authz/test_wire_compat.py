@@ -14,7 +14,7 @@ import pydantic
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_service.adapter import to_context, to_response
+from authz_service.adapter import response_bytes, to_context
 from authz_service.denials import insufficient_scope
 from authz_service.models import ANONYMOUS, Allow
 from tests.authz.grpc_kit import check_request
@@ -53,8 +53,8 @@ def test_check_request_built_by_envoy_data_plane_reads_the_same() -> None:
 
 
 def test_denied_response_reads_the_same_in_envoy_data_plane() -> None:
-    wire = to_response(insufficient_scope("tollgate", "orders:write", "r"), "r-1")
-    theirs = dp_auth.CheckResponse.parse(wire.SerializeToString())
+    wire = response_bytes(insufficient_scope("tollgate", "orders:write", "r"), "r-1")
+    theirs = dp_auth.CheckResponse.parse(wire)
     assert theirs.status.code == 7  # PERMISSION_DENIED
     denied = theirs.denied_response
     assert denied.status.code == 403
@@ -68,7 +68,7 @@ def test_denied_response_reads_the_same_in_envoy_data_plane() -> None:
 def test_allowed_response_reads_the_same_in_envoy_data_plane() -> None:
     allow = Allow(ANONYMOUS, "public", headers=(("x-tollgate-identity", "anonymous"),),
                   remove_headers=("x-tollgate-subject",))
-    theirs = dp_auth.CheckResponse.parse(to_response(allow).SerializeToString())
+    theirs = dp_auth.CheckResponse.parse(response_bytes(allow))
     assert theirs.status.code == 0
     ok = theirs.ok_response
     assert [(h.header.key, h.header.value) for h in ok.headers] == [
