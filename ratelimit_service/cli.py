@@ -22,9 +22,8 @@ from ratelimit_service.grpc_service import service_spec
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.metrics import register_stats
 from ratelimit_service.rules import RuleSet
-from ratelimit_service.stores import CounterStore
-from ratelimit_service.stores.memory import MemoryStore
-from ratelimit_service.stores.target import StoreTarget, TargetError, parse_target
+from ratelimit_service.stores import CounterStore, factory
+from ratelimit_service.stores.target import StoreTarget, TargetError
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics
@@ -168,40 +167,17 @@ def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool) -> int:
 
 def build_store(args: argparse.Namespace) -> tuple[CounterStore, StoreTarget]:
     """The counter store the flags select (clients connect lazily, on first use)."""
-    from ratelimit_service.stores.redis import (  # noqa: PLC0415 - memory users skip redis
-        RedisOptions,
-        RedisStore,
-        connect_sentinel,
-        connect_single,
-    )
+    return factory.build_store(store_settings(args))
 
-    target = parse_target(
-        args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
-        auth=args.redis_auth, tls=args.redis_tls,
-    )
-    options = RedisOptions(
-        timeout=args.redis_timeout, pool_size=args.redis_pool_size,
-        username=target.username, password=target.password, tls=target.tls,
-    )
-    cache = args.local_cache_size_bytes
-    stop = args.stop_cache_key_increment_when_overlimit
-    if target.kind == "memory":
-        return MemoryStore(args.memory_max_keys, stop_when_over=stop), target
-    if target.kind == "cluster":
-        from ratelimit_service.stores.cluster import (  # noqa: PLC0415
-            ClusterStore,
-            connect_cluster,
-        )
 
-        router = connect_cluster(target.nodes, options)
-        return ClusterStore(router, local_cache_bytes=cache, stop_when_over=stop), target
-    if target.kind == "sentinel":
-        client, sentinels = connect_sentinel(target.nodes, target.master, options)
-        store = RedisStore(client, local_cache_bytes=cache, also_close=sentinels,
-                           stop_when_over=stop)
-        return store, target
-    connection = connect_single(target.url, options)
-    return RedisStore(connection, local_cache_bytes=cache, stop_when_over=stop), target
+def store_settings(args: argparse.Namespace) -> factory.StoreSettings:
+    return factory.StoreSettings(
+        url=args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
+        auth=args.redis_auth, tls=args.redis_tls, timeout=args.redis_timeout,
+        pool_size=args.redis_pool_size, local_cache_bytes=args.local_cache_size_bytes,
+        memory_max_keys=args.memory_max_keys,
+        stop_when_over=args.stop_cache_key_increment_when_overlimit,
+    )
 
 
 def settings_from(args: argparse.Namespace) -> DecisionSettings:
