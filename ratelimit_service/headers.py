@@ -1,0 +1,102 @@
+"""Rate-limit response headers from a decision's statuses, in the styles clients know.
+
+- `reference`: envoyproxy/ratelimit's `X-RateLimit-Limit/Remaining/Reset`
+  (LIMIT_RESPONSE_HEADERS_ENABLED): the numbers of the most restrictive limit.
+- `draft03`: what Envoy's ratelimit filter sends with `enable_x_ratelimit_headers:
+  DRAFT_VERSION_03`: the same three headers, the limit header also listing every
+  limit's quota policy (`10, 10;w=1, 1000;w=3600;name="daily"`).
+- `ietf`: the IETF httpapi draft's structured fields, `RateLimit-Policy` (every
+  policy: `"daily";q=1000;w=86400`) and `RateLimit` (the most restrictive: `"daily";r=3;t=30`).
+
+`Retry-After` (RFC 9110 §10.2.3) goes with an over-limit answer: the seconds until the
+limiting counter has room again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+from ratelimit_service.decision import Code, DescriptorStatus
+
+Header = tuple[str, str]
+
+
+class HeaderStyle(enum.StrEnum):
+    NONE = "none"
+    REFERENCE = "reference"
+    DRAFT03 = "draft03"
+    IETF = "ietf"
+
+
+def _limited(statuses: Sequence[DescriptorStatus]) -> list[DescriptorStatus]:
+    return [s for s in statuses if s.current_limit is not None]
+
+
+def _most_restrictive(statuses: Sequence[DescriptorStatus]) -> DescriptorStatus | None:
+    """The over-limit status if any (the first), else the one with the least remaining."""
+    chosen: DescriptorStatus | None = None
+    for status in statuses:
+        if status.code is Code.OVER_LIMIT:
+            return status
+        if chosen is None or status.limit_remaining < chosen.limit_remaining:
+            chosen = status
+    return chosen
+
+
+def _policy_name(status: DescriptorStatus) -> str:
+    limit = status.current_limit
+    if limit is None:
+        return "unlimited"
+    if limit.name:
+        return limit.name
+    return f"{limit.requests_per_unit}-per-{limit.unit.name.lower()}"
+
+
+def _sf_string(text: str) -> str:
+    # RFC 8941 sf-string: printable ASCII, with '"' and '\\' escaped.
+    clean = "".join(c for c in text if 0x20 <= ord(c) < 0x7F)
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def rate_limit_headers(
+    statuses: Sequence[DescriptorStatus],
+    style: HeaderStyle,
+    names: tuple[str, str, str] = ("X-RateLimit-Limit", "X-RateLimit-Remaining",
+                                   "X-RateLimit-Reset"),
+) -> tuple[Header, ...]:
+    """The headers of `style` for these statuses (none when no status has a limit)."""
+    if style is HeaderStyle.NONE:
+        return ()
+    limited = _limited(statuses)
+    top = _most_restrictive(limited)
+    if top is None or top.current_limit is None:
+        return ()
+    reset = str(top.duration_until_reset or 0)
+    if style is HeaderStyle.IETF:
+        policies = ", ".join(
+            f"{_sf_string(_policy_name(s))};q={s.current_limit.requests_per_unit};"
+            f"w={s.current_limit.unit.seconds}"
+            for s in limited
+            if s.current_limit is not None
+        )
+        current = f"{_sf_string(_policy_name(top))};r={top.limit_remaining};t={reset}"
+        return (("RateLimit-Policy", policies), ("RateLimit", current))
+    limit_value = str(top.current_limit.requests_per_unit)
+    if style is HeaderStyle.DRAFT03:
+        for s in limited:
+            limit = s.current_limit
+            if limit is None:
+                continue
+            limit_value += f", {limit.requests_per_unit};w={limit.unit.seconds}"
+            if limit.name:
+                limit_value += f";name={_sf_string(limit.name)}"
+    return ((names[0], limit_value), (names[1], str(top.limit_remaining)), (names[2], reset))
+
+
+def retry_after(statuses: Sequence[DescriptorStatus]) -> int | None:
+    """Seconds until every over-limit counter has room (None when nothing is over)."""
+    waits = [s.duration_until_reset or 0 for s in statuses if s.code is Code.OVER_LIMIT]
+    if not waits:
+        return None
+    return max(1, *waits)
