@@ -7,7 +7,6 @@ files under the `envoy.filters.http.ext_authz` namespace for later filters).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -15,11 +14,11 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
-from google.protobuf import struct_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz_service.models import Allow, Decision, Deny, RequestContext
-from authz_service.problems import ProblemDetail
+from authz_service.bodies import denial_body, denial_headers
+from authz_service.models import Allow, Answer, Deny, RequestContext
+from tollgate.memo import Memo
 
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _GRPC_CODE = {401: code_pb2.UNAUTHENTICATED, 400: code_pb2.INVALID_ARGUMENT}
@@ -42,6 +41,9 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
     path, _, query = http.path.partition("?")
     source = attributes.source
     extensions = attributes.context_extensions
+    # Envoy's own stream id (`http.id`) only when no x-request-id came: the denial body
+    # names the id that Envoy's access log and the upstream see.
+    request_id = headers.get("x-request-id") or http.id
     return RequestContext(
         method=http.method.upper(),
         path=path,
@@ -53,8 +55,9 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
         peer_principal=source.principal,
         peer_certificate=bool(source.certificate),
         context_extensions=_MapView(extensions) if extensions else _NO_EXTENSIONS,
-        request_id=http.id or headers.get("x-request-id", ""),
+        request_id=request_id,
         body=http.raw_body or http.body.encode(),
+        source_address=source.address.socket_address.address,
     )
 
 
@@ -115,42 +118,49 @@ def _header(name: str, value: str) -> base_pb2.HeaderValueOption:
     )
 
 
-def deny_body(deny: Deny, request_id: str) -> bytes:
-    body = {"error": deny.code, "error_description": deny.description}
-    if request_id and len(request_id) <= 128 and request_id.isprintable():
-        body["request_id"] = request_id
-    return json.dumps(body, separators=(",", ":")).encode()
+class AnswerEncoder:
+    """Answers as CheckResponse bytes; a reused Allow (a cached token's) is encoded once
+    and its bytes kept beside it. The per-request rate-limit headers are appended as
+    bytes protobuf merges into the same response."""
+
+    def __init__(self, memo_entries: int = 10_000) -> None:
+        self._kept: Memo[bytes] = Memo(memo_entries)
+
+    def encode(self, answer: Answer, request_id: str) -> bytes:
+        decision = answer.decision
+        if not isinstance(decision, Allow):
+            return deny_bytes(decision, request_id)
+        kept = self._kept.get(decision, None)
+        if kept is None:
+            kept = self._kept.put(decision, None, allow_bytes(decision))
+        if answer.client_headers:
+            return kept + client_headers_bytes(answer.client_headers)
+        return kept
 
 
-def problem_body(problem: ProblemDetail, request_id: str) -> bytes:
-    """RFC 9457 members plus our stable `code` and the failing location."""
-    body: dict[str, object] = {
-        "type": problem.type,
-        "title": problem.title,
-        "status": problem.status,
-        "detail": problem.detail,
-        "code": problem.code,
-    }
-    if problem.pointer is not None:
-        body["pointer"] = problem.pointer
-    if problem.parameter is not None:
-        body["parameter"] = problem.parameter
-    if request_id and len(request_id) <= 128 and request_id.isprintable():
-        body["request_id"] = request_id
-    return json.dumps(body, separators=(",", ":")).encode()
+def allow_bytes(allow: Allow) -> bytes:
+    """The serialized OK CheckResponse of an Allow (the door keeps it for cached tokens)."""
+    encoded: bytes = _encode_allowed(allow).SerializeToString()
+    return encoded
 
 
-def response_bytes(decision: Decision, request_id: str = "") -> bytes:
-    """The serialized CheckResponse. An Allow reused for a cached token keeps its bytes:
-    ~300 bytes, where a kept protobuf message holds an arena of several KB."""
-    if isinstance(decision, Allow):
-        cached = decision.wire
-        if cached is None:
-            cached = _encode_allowed(decision).SerializeToString()
-            object.__setattr__(decision, "wire", cached)
-        return cached
-    denied: bytes = _denied(decision, request_id).SerializeToString()
-    return denied
+def client_headers_bytes(headers: tuple[tuple[str, str], ...]) -> bytes:
+    """Headers for the client's response on an allow, as CheckResponse bytes to append
+    to an allow's kept bytes: protobuf merges a repeated embedded message's fields, so
+    `kept + these` reads as one CheckResponse with both."""
+    if not headers:
+        return b""
+    response = external_auth_pb2.CheckResponse()
+    response.ok_response.response_headers_to_add.extend(
+        _header(name, value) for name, value in headers
+    )
+    encoded: bytes = response.SerializeToString()
+    return encoded
+
+
+def deny_bytes(deny: Deny, request_id: str) -> bytes:
+    encoded: bytes = _denied(deny, request_id).SerializeToString()
+    return encoded
 
 
 def _encode_allowed(allow: Allow) -> external_auth_pb2.CheckResponse:
@@ -170,20 +180,7 @@ def _denied(deny: Deny, request_id: str) -> external_auth_pb2.CheckResponse:
     )
     denied = response.denied_response
     denied.status.code = status  # type: ignore[assignment]
-    problem = deny.problem
-    headers = [
-        ("content-type", "application/json" if problem is None else "application/problem+json"),
-        ("cache-control", "no-store"),
-    ]
-    if deny.challenge is not None:
-        headers.append(("www-authenticate", deny.challenge))
-    denied.headers.extend(_header(name, value) for name, value in headers)
-    body = deny_body(deny, request_id) if problem is None else problem_body(problem, request_id)
-    denied.body = body.decode()
+    denied.headers.extend(_header(name, value) for name, value in denial_headers(deny))
+    denied.body = denial_body(deny, request_id).decode()
     return response
 
-
-def metadata_struct(metadata: dict[str, str]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(metadata)
-    return struct

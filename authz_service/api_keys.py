@@ -26,6 +26,9 @@ class ApiKeyIdentitySource:
         self.max_key_bytes = max_key_bytes
         self.sha256 = {e.sha256.lower(): e for e in config.keys if e.sha256}
         self.sha512 = {e.sha512.lower(): e for e in config.keys if e.sha512}
+        # One Identity per key, built once: what is derived from it (its Allow per
+        # route, the bytes a door sends) is then built once too.
+        self.identities = {id(e): self._identity(e) for e in config.keys}
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
         presented = read_header_credential(ctx, self.location, self.max_key_bytes)
@@ -37,6 +40,9 @@ class ApiKeyIdentitySource:
             entry = self._match(self.sha512, hashlib.sha512(raw).hexdigest())
         if entry is None:
             raise InvalidCredential("unknown API key")
+        return self.identities[id(entry)]
+
+    def _identity(self, entry: ApiKeyEntry) -> Identity:
         return Identity(
             kind=IdentityKind.API_KEY,
             subject=entry.subject,

@@ -1,4 +1,4 @@
-"""`authz-service`: serve Envoy ext_authz, or check a config file and exit."""
+"""`authz-service`: serve Envoy ext_authz (gRPC and plain HTTP), or check a config and exit."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ from pathlib import Path
 from typing import TextIO
 
 from authz_service.compiled import CompiledPolicy
-from authz_service.grpc_service import AuthorizationService, load_policy, service_spec
+from authz_service.grpc_service import AuthorizationService, service_spec
+from authz_service.http_door import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.key_registry import KeyRegistry
+from authz_service.limits.stage import LimitCounter
+from authz_service.loading import load_policy, watched_files
 from authz_service.metrics import TOKEN_CACHE_ENTRIES
+from authz_service.pipeline import Pipeline
+from ratelimit_service.stores.factory import StoreSettings, build_store
+from ratelimit_service.stores.target import TargetError
 from tollgate.config import ConfigError
+from tollgate.http_server import HttpLimits, HttpServer
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
-from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
+from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tracing import configure_tracing
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
+OFF = "off"
 log = logging.getLogger("authz")
 
 
@@ -32,7 +40,29 @@ def parser() -> argparse.ArgumentParser:
     flag(p, "--check-config", env=["AUTHZ_CHECK_CONFIG"], default=None,
          help="validate this config file and exit (0 valid, 1 invalid)")
     flag(p, "--grpc-address", env=["AUTHZ_GRPC_ADDRESS"], default="127.0.0.1:9191",
-         help="listen address, HOST:PORT or unix:PATH")
+         help="gRPC Check listen address, HOST:PORT or unix:PATH; 'off' disables it")
+    flag(p, "--http-address", env=["AUTHZ_HTTP_ADDRESS"], default="127.0.0.1:9192",
+         help="plain-HTTP check listen address (Envoy's http_service), HOST:PORT or "
+              "unix:PATH; 'off' disables it")
+    flag(p, "--http-path-prefix", env=["AUTHZ_HTTP_PATH_PREFIX"], default=DEFAULT_PATH_PREFIX,
+         help="the http_service path_prefix Envoy puts before the client's path")
+    flag(p, "--http-max-body-bytes", env=["AUTHZ_HTTP_MAX_BODY_BYTES"], default=1024 * 1024,
+         kind=int, help="largest check request body the HTTP door reads (413 beyond)")
+    flag(p, "--limits-redis-url", env=["AUTHZ_LIMITS_REDIS_URL"], default="",
+         help="where the policy's rate limits are counted: redis://, rediss://, unix://, "
+              "redis+sentinel://, redis+cluster:// (as ratelimit-service's --redis-url); "
+              "empty: in memory (one replica)")
+    flag(p, "--limits-redis-auth", env=["AUTHZ_LIMITS_REDIS_AUTH"], default="",
+         help="Redis password or user:password for the rate limits")
+    flag(p, "--limits-redis-tls", env=["AUTHZ_LIMITS_REDIS_TLS"], default=False, kind=bool,
+         help="TLS to the rate limits' Redis")
+    flag(p, "--limits-redis-timeout", env=["AUTHZ_LIMITS_REDIS_TIMEOUT"], default=0.25,
+         kind=float, help="seconds to wait for the rate limits' Redis before the limit set's "
+                          "on_store_failure applies (keep it under Envoy's ext_authz timeout)")
+    flag(p, "--limits-key-prefix", env=["AUTHZ_LIMITS_KEY_PREFIX"], default="",
+         help="prefix of every counter key (ratelimit-service's CACHE_KEY_PREFIX)")
+    flag(p, "--limits-memory-max-keys", env=["AUTHZ_LIMITS_MEMORY_MAX_KEYS"],
+         default=1_000_000, kind=int, help="bound on counters kept in memory")
     flag(p, "--reload-interval", env=["AUTHZ_RELOAD_INTERVAL"], default=1.0, kind=float,
          help="seconds between config file checks")
     flag(p, "--drain-seconds", env=["AUTHZ_DRAIN_SECONDS"], default=10.0, kind=float,
@@ -59,11 +89,25 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
         print(str(exc), file=err)
         return 1
     routes = len(policy.routes)
-    print(f"{path}: ok ({len(policy.sources)} identity sources, {routes} routes)", file=out)
+    limits = ""
+    if policy.limits is not None:
+        sets = {s.name for r in policy.limits.by_route.values() for s in (*r.before, *r.after)}
+        limits = f", {len(sets)} rate-limit sets"
+    print(f"{path}: ok ({len(policy.sources)} identity sources, {routes} routes{limits})",
+          file=out)
     return 0
 
 
-async def serve(args: argparse.Namespace) -> None:
+def _limit_counter(args: argparse.Namespace) -> LimitCounter:
+    settings = StoreSettings(
+        url=args.limits_redis_url, auth=args.limits_redis_auth, tls=args.limits_redis_tls,
+        timeout=args.limits_redis_timeout, memory_max_keys=args.limits_memory_max_keys,
+    )
+    store, _ = build_store(settings)
+    return LimitCounter(store, key_prefix=args.limits_key_prefix)
+
+
+async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     config_path = Path(args.config) if args.config else DEFAULT_CONFIG
     keys = KeyRegistry()
     try:
@@ -72,22 +116,43 @@ async def serve(args: argparse.Namespace) -> None:
         log.error("invalid config", extra={"error": str(exc)})
         raise SystemExit(1) from None
     watcher = ConfigWatcher(
-        config_path, holder, lambda: load_policy(config_path, keys), interval=args.reload_interval
+        config_path, holder, lambda: load_policy(config_path, keys),
+        interval=args.reload_interval, also_watch=watched_files,
     )
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.token_cache))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
-    service = AuthorizationService(holder, keys, tracer=tracer)
-    app = GrpcApp(args.grpc_address, [service_spec(service)])
+    pipeline = Pipeline(holder, keys, counter)
+    app = None
+    if args.grpc_address != OFF:
+        app = GrpcApp(args.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))])
+    listeners: list[Listener] = []
+    draining = False
+    if args.http_address != OFF:
+        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix,
+                             ready=lambda: not draining)
+        listeners.append(HttpServer(args.http_address, door,
+                                    HttpLimits(max_body_bytes=args.http_max_body_bytes)))
+
+    def on_draining() -> None:
+        nonlocal draining
+        draining = True
+
+    async def on_stop() -> None:
+        await keys.close()
+        await counter.store.close()
+
     log.info("config loaded", extra={"file": str(config_path)})
     try:
         await serve_until_signal(
             app,
+            listeners=listeners,
             drain_seconds=args.drain_seconds,
             announce_seconds=args.drain_announce_seconds,
             background=[watcher.run, keys.run],
             on_reload_signal=watcher.request_reload,
-            on_stop=keys.close,
+            on_draining=on_draining,
+            on_stop=on_stop,
         )
     except OSError as exc:  # the address cannot be bound
         log.error("cannot serve", extra={"error": str(exc)})
@@ -97,14 +162,27 @@ async def serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
-    try:
-        normalize_address(args.grpc_address)
-    except ValueError as exc:  # a usage error, not a traceback
-        p.error(f"--grpc-address/AUTHZ_GRPC_ADDRESS: {exc}")
+    for name, value in (("--grpc-address/AUTHZ_GRPC_ADDRESS", args.grpc_address),
+                        ("--http-address/AUTHZ_HTTP_ADDRESS", args.http_address)):
+        if value == OFF:
+            continue
+        try:
+            normalize_address(value)
+        except ValueError as exc:  # a usage error, not a traceback
+            p.error(f"{name}: {exc}")
+    if args.grpc_address == OFF and args.http_address == OFF:
+        p.error("--grpc-address and --http-address are both off: nothing to serve")
+    prefix = args.http_path_prefix
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)
-    run(lambda: serve(args))
+    try:
+        counter = _limit_counter(args)
+    except TargetError as exc:
+        p.error(f"--limits-redis-url: {exc}")
+    run(lambda: serve(args, counter))
     return 0
 
 

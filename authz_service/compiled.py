@@ -14,12 +14,15 @@ from authz_service.api_keys import ApiKeyIdentitySource
 from authz_service.config import AuthzConfig, JwtSource, UpstreamHeaders
 from authz_service.identity import IdentitySource
 from authz_service.jwt_source import JwtIdentitySource, KeyProvider
+from authz_service.limits.compiled import CompiledLimits, claim_roots, compile_limits
+from authz_service.models import Allow
 from authz_service.mtls import MtlsIdentitySource
 from authz_service.policy import CompiledRoute, compile_route
 from authz_service.schema import SchemaError
 from authz_service.token_cache import TokenCache
 from authz_service.validation import RequestValidator, compile_validation
 from tollgate.config import LocatedError
+from tollgate.memo import Memo
 
 # Builds (or reuses) the key provider for a JWT source; raises ValueError on bad settings.
 KeyProviderFactory = Callable[[str, JwtSource], KeyProvider]
@@ -37,6 +40,9 @@ class CompiledPolicy:
     upstream: UpstreamHeaders
     identity_headers: tuple[str, ...]  # every header name this service sets upstream
     token_cache: TokenCache
+    # A cached token's Allow per route, built once (beside the cache, not inside Identity).
+    allows: Memo[Allow]
+    limits: CompiledLimits | None  # the rate limits decided in the Check, if any
     config: AuthzConfig
 
 
@@ -51,6 +57,7 @@ def compile_config(
     kept_claims = frozenset(
         {"roles", *config.upstream.claims}
         | {claim for route in config.routes for claim in route.require.claims}
+        | claim_roots(config.rate_limits)
     )
     sources: dict[str, IdentitySource] = {}
     credential_headers: dict[str, tuple[str, ...]] = {}
@@ -103,6 +110,10 @@ def compile_config(
         routes.append(route)
         by_name[policy.name] = route
 
+    limits = None
+    if config.rate_limits is not None:
+        limits = compile_limits(config.rate_limits, list(by_name), base_dir or Path.cwd())
+
     up = config.upstream
     identity_headers = tuple(
         h
@@ -120,5 +131,7 @@ def compile_config(
         upstream=up,
         identity_headers=identity_headers,
         token_cache=cache,
+        allows=Memo(2 * config.token_cache.max_entries),
+        limits=limits,
         config=config,
     )

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from authz_service.limits.config import RateLimits
+
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
@@ -269,3 +271,5 @@ class AuthzConfig(Model):
     identities: list[IdentitySource] = Field(default_factory=list)
     routes: list[RoutePolicy] = Field(default_factory=list)
     upstream: UpstreamHeaders = Field(default_factory=UpstreamHeaders)
+    # Rate limits decided in the same Check (authz_service.limits).
+    rate_limits: RateLimits | None = None

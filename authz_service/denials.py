@@ -69,3 +69,21 @@ def internal_error() -> Deny:
 def malformed(problem: ProblemDetail, route: str = "") -> Deny:
     """The request failed validation: RFC 9457 problem details, no challenge."""
     return Deny(problem.status, problem.code, problem.detail, None, route, problem)
+
+
+def rate_limited(
+    retry_after_seconds: int, headers: tuple[tuple[str, str], ...], route: str = ""
+) -> Deny:
+    """429 (RFC 6585) with Retry-After and the rate-limit headers of the limit hit."""
+    return Deny(
+        429, "rate_limited", "rate limit exceeded", None, route,
+        headers=(("retry-after", str(retry_after_seconds)), *headers),
+    )
+
+
+def limits_unavailable(route: str = "") -> Deny:
+    """The rate-limit store is down and the limit set says `on_store_failure: deny`."""
+    return Deny(
+        503, "rate_limit_unavailable", "rate limiting is unavailable", None, route,
+        headers=(("retry-after", "1"),),
+    )

@@ -1,9 +1,11 @@
-"""The decision pipeline: route -> identity -> authorization -> response.
+"""The decision phases: route -> identity + authorization -> validation + answer.
 
 Pure: no I/O, the clock is an argument. Identity: the route's sources are tried
 in order and the first success wins. Authorization: every requirement must pass.
 When a token names a key id the issuer's key set lacks, the engine answers
 NeedKeys and the caller may refresh that issuer's keys and decide again.
+`authz_service.pipeline` runs the phases for every door, with the rate-limit
+stages between them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from types import MappingProxyType
 
 from authz_service import denials
 from authz_service.compiled import CompiledPolicy
+from authz_service.contract import ROUTE_EXTENSION, SCOPES_EXTENSION
 from authz_service.errors import CredentialError, InvalidCredential, MalformedRequest, NotAllowed
 from authz_service.jwt_source import ForeignToken, KeysNeeded
 from authz_service.models import (
@@ -27,8 +30,6 @@ from authz_service.models import (
 )
 from authz_service.policy import CompiledRoute, check_requirements
 
-ROUTE_EXTENSION = "tollgate_route"
-SCOPES_EXTENSION = "tollgate_scopes"
 MAX_HEADER_VALUE = 1024
 
 # Dot segments, doubled slashes, backslashes and encoded '.', '/', '\\' in the
@@ -56,14 +57,41 @@ Outcome = Decision | NeedKeys
 def decide(
     policy: CompiledPolicy, ctx: RequestContext, now: float, *, may_refetch: bool = True
 ) -> Outcome:
+    """The whole pure pipeline, for a policy without rate limits (tests, tools, benches).
+
+    The service runs the same phases through `authz_service.pipeline`, which puts the
+    rate-limit stages (I/O) between them.
+    """
+    routed = route(policy, ctx)
+    if not isinstance(routed, CompiledRoute):
+        return routed
+    proven = authorize(policy, routed, ctx, now, may_refetch=may_refetch)
+    if not isinstance(proven, Identity):
+        return proven
+    return finish(policy, routed, proven, ctx)
+
+
+def route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute | Decision:
+    """Phase 1: the route policy this request falls under, or the answer without one."""
     if _AMBIGUOUS_PATH.search(ctx.path):
         return denials.invalid_request(policy.realm, "ambiguous request path")
-    route = _select_route(policy, ctx)
-    if route is None:
+    selected = _select_route(policy, ctx)
+    if selected is None:
         if policy.unmatched_allowed:
-            return _allow(policy, ANONYMOUS, "", ctx)
+            return _allow(policy, ANONYMOUS, "")
         return denials.no_route()
+    return selected
 
+
+def authorize(
+    policy: CompiledPolicy,
+    route: CompiledRoute,
+    ctx: RequestContext,
+    now: float,
+    *,
+    may_refetch: bool = True,
+) -> Identity | Deny | NeedKeys:
+    """Phase 2: who is calling (first source that succeeds) and whether they may."""
     identity: Identity | None = None
     failure: CredentialError | None = None
     needed: KeysNeeded | None = None
@@ -96,13 +124,20 @@ def decide(
         if identity.kind is IdentityKind.ANONYMOUS:
             return denials.missing_credentials(policy.realm, route.name)
         return refusal
+    return identity
+
+
+def finish(
+    policy: CompiledPolicy, route: CompiledRoute, identity: Identity, ctx: RequestContext
+) -> Decision:
+    """Phase 3: request validation, then the answer for an authorized caller."""
     if route.validator is not None:
         # Only now, once the caller is known and allowed: no CPU spent on, and no
         # schema detail shown to, anyone else.
         problem = route.validator.refusal(ctx)
         if problem is not None:
             return denials.malformed(problem, route.name)
-    return _allow(policy, identity, route.name, ctx)
+    return _allow(policy, identity, route.name)
 
 
 def _select_route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute | None:
@@ -154,14 +189,12 @@ def _header_value(value: object) -> str | None:
     return text
 
 
-def _allow(policy: CompiledPolicy, identity: Identity, route: str, ctx: RequestContext) -> Allow:
-    # Only JWT identities come back from the token cache; ANONYMOUS is shared by
-    # every policy and the other kinds are built per request, so they are not memoised.
-    if identity.kind is not IdentityKind.JWT:
-        return _build_allow(policy, identity, route)
-    allow = identity.allows.get(route)
+def _allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allow:
+    # Every identity source hands out long-lived Identity objects (the token cache's,
+    # one per API key or listed peer, ANONYMOUS), so an answer is built once per route.
+    allow = policy.allows.get(identity, route)
     if allow is None:
-        allow = identity.allows[route] = _build_allow(policy, identity, route)
+        allow = policy.allows.put(identity, route, _build_allow(policy, identity, route))
     return allow
 
 

@@ -29,3 +29,10 @@ TOKEN_CACHE_ENTRIES = Gauge(
     "Verified tokens currently cached.",
     registry=REGISTRY,
 )
+LIMIT_OUTCOMES = Counter(
+    "tollgate_authz_rate_limit_decisions",
+    "Rate-limit sets evaluated in the Check, by set and outcome (ok, over_limit, shadowed, "
+    "store_failed_open, store_failed_closed).",
+    ["limit_set", "outcome"],
+    registry=REGISTRY,
+)

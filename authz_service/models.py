@@ -34,8 +34,10 @@ class RequestContext:
     peer_principal: str = ""  # Envoy's source.principal: URI SAN of a verified client cert
     peer_certificate: bool = False
     context_extensions: Mapping[str, str] = field(default_factory=_empty)
-    request_id: str = ""
+    request_id: str = ""  # x-request-id: the id Envoy's access log and the upstream see
     body: bytes = b""
+    source_address: str = ""  # the client's IP address as Envoy determined it
+    peer_certificate_sha256: str = ""  # hex SHA-256 of the verified client certificate (DER)
 
 
 class IdentityKind(StrEnum):
@@ -57,9 +59,6 @@ class Identity:
     issuer: str = ""
     tenant: str = ""
     plan: str = ""
-    # route -> the Allow built for this identity there. A verified token's Identity is
-    # cached (per compiled policy) and reused, so its answer is built once per route.
-    allows: dict[str, Allow] = field(default_factory=dict, compare=False, repr=False)
 
 
 ANONYMOUS = Identity(kind=IdentityKind.ANONYMOUS, subject="anonymous", source="anonymous")
@@ -73,9 +72,6 @@ class Allow:
     remove_headers: tuple[str, ...] = ()  # to remove from the upstream request
     # dynamic metadata for later filters (rate-limit descriptors, access logs)
     metadata: MappingProxyType[str, str] = field(default_factory=_empty)
-    # The transport's encoding of this answer, set once by the adapter for reuse
-    # (object.__setattr__ on this frozen class: a cache, not part of the value).
-    wire: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +84,17 @@ class Deny:
     challenge: str | None = None  # WWW-Authenticate value, when the client should (re)authenticate
     route: str = ""
     problem: ProblemDetail | None = None  # a malformed request: answered as problem+json
+    headers: tuple[tuple[str, str], ...] = ()  # more response headers (Retry-After, ...)
 
 
 Decision = Allow | Deny
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the pipeline tells every door: the decision, and on an allow the headers
+    for the client's response (the rate-limit headers, which change per request while
+    a cached token's Allow does not)."""
+
+    decision: Decision
+    client_headers: tuple[tuple[str, str], ...] = ()

@@ -7,11 +7,14 @@ consulted here.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from types import MappingProxyType
 
-from authz_service.config import MtlsSource
+from authz_service.config import MtlsPrincipal, MtlsSource
 from authz_service.errors import NotAllowed
 from authz_service.models import Identity, IdentityKind, RequestContext
+
+MAX_UNLISTED_PEERS = 4096
 
 
 def trust_domain(spiffe_id: str) -> str:
@@ -24,22 +27,33 @@ class MtlsIdentitySource:
     def __init__(self, name: str, config: MtlsSource) -> None:
         self.name = name
         self.trust_domains = frozenset(config.trust_domains)
-        self.principals = {p.spiffe: p for p in config.principals}
+        self.principals = {p.spiffe: self._identity(p) for p in config.principals}
         self.allow_any = config.allow_any_in_trust_domain
+        # Peers admitted by trust domain alone, one Identity each (bounded).
+        self._others: OrderedDict[str, Identity] = OrderedDict()
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
         principal = ctx.peer_principal
         if not principal:
             return None
-        if not principal.startswith("spiffe://") or any(c in principal for c in "?#\r\n"):
+        if not principal.startswith("spiffe://") or any(c in principal for c in "?#,\r\n\t "):
             raise NotAllowed("peer identity is not a SPIFFE ID")
         if self.trust_domains and trust_domain(principal) not in self.trust_domains:
             raise NotAllowed("peer trust domain not accepted")
-        entry = self.principals.get(principal)
-        if entry is None:
-            if not (self.allow_any and self.trust_domains):
-                raise NotAllowed("peer not allowed")
-            return Identity(IdentityKind.MTLS, principal, self.name)
+        known = self.principals.get(principal)
+        if known is not None:
+            return known
+        if not (self.allow_any and self.trust_domains):
+            raise NotAllowed("peer not allowed")
+        other = self._others.get(principal)
+        if other is None:
+            other = self._others[principal] = Identity(IdentityKind.MTLS, principal, self.name)
+            if len(self._others) > MAX_UNLISTED_PEERS:
+                self._others.popitem(last=False)
+        return other
+
+    def _identity(self, entry: MtlsPrincipal) -> Identity:
+        principal = entry.spiffe
         return Identity(
             kind=IdentityKind.MTLS,
             subject=entry.subject or principal,

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from authz_service.adapter import to_context  # noqa: E402
 from authz_service.engine import decide  # noqa: E402
-from authz_service.grpc_service import load_policy  # noqa: E402
 from authz_service.key_registry import KeyRegistry  # noqa: E402
+from authz_service.loading import load_policy  # noqa: E402
 from tests.authz import jwt_kit  # noqa: E402
 from tests.authz.grpc_kit import check_request  # noqa: E402
 
@@ -175,13 +175,13 @@ def main() -> None:
         ),
         measure(
             "authz: RS256 JWT, cached",
-            [str(bin_dir / "authz-service"), "--config", str(work / "authz-100000.yaml"),
+            [str(bin_dir / "authz-service"), "--http-address", "off", "--config", str(work / "authz-100000.yaml"),
              "--grpc-address", address, "--log-level", "error"],
             address, serialized([token]), args,
         ),
         measure(
             "authz: RS256 JWT, uncached (cache off)",
-            [str(bin_dir / "authz-service"), "--config", str(work / "authz-0.yaml"),
+            [str(bin_dir / "authz-service"), "--http-address", "off", "--config", str(work / "authz-0.yaml"),
              "--grpc-address", address, "--log-level", "error"],
             address, serialized(distinct), args,
         ),

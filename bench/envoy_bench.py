@@ -287,7 +287,7 @@ def start_case(case: str, work: Path, port: int, jwks: dict[str, Any]) -> Proces
         wait_for((work / "authz.sock").exists, 30, "authz socket")
     if case in ("tollgate_authz", "tollgate_both"):
         services["authz"] = subprocess.Popen(
-            [binary("authz-service"), "--config", str(work / "authz.yaml"),
+            [binary("authz-service"), "--http-address", "off", "--config", str(work / "authz.yaml"),
              "--grpc-address", f"unix:{work}/authz.sock", "--log-level", "error"], **quiet,
         )
         wait_for((work / "authz.sock").exists, 30, "authz socket")

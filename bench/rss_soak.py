@@ -33,10 +33,11 @@ def rss_mb() -> tuple[float, float]:
 
 def authz(requests: int, subjects: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from authz_service.adapter import response_bytes, to_context  # noqa: PLC0415
+    from authz_service.adapter import AnswerEncoder, to_context  # noqa: PLC0415
     from authz_service.engine import decide  # noqa: PLC0415
-    from authz_service.grpc_service import load_policy  # noqa: PLC0415
     from authz_service.key_registry import KeyRegistry  # noqa: PLC0415
+    from authz_service.loading import load_policy  # noqa: PLC0415
+    from authz_service.models import Answer  # noqa: PLC0415
     from tests.authz import jwt_kit  # noqa: PLC0415
     from tests.authz.grpc_kit import check_request  # noqa: PLC0415
 
@@ -66,10 +67,12 @@ routes:
     base = rss_mb()
     now = time.time()
     allowed = 0
+    encoder = AnswerEncoder()
     for n in range(requests):
         request = external_auth_pb2.CheckRequest.FromString(requests_raw[n % subjects])
         outcome = decide(policy, to_context(request), now)
-        response = external_auth_pb2.CheckResponse.FromString(response_bytes(outcome))
+        wire = encoder.encode(Answer(outcome), "")  # type: ignore[arg-type]
+        response = external_auth_pb2.CheckResponse.FromString(wire)
         allowed += response.status.code == 0
     peak, end = rss_mb()
     print(json.dumps({"engine": "authz", "allowed": allowed, "requests": requests,

@@ -291,7 +291,7 @@ def grpc_rows(seconds: float) -> None:
         return [check_request("POST", path, headers, body=body).SerializeToString()]
 
     address = f"unix:{work}/bench.sock"
-    argv = [str(Path(sys.executable).parent / "authz-service"), "--config", str(config),
+    argv = [str(Path(sys.executable).parent / "authz-service"), "--http-address", "off", "--config", str(config),
             "--grpc-address", address, "--log-level", "error"]
     opts = argparse.Namespace(seconds=seconds, concurrency=16)
     cases = [

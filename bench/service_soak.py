@@ -126,7 +126,7 @@ def main() -> None:
          lambda i: check_request(headers={"authorization": "Bearer " + jwt_kit.mint(
              key, sub=f"user-{i}", plan="free", tenant=f"t{i % 100}", exp=exp)}
          ).SerializeToString(),
-         [str(bin_dir / "authz-service"), "--config", str(work / "authz.yaml"),
+         [str(bin_dir / "authz-service"), "--http-address", "off", "--config", str(work / "authz.yaml"),
           "--log-level", "error"],
          "/envoy.service.auth.v3.Authorization/Check", allowed),
         ("ratelimit-service",

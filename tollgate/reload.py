@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -74,14 +74,24 @@ class ConfigWatcher(Generic[T]):
         *,
         interval: float = 1.0,
         on_reload: Callable[[T], None] | None = None,
+        also_watch: Callable[[T], Sequence[Path]] | None = None,
     ) -> None:
         self.path = Path(path)
         self.holder = holder
         self.load = load
         self.interval = interval
         self.on_reload = on_reload
-        self._signature = file_signature(self.path)
+        # Files the current snapshot was built from besides `path` (e.g. rules it names).
+        self.also_watch = also_watch
+        self._signature = self._current_signature()
         self._wake = asyncio.Event()
+
+    def _current_signature(self) -> Signature:
+        signature = file_signature(self.path)
+        if self.also_watch is not None:
+            for extra in self.also_watch(self.holder.current):
+                signature += file_signature(extra)
+        return signature
 
     def request_reload(self) -> None:
         """Reload at the next loop turn (SIGHUP), even if nothing seems changed."""
@@ -90,7 +100,7 @@ class ConfigWatcher(Generic[T]):
 
     def check(self) -> bool:
         """Reload if the file changed; True when a new snapshot was swapped in."""
-        signature = file_signature(self.path)
+        signature = self._current_signature()
         if signature == self._signature:
             return False
         self._signature = signature
@@ -104,6 +114,7 @@ class ConfigWatcher(Generic[T]):
             )
             return False
         self.holder.swap(new)
+        self._signature = self._current_signature()  # the new snapshot may name other files
         log.info(
             "config reloaded",
             extra={"file": str(self.path), "generation": self.holder.generation},

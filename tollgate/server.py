@@ -15,7 +15,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -118,11 +118,21 @@ class GrpcApp:
         """
         if self.server is None:
             return
-        await self.health.enter_graceful_shutdown()
+        await self.announce()
         announce = min(max(announce, 0.0), grace)
         if announce:
             await asyncio.sleep(announce)
-        await self.server.stop(grace - announce)
+        await self.stop(grace - announce)
+
+    async def announce(self) -> None:
+        """Health NOT_SERVING, while RPCs are still answered."""
+        await self.health.enter_graceful_shutdown()
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new RPCs, give in-flight ones `grace` seconds, then stop."""
+        if self.server is None:
+            return
+        await self.server.stop(grace)
         if self.bound.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_unix_path(self.bound))
@@ -132,31 +142,60 @@ class GrpcApp:
             await self.server.wait_for_termination()
 
 
+class Listener(Protocol):
+    """Anything serve_until_signal can start and drain (GrpcApp, tollgate.http_server)."""
+
+    async def start(self) -> str: ...
+
+    async def stop(self, grace: float) -> None: ...
+
+
 async def serve_until_signal(
-    app: GrpcApp,
+    app: GrpcApp | None,
     *,
     drain_seconds: float,
     announce_seconds: float = 0.0,
+    listeners: Sequence[Listener] = (),
     background: Sequence[Callable[[], Awaitable[None]]] = (),
     on_reload_signal: Callable[[], None] | None = None,
+    on_draining: Callable[[], None] | None = None,
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run app and background tasks until SIGTERM/SIGINT, then drain and return."""
+    """Run the gRPC app, other listeners and background tasks until SIGTERM/SIGINT,
+    then drain: every door announces it (gRPC health NOT_SERVING, `on_draining` for
+    the others' readiness), keeps answering for `announce_seconds`, then all stop
+    together within the rest of `drain_seconds`."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     if on_reload_signal is not None:
         loop.add_signal_handler(signal.SIGHUP, on_reload_signal)
-    bound = await app.start()
-    log.info("serving", extra={"address": bound})
+    doors: list[Listener] = [*([app] if app is not None else []), *listeners]
+    started: list[Listener] = []
+    try:
+        for door in doors:
+            bound = await door.start()
+            started.append(door)
+            log.info("serving", extra={"address": bound})
+    except BaseException:
+        for door in started:
+            await door.stop(0)
+        raise
     tasks = [asyncio.create_task(_guard(fn)) for fn in background]
     await stop.wait()
     log.info(
         "draining",
         extra={"grace_seconds": drain_seconds, "not_serving_seconds": announce_seconds},
     )
-    await app.drain(drain_seconds, announce_seconds)
+    if app is not None:
+        await app.announce()
+    if on_draining is not None:
+        on_draining()
+    announce = min(max(announce_seconds, 0.0), drain_seconds)
+    if announce:
+        await asyncio.sleep(announce)
+    await asyncio.gather(*(door.stop(drain_seconds - announce) for door in doors))
     for task in tasks:
         task.cancel()
     for task in tasks:

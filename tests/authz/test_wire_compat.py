@@ -14,9 +14,9 @@ import pydantic
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_service.adapter import response_bytes, to_context
+from authz_service.adapter import AnswerEncoder, to_context
 from authz_service.denials import insufficient_scope
-from authz_service.models import ANONYMOUS, Allow
+from authz_service.models import ANONYMOUS, Allow, Answer
 from tests.authz.grpc_kit import check_request
 
 with warnings.catch_warnings():
@@ -49,11 +49,13 @@ def test_check_request_built_by_envoy_data_plane_reads_the_same() -> None:
     assert ctx.headers["authorization"] == "Bearer abc"
     assert ctx.peer_principal == "spiffe://td/ns/a/sa/b"
     assert ctx.context_extensions["tollgate_route"] == "orders-write"
-    assert ctx.request_id == "r-9"
+    # x-request-id, the id Envoy's access log and the upstream carry, over Envoy's stream id
+    assert ctx.request_id == "x"
 
 
 def test_denied_response_reads_the_same_in_envoy_data_plane() -> None:
-    wire = response_bytes(insufficient_scope("tollgate", "orders:write", "r"), "r-1")
+    denial = insufficient_scope("tollgate", "orders:write", "r")
+    wire = AnswerEncoder().encode(Answer(denial), "r-1")
     theirs = dp_auth.CheckResponse.parse(wire)
     assert theirs.status.code == 7  # PERMISSION_DENIED
     denied = theirs.denied_response
@@ -68,7 +70,7 @@ def test_denied_response_reads_the_same_in_envoy_data_plane() -> None:
 def test_allowed_response_reads_the_same_in_envoy_data_plane() -> None:
     allow = Allow(ANONYMOUS, "public", headers=(("x-tollgate-identity", "anonymous"),),
                   remove_headers=("x-tollgate-subject",))
-    theirs = dp_auth.CheckResponse.parse(response_bytes(allow))
+    theirs = dp_auth.CheckResponse.parse(AnswerEncoder().encode(Answer(allow), ""))
     assert theirs.status.code == 0
     ok = theirs.ok_response
     assert [(h.header.key, h.header.value) for h in ok.headers] == [

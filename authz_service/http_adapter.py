@@ -1,0 +1,130 @@
+"""The HTTP door's wire format: Envoy's `http_service` request <-> the neutral types.
+
+Envoy sends the client's method, `path_prefix` + the client's path and query, the
+allow-listed client headers, the buffered body, and the attribute headers of
+authz_service.contract. An answer is a whole HTTP/1.1 response: 200 with the upstream
+headers, `x-envoy-auth-headers-to-remove` and the metadata headers; anything else is
+a denial Envoy passes to the client (status, headers, body).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from http import HTTPStatus
+from types import MappingProxyType
+
+from authz_service.bodies import denial_body, denial_headers
+from authz_service.contract import (
+    ATTRIBUTE_HEADERS,
+    ATTRIBUTE_PREFIX,
+    HEADERS_TO_REMOVE,
+    ROUTE_EXTENSION,
+    SCOPES_EXTENSION,
+)
+from authz_service.models import Allow, Answer, Deny, RequestContext
+from tollgate.http_server import HttpRequest
+from tollgate.memo import Memo
+
+_ATTRIBUTE = {header: name for name, header in ATTRIBUTE_HEADERS.items()}
+_NO_EXTENSIONS: Mapping[str, str] = MappingProxyType({})
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
+
+class NotACheck(Exception):
+    """The request target is not under the door's path prefix."""
+
+
+def to_context(request: HttpRequest, path_prefix: str) -> RequestContext:
+    target = request.target
+    if not target.startswith(path_prefix) or target[len(path_prefix) : len(path_prefix) + 1] \
+            != "/":
+        raise NotACheck(target)
+    path, _, query = target[len(path_prefix) :].partition("?")
+    headers: dict[str, str] = {}
+    duplicates: set[str] = set()
+    attributes: dict[str, str] = {}
+    repeated: set[str] = set()
+    for name, value in request.headers:
+        if name.startswith(ATTRIBUTE_PREFIX):
+            known = _ATTRIBUTE.get(name)
+            if known is not None:
+                if known in attributes:
+                    repeated.add(known)
+                attributes[known] = value
+            continue
+        if name in headers:
+            duplicates.add(name)
+            headers[name] = f"{headers[name]}{'; ' if name == 'cookie' else ','}{value}"
+        else:
+            headers[name] = value
+    for known in repeated:
+        # Envoy sets each once; twice means something else set it too: trust neither.
+        attributes[known] = ""
+    extensions = _NO_EXTENSIONS
+    route, scopes = attributes.get("route"), attributes.get("scopes")
+    if route or scopes:
+        extensions = MappingProxyType({
+            k: v for k, v in ((ROUTE_EXTENSION, route), (SCOPES_EXTENSION, scopes)) if v
+        })
+    fingerprint = attributes.get("peer_certificate_sha256", "")
+    return RequestContext(
+        method=request.method.upper(),
+        path=path,
+        host=headers.get("host", ""),
+        scheme=attributes.get("scheme") or "https",
+        query=query,
+        headers=MappingProxyType(headers),
+        duplicate_headers=frozenset(duplicates),
+        peer_principal=attributes.get("peer_principal", ""),
+        peer_certificate=bool(fingerprint),
+        context_extensions=extensions,
+        request_id=headers.get("x-request-id", ""),
+        body=request.body,
+        source_address=attributes.get("source_address", ""),
+        peer_certificate_sha256=fingerprint.replace(":", "").lower(),
+    )
+
+
+class AnswerRenderer:
+    """Answers as HTTP responses; a reused Allow's (a cached token's) status line and
+    headers are rendered once and kept, the rate-limit headers added per request."""
+
+    def __init__(self, memo_entries: int = 10_000) -> None:
+        self._heads: Memo[bytes] = Memo(memo_entries)
+
+    def render(self, answer: Answer, request_id: str, *, head_only: bool = False) -> bytes:
+        decision = answer.decision
+        if not isinstance(decision, Allow):
+            return deny_response(decision, request_id, head_only=head_only)
+        head = self._heads.get(decision, None)
+        if head is None:
+            head = self._heads.put(decision, None, allow_head(decision))
+        return allow_response(head, answer.client_headers)
+
+
+def _lines(headers: Iterator[tuple[str, str]] | list[tuple[str, str]]) -> bytes:
+    return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)
+
+
+def allow_head(allow: Allow) -> bytes:
+    """An allow's response up to (not including) the client headers and the blank line;
+    the same for every request a cached token makes on this route."""
+    headers = list(allow.headers)
+    if allow.remove_headers:
+        headers.append((HEADERS_TO_REMOVE, ",".join(allow.remove_headers)))
+    headers.extend(allow.metadata.items())
+    return _STATUS_LINES[200] + b"content-length: 0\r\n" + _lines(headers)
+
+
+def allow_response(head: bytes, client_headers: tuple[tuple[str, str], ...]) -> bytes:
+    if not client_headers:
+        return head + b"\r\n"
+    return head + _lines(list(client_headers)) + b"\r\n"
+
+
+def deny_response(deny: Deny, request_id: str, *, head_only: bool = False) -> bytes:
+    status = deny.status if deny.status in _STATUS_LINES and deny.status != 200 else 403
+    body = denial_body(deny, request_id)
+    headers = [*denial_headers(deny), ("content-length", str(len(body)))]
+    response = _STATUS_LINES[status] + _lines(headers) + b"\r\n"
+    return response if head_only else response + body

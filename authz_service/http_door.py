@@ -1,0 +1,74 @@
+"""The HTTP door: Envoy's ext_authz `http_service` (and NGINX auth_request, Traefik
+forwardAuth) on tollgate.http_server, deciding with the same pipeline as gRPC.
+
+Paths under `path_prefix` are checks; `/healthz` answers liveness and `/ready`
+readiness (503 while draining), for probes that speak HTTP. A decision that needs
+no I/O is answered in the same loop turn (tollgate.eager); a cached token's allow
+is rendered once per route and its bytes kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from authz_service.http_adapter import AnswerRenderer, NotACheck, to_context
+from authz_service.models import Answer
+from authz_service.pipeline import CheckUnavailable, Pipeline
+from tollgate.eager import start
+from tollgate.http_server import HttpRequest, Response, simple_response
+
+DEFAULT_PATH_PREFIX = "/check"
+_UNAVAILABLE = simple_response(503, b"authorization unavailable")
+_NOT_FOUND = simple_response(404, b'{"error":"not_found","error_description":"not a check '
+                             b'path"}', "application/json")
+
+
+class HttpCheckDoor:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        path_prefix: str = DEFAULT_PATH_PREFIX,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
+        if not path_prefix.startswith("/") or path_prefix.endswith("/"):
+            raise ValueError(f"path prefix '{path_prefix}' must start with '/' and not end "
+                             "with one (e.g. /check)")
+        self.pipeline = pipeline
+        self.path_prefix = path_prefix
+        self.ready = ready
+        self.answers = AnswerRenderer()
+
+    def __call__(self, request: HttpRequest) -> Response:
+        try:
+            ctx = to_context(request, self.path_prefix)
+        except NotACheck:
+            return self._other(request)
+        head_only = request.method == "HEAD"
+        try:
+            outcome = start(self.pipeline.decide(ctx))
+        except CheckUnavailable:
+            return _UNAVAILABLE
+        if isinstance(outcome, Answer):
+            return self.answers.render(outcome, ctx.request_id, head_only=head_only)
+        return self._later(outcome, ctx.request_id, head_only)
+
+    async def _later(self, task: Awaitable[Answer], request_id: str, head_only: bool) -> bytes:
+        try:
+            answer = await task
+        except CheckUnavailable:
+            return _UNAVAILABLE
+        return self.answers.render(answer, request_id, head_only=head_only)
+
+    def _other(self, request: HttpRequest) -> bytes:
+        path = request.target.partition("?")[0]
+        head = request.method == "HEAD"
+        if path == "/healthz" and request.method in ("GET", "HEAD"):
+            return simple_response(200, b"ok\n", head=head)
+        if path == "/ready" and request.method in ("GET", "HEAD"):
+            if self.ready():
+                return simple_response(200, b"ready\n", head=head)
+            return simple_response(503, b"not ready\n", head=head)
+        return _NOT_FOUND
+
+

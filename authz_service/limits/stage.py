@@ -1,0 +1,134 @@
+"""Running one limit stage of the pipeline: build its descriptors, count them in one
+store call, and turn the statuses into a 429 (or a 503 the operator asked for).
+
+The only I/O of the rate-limit part of authz: `RateLimiter.should_rate_limit`, the
+same call ratelimit-service makes, on the same store. Every set of the stage goes in
+one query, so a stage costs at most one store round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from authz_service import denials
+from authz_service.limits.actions import LimitInput
+from authz_service.limits.compiled import CompiledLimits, CompiledSet
+from authz_service.models import Deny
+from ratelimit_service.decision import Code, DecisionSettings, DescriptorStatus
+from ratelimit_service.headers import rate_limit_headers, retry_after
+from ratelimit_service.limiter import FailureMode, RateLimiter
+from ratelimit_service.model import Descriptor, RateLimitQuery, Stats
+from ratelimit_service.stores import CounterStore, StoreUnavailable
+from tollgate.reload import ConfigHolder
+
+log = logging.getLogger("authz.limits")
+
+OK = "ok"
+OVER_LIMIT = "over_limit"
+SHADOWED = "shadowed"  # over, but the set is in shadow mode: allowed
+STORE_FAILED_OPEN = "store_failed_open"
+STORE_FAILED_CLOSED = "store_failed_closed"
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    """A stage's statuses (for the rate-limit headers), its denial if any, and each
+    set's outcome (metrics and the decision log)."""
+
+    statuses: tuple[DescriptorStatus, ...] = ()
+    denial: Deny | None = None
+    outcomes: tuple[tuple[str, str], ...] = ()  # (set name, outcome)
+
+
+EMPTY = StageResult()
+HEADER_NAMES = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+class LimitCounter:
+    """The service's counter store, and a RateLimiter per compiled rule snapshot."""
+
+    def __init__(
+        self,
+        store: CounterStore,
+        *,
+        key_prefix: str = "",
+        clock: Callable[[], float] = time.time,
+        stats: Stats | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = DecisionSettings(key_prefix=key_prefix)
+        self.clock = clock
+        self.stats = stats if stats is not None else Stats()
+        self._limiter: tuple[CompiledLimits, RateLimiter] | None = None
+        self._last_failure_log = 0.0
+
+    def limiter(self, limits: CompiledLimits) -> RateLimiter:
+        current = self._limiter
+        if current is not None and current[0] is limits:
+            return current[1]
+        limiter = RateLimiter(
+            ConfigHolder(limits.rules), self.store, self.settings,
+            failure_mode=FailureMode.CLOSED, clock=self.clock, stats=self.stats,
+        )
+        self._limiter = (limits, limiter)
+        return limiter
+
+    async def run(
+        self,
+        limits: CompiledLimits,
+        sets: Sequence[CompiledSet],
+        inp: LimitInput,
+        realm_route: str,
+    ) -> StageResult:
+        per_set: list[tuple[CompiledSet, int, int]] = []  # set, first index, count
+        descriptors: list[Descriptor] = []
+        for limit_set in sets:
+            built = limit_set.descriptors_for(inp)
+            if built:
+                per_set.append((limit_set, len(descriptors), len(built)))
+                descriptors.extend(built)
+        if not descriptors:
+            return EMPTY
+        query = RateLimitQuery(limits.domain, tuple(descriptors))
+        try:
+            decision = await self.limiter(limits).should_rate_limit(query)
+        except StoreUnavailable as exc:
+            return self._store_failed(per_set, exc, realm_route)
+        statuses = decision.statuses
+        outcomes: list[tuple[str, str]] = []
+        limiting: list[DescriptorStatus] = []
+        for limit_set, first, count in per_set:
+            mine = statuses[first : first + count]
+            over = [s for s in mine if s.code is Code.OVER_LIMIT]
+            if not over:
+                outcomes.append((limit_set.name, OK))
+            elif limit_set.shadow:
+                outcomes.append((limit_set.name, SHADOWED))
+            else:
+                outcomes.append((limit_set.name, OVER_LIMIT))
+                limiting.extend(over)
+        if not limiting:
+            return StageResult(statuses, None, tuple(outcomes))
+        headers = rate_limit_headers(statuses, limits.style, HEADER_NAMES)
+        wait = retry_after(limiting) or 1
+        denial = denials.rate_limited(wait, headers, realm_route)
+        return StageResult(statuses, denial, tuple(outcomes))
+
+    def _store_failed(
+        self, per_set: list[tuple[CompiledSet, int, int]], exc: StoreUnavailable, route: str
+    ) -> StageResult:
+        closed = [s.name for s, _, _ in per_set if not s.fail_open]
+        now = time.monotonic()
+        if now - self._last_failure_log >= 1.0:  # one line per second, not per request
+            self._last_failure_log = now
+            log.warning("rate-limit store unavailable", extra={
+                "error": str(exc), "denying_sets": closed})
+        outcomes = tuple(
+            (s.name, STORE_FAILED_OPEN if s.fail_open else STORE_FAILED_CLOSED)
+            for s, _, _ in per_set
+        )
+        denial = denials.limits_unavailable(route) if closed else None
+        return StageResult((), denial, outcomes)

@@ -1,0 +1,28 @@
+"""Reading, validating and compiling a policy file (and what a reload must watch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from authz_service.compiled import CompiledPolicy, compile_config
+from authz_service.config import AuthzConfig
+from authz_service.key_registry import KeyRegistry
+from tollgate.config import load_config_file
+
+
+def load_policy(path: str | Path, keys: KeyRegistry) -> CompiledPolicy:
+    """Read, validate and compile a config file; ConfigError names file and line."""
+    path = Path(path)
+    factory = keys.factory(path.parent)
+
+    def build(data: object) -> CompiledPolicy:
+        return compile_config(AuthzConfig.model_validate(data), factory, path.parent)
+
+    policy = load_config_file(path, build)
+    keys.activate(factory.built)
+    return policy
+
+
+def watched_files(policy: CompiledPolicy) -> tuple[Path, ...]:
+    """Files besides the policy whose change must reload it (its rate-limit rules)."""
+    return policy.limits.files if policy.limits is not None else ()

@@ -1,0 +1,318 @@
+"""A plain HTTP/1.1 server for checks: uvloop's transports, httptools' C parser.
+
+Built for one caller that matters, Envoy (and NGINX or Traefik): keep-alive
+connections carrying many small requests, sometimes pipelined. The handler gets
+each parsed request and returns the whole response as bytes, or an awaitable of
+them; answers go out in request order whatever order they finish in.
+
+Bounded everywhere a peer could make it grow: header count and bytes, body bytes,
+requests queued per connection (reading pauses past it), the time a request may
+take to arrive. Malformed or oversized requests are answered 400/413/431 and the
+connection closed, so a peer never gets an allow out of a broken request.
+
+Drain (SIGTERM): the listener closes; each connection answers what it has with
+`connection: close` and closes after it; connections still idle when the grace
+period ends are closed then. A request is never cut off mid-answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import httptools
+
+log = logging.getLogger("tollgate.http")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_count: int = 100  # Envoy's own default for requests
+    max_header_bytes: int = 64 * 1024  # request line + headers
+    max_body_bytes: int = 1024 * 1024
+    max_queued: int = 64  # pipelined requests awaiting their answers
+    request_seconds: float = 30.0  # from the first byte of a request to its end
+
+
+@dataclass(slots=True)
+class HttpRequest:
+    method: str
+    target: str  # as sent: path and query
+    headers: list[tuple[str, str]]  # names lower-cased, in order
+    body: bytes
+    peer: str  # the peer's address ("" on a Unix socket)
+    keep_alive: bool
+
+
+Response = bytes | Awaitable[bytes]
+Handler = Callable[[HttpRequest], Response]
+
+
+def simple_response(status: int, body: bytes = b"", content_type: str = "text/plain",
+                    *, head: bool = False) -> bytes:
+    """A small response with a body (errors, health)."""
+    lines = [
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+        f"content-type: {content_type}",
+        "cache-control: no-store",
+        f"content-length: {len(body)}",
+    ]
+    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode()
+    return head_bytes if head else head_bytes + body
+
+
+def with_connection_close(response: bytes) -> bytes:
+    line_end = response.find(b"\r\n")
+    return response[: line_end + 2] + b"connection: close\r\n" + response[line_end + 2 :]
+
+
+class _RequestTooLarge(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.handler = server.handler
+        self.limits = server.limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.queue: deque[asyncio.Future[bytes] | bytes] = deque()
+        self.closing = False  # answer what is queued, then close
+        self.paused = False
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._in_request = False  # between the first byte of a request and its end
+        self._timer: asyncio.TimerHandle | None = None
+
+    # --- transport callbacks ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else ""
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.forget(self)
+        self._cancel_timer()
+        for pending in self.queue:
+            if isinstance(pending, asyncio.Future):
+                pending.cancel()
+        self.queue.clear()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after an error or in a drain nothing more is read
+        try:
+            self.parser.feed_data(data)
+        except _RequestTooLarge as exc:
+            self._refuse(exc.status, str(exc))
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "protocol upgrades are not served")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"malformed request ({exc.__class__.__name__})")
+
+    # --- parser callbacks -------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_request = True
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_bytes = 0
+        if self._timer is None and self.limits.request_seconds > 0:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.limits.request_seconds, self._too_slow)
+
+    def on_url(self, url: bytes) -> None:
+        self._header_bytes += len(url)
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _RequestTooLarge(414, "request target too long")
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _RequestTooLarge(431, "request headers too large")
+        if len(self._headers) >= self.limits.max_header_count:
+            raise _RequestTooLarge(431, "too many request headers")
+        self._headers.append((name.decode("latin-1").lower(), value.decode("utf-8", "replace")))
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            raise _RequestTooLarge(413, "request body too large")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_request = False
+        self._cancel_timer()
+        parser = self.parser
+        request = HttpRequest(
+            method=parser.get_method().decode("latin-1"),
+            target=self._url.decode("latin-1"),
+            headers=self._headers,
+            body=b"".join(self._body) if self._body else b"",
+            peer=self.peer,
+            keep_alive=parser.should_keep_alive(),
+        )
+        if not request.keep_alive:
+            self.closing = True
+        try:
+            response = self.handler(request)
+        except Exception:
+            log.exception("request handler failed")
+            response = simple_response(500, b"internal error")
+        if isinstance(response, bytes):
+            if not self.queue:
+                self._send(response)
+                return
+            self.queue.append(response)
+        else:
+            self.queue.append(self._waiting(response))
+        if len(self.queue) >= self.limits.max_queued and not self.paused and self.transport:
+            self.paused = True
+            self.transport.pause_reading()
+
+    # --- answering ---------------------------------------------------------------
+
+    def _waiting(self, response: Awaitable[bytes]) -> asyncio.Future[bytes]:
+        future = asyncio.ensure_future(response)
+        future.add_done_callback(self._flush)
+        return future
+
+    def _flush(self, _: object = None) -> None:
+        queue = self.queue
+        while queue:
+            head = queue[0]
+            if isinstance(head, asyncio.Future):
+                if not head.done():
+                    return
+                if head.cancelled():
+                    return  # the connection is going away
+                exc = head.exception()
+                if exc is not None:
+                    log.error("request handler failed", exc_info=exc)
+                    body = simple_response(500, b"internal error")
+                else:
+                    body = head.result()
+            else:
+                body = head
+            queue.popleft()
+            self._send(body, more=bool(queue))
+            if self.transport is None:
+                return
+        if self.paused and self.transport is not None and not self.closing:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _send(self, response: bytes, *, more: bool = False) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        last = self.closing and not more and not self.queue
+        if self.server.draining and not more and not self.queue:
+            last = True
+        if last:
+            transport.write(with_connection_close(response))
+            transport.close()
+            return
+        transport.write(response)
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """Answer a request we will not parse further, then close (after what is queued)."""
+        self.closing = True
+        self._cancel_timer()
+        self.queue.append(simple_response(status, detail.encode()))
+        self._flush()
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        self._refuse(408, "request not received in time")
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def drain(self) -> None:
+        """Answer what is in flight with `connection: close`; close now if idle."""
+        if not self.queue and self.transport is not None and not self._in_request:
+            self.transport.close()
+
+
+@dataclass
+class HttpServer:
+    """One listener (HOST:PORT or unix:PATH) serving `handler`."""
+
+    address: str
+    handler: Handler
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    connections: set[_Connection] = field(default_factory=set)
+    draining: bool = False
+    bound: str = ""
+    _server: asyncio.AbstractServer | None = None
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def forget(self, connection: _Connection) -> None:
+        self.connections.discard(connection)
+        if not self.connections:
+            self._idle.set()
+
+    async def start(self) -> str:
+        loop = asyncio.get_running_loop()
+        address = self.address.strip()
+        if address.startswith("unix:"):
+            path = address[len("unix:"):]
+            path = "/" + path.lstrip("/") if path.startswith("//") else path
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a stale socket from a killed process
+            self._server = await loop.create_unix_server(lambda: _Connection(self), path)
+            self.bound = f"unix:{path}"
+        else:
+            host, _, port = address.rpartition(":")
+            host = host.strip("[]")
+            server = await loop.create_server(
+                lambda: _Connection(self), host, int(port), reuse_address=True, backlog=1024
+            )
+            for sock in server.sockets:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._server = server
+            bound_port = server.sockets[0].getsockname()[1]
+            self.bound = f"{host}:{bound_port}"
+        return self.bound
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening, let connections finish within `grace` seconds, then close."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            connection.drain()
+        if self.connections:
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), max(grace, 0.0))
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+        if self.bound.startswith("unix:"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.bound[len("unix:"):])
