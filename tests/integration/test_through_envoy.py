@@ -212,6 +212,7 @@ def test_healthz_needs_no_authz(stack: Stack) -> None:
     assert https(stack, "GET", "/healthz").status == 200
 
 
+@pytest.mark.parametrize("stack", ["grpc"], indirect=True)
 def test_ratelimit_service_down_fails_open(stack: Stack) -> None:
     """failure_mode_deny: false: limits are capacity protection, authz still applies."""
     bearer = mint(stack, sub="judy")

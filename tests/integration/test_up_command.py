@@ -32,9 +32,10 @@ def up(run_dir: Path, *extra: str, issuer_port: int | None = None) -> list[str]:
             "--issuer-port", str(issuer_port or free_port()), *extra]
 
 
-@pytest.mark.parametrize("transport", ["uds", "tcp"])
-def test_check_runs_the_demo_and_exits_zero(run_dir: Path, transport: str) -> None:
-    result = subprocess.run(up(run_dir, "--check", "--transport", transport),
+@pytest.mark.parametrize(("layout", "transport"),
+                         [("http", "uds"), ("http", "tcp"), ("grpc", "uds"), ("grpc", "tcp")])
+def test_check_runs_the_demo_and_exits_zero(run_dir: Path, layout: str, transport: str) -> None:
+    result = subprocess.run(up(run_dir, "--check", "--layout", layout, "--transport", transport),
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "all as expected" in result.stdout
@@ -47,10 +48,17 @@ def test_up_prints_curl_lines_and_stops_on_a_signal(run_dir: Path, stop: signal.
                                                      ) -> None:
     with subprocess.Popen(up(run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as proc:
-        _up_then_stop(proc, run_dir, stop)
+        _up_then_stop(proc, run_dir, stop, parts=2)  # authz, envoy
 
 
-def _up_then_stop(proc: subprocess.Popen[str], run_dir: Path, stop: signal.Signals) -> None:
+def test_the_grpc_layout_runs_both_services_and_stops_them(run_dir: Path) -> None:
+    with subprocess.Popen(up(run_dir, "--layout", "grpc"), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        _up_then_stop(proc, run_dir, signal.SIGTERM, parts=3)  # authz, ratelimit, envoy
+
+
+def _up_then_stop(proc: subprocess.Popen[str], run_dir: Path, stop: signal.Signals,
+                  parts: int) -> None:
     assert proc.stdout is not None
     lines: list[str] = []
     os.set_blocking(proc.stdout.fileno(), False)
@@ -70,7 +78,7 @@ def _up_then_stop(proc: subprocess.Popen[str], run_dir: Path, stop: signal.Signa
         pids = [int(p) for p in subprocess.run(
             ["pgrep", "-f", str(run_dir)], capture_output=True, text=True, check=False
         ).stdout.split()]
-        assert len([p for p in pids if p != proc.pid]) >= 3  # authz, ratelimit, envoy
+        assert len([p for p in pids if p != proc.pid]) == parts
         proc.send_signal(stop)
         assert proc.wait(30) == 0
         assert "stopping" in proc.stdout.read()
