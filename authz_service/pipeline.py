@@ -33,6 +33,7 @@ from authz_service.limits.stage import HEADER_NAMES, LimitCounter, StageResult
 from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.policy import CompiledRoute
+from ratelimit_service.decision import DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers
 from ratelimit_service.stores.memory import MemoryStore
 from tollgate.reload import ConfigHolder
@@ -110,7 +111,8 @@ class Pipeline:
 
         after: StageResult | None = None
         if limits is not None and limits.after:
-            after = await self._limit(policy, limits.after, LimitInput(ctx, routed.name, proven))
+            after = await self._limit(policy, limits.after, LimitInput(ctx, routed.name, proven),
+                                      before.statuses if before is not None else ())
             if after.denial is not None:
                 return Answer(after.denial)
 
@@ -122,12 +124,16 @@ class Pipeline:
                                                    HEADER_NAMES) if statuses else ())
 
     async def _limit(
-        self, policy: CompiledPolicy, sets: tuple[CompiledSet, ...], inp: LimitInput
+        self,
+        policy: CompiledPolicy,
+        sets: tuple[CompiledSet, ...],
+        inp: LimitInput,
+        earlier: tuple[DescriptorStatus, ...] = (),
     ) -> StageResult:
         limits = policy.limits
         if limits is None:  # the caller checked; keeps the types honest under -O
             return StageResult()
-        result = await self.counter.run(limits, sets, inp, inp.route)
+        result = await self.counter.run(limits, sets, inp, earlier)
         for name, outcome in result.outcomes:
             key = (name, outcome)
             counter = self._limit_counters.get(key)

@@ -60,15 +60,24 @@ def parse_config_text(
         # pydantic adds the union member / discriminator names into loc; keep the
         # parts that exist in the document for the line lookup.
         line = line_of(doc.lines, _document_path(loc, doc.data))
-        reason = err["msg"]
-        if err["type"] == "extra_forbidden":
-            reason = f"unknown key '{loc[-1]}'"
+        reason = _our_words(err["type"], err["msg"], loc)
         where = _loc_text(loc)
         raise ConfigError(file, line, f"{where}: {reason}" if where else reason) from None
     except LocatedError as exc:
         line = line_of(doc.lines, exc.path)
         where = _loc_text(exc.path)
         raise ConfigError(file, line, f"{where}: {exc.reason}" if where else exc.reason) from None
+
+
+def _our_words(kind: str, message: str, loc: tuple[Any, ...]) -> str:
+    """pydantic's message in the terms of a YAML file."""
+    if kind == "extra_forbidden":
+        return f"unknown key '{loc[-1]}'"
+    if kind == "missing":
+        return f"missing required key '{loc[-1]}'"
+    if kind in ("value_error", "assertion_error"):
+        return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return message
 
 
 def _document_path(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:

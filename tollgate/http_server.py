@@ -10,9 +10,13 @@ requests queued per connection (reading pauses past it), the time a request may
 take to arrive. Malformed or oversized requests are answered 400/413/431 and the
 connection closed, so a peer never gets an allow out of a broken request.
 
-Drain (SIGTERM): the listener closes; each connection answers what it has with
-`connection: close` and closes after it; connections still idle when the grace
-period ends are closed then. A request is never cut off mid-answer.
+Drain (SIGTERM): every answer from then on carries `connection: close` and its
+connection closes after it; idle connections are closed at once. The listener stays
+open until connections have been quiet for a moment or the grace period ends, so a
+check that met a closing idle connection (HTTP/1.1 has no GOAWAY: the peer sees a
+reset before we read a byte, nothing was decided) is retried on a new connection
+and answered; Envoy's `retry_policy: {retry_on: reset}` does exactly that. A request
+that was read is answered, never cut off.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from http import HTTPStatus
 import httptools
 
 log = logging.getLogger("tollgate.http")
+
+QUIET_SECONDS = 0.25  # a drain stops listening once no connection came for this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,7 @@ def with_connection_close(response: bytes) -> bytes:
     return response[: line_end + 2] + b"connection: close\r\n" + response[line_end + 2 :]
 
 
-class _RequestTooLarge(Exception):
+class _Refused(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status
@@ -104,7 +110,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else ""
-        self.server.connections.add(self)
+        self.server.accepted(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
@@ -120,12 +126,15 @@ class _Connection(asyncio.Protocol):
             return  # after an error or in a drain nothing more is read
         try:
             self.parser.feed_data(data)
-        except _RequestTooLarge as exc:
-            self._refuse(exc.status, str(exc))
         except httptools.HttpParserUpgrade:
             self._refuse(400, "protocol upgrades are not served")
         except httptools.HttpParserError as exc:
-            self._refuse(400, f"malformed request ({exc.__class__.__name__})")
+            # httptools wraps what a callback raises: a refused request is ours.
+            cause = exc.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, str(cause))
+            else:
+                self._refuse(400, f"malformed request ({exc.__class__.__name__})")
 
     # --- parser callbacks -------------------------------------------------------
 
@@ -143,21 +152,25 @@ class _Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._header_bytes += len(url)
         if self._header_bytes > self.limits.max_header_bytes:
-            raise _RequestTooLarge(414, "request target too long")
+            raise _Refused(414, "request target too long")
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.limits.max_header_bytes:
-            raise _RequestTooLarge(431, "request headers too large")
+            raise _Refused(431, "request headers too large")
         if len(self._headers) >= self.limits.max_header_count:
-            raise _RequestTooLarge(431, "too many request headers")
+            raise _Refused(431, "too many request headers")
         self._headers.append((name.decode("latin-1").lower(), value.decode("utf-8", "replace")))
+
+    def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():
+            raise _Refused(400, "protocol upgrades are not served")
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body_bytes:
-            raise _RequestTooLarge(413, "request body too large")
+            raise _Refused(413, "request body too large")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -268,7 +281,12 @@ class HttpServer:
     draining: bool = False
     bound: str = ""
     _server: asyncio.AbstractServer | None = None
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)  # the last connection left
+    _busy: asyncio.Event = field(default_factory=asyncio.Event)  # a connection arrived
+
+    def accepted(self, connection: _Connection) -> None:
+        self.connections.add(connection)
+        self._busy.set()
 
     def forget(self, connection: _Connection) -> None:
         self.connections.discard(connection)
@@ -300,16 +318,28 @@ class HttpServer:
         return self.bound
 
     async def stop(self, grace: float) -> None:
-        """Stop listening, let connections finish within `grace` seconds, then close."""
+        """Answer with `connection: close` from now on; once connections have been quiet
+        for QUIET_SECONDS (or `grace` ends), stop listening and close what is left."""
         self.draining = True
-        if self._server is not None:
-            self._server.close()
         for connection in list(self.connections):
             connection.drain()
-        if self.connections:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
+        while loop.time() < deadline:
             self._idle.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), max(grace, 0.0))
+            if self.connections:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), deadline - loop.time())
+                continue
+            # No connection: stop once none arrives for a moment (a retry may be coming).
+            try:
+                await asyncio.wait_for(self._busy.wait(), min(QUIET_SECONDS,
+                                                              deadline - loop.time()))
+            except TimeoutError:
+                break
+            self._busy.clear()
+        if self._server is not None:
+            self._server.close()
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()

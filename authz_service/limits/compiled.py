@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +94,7 @@ def compile_limits(
     try:
         rules = load_rules(rules_path, merge_domains=config.merge_domains)
     except ConfigError as exc:
-        raise LocatedError((*here, "rules"), f"rules: {exc}") from None
+        raise LocatedError((*here, "rules"), f"cannot load the rules: {exc}") from None
     if config.domain not in rules.domains:
         known = ", ".join(sorted(rules.domains)) or "none"
         raise LocatedError(
@@ -146,9 +145,9 @@ def _compile_set(spec: LimitSet, at: tuple[str | int, ...]) -> CompiledSet:
                 )
             try:
                 entries.append(kind.compile(value, name))
-            except (ClaimPathError, ValueError, re.error) as exc:
-                field = "path" if isinstance(value, ClaimValue) else name
-                raise LocatedError((*where, name, field), str(exc)) from None
+            except ClaimPathError as exc:
+                field = ("path",) if isinstance(value, ClaimValue) else ()
+                raise LocatedError((*where, name, *field), str(exc)) from None
         descriptors.append(CompiledDescriptor(tuple(entries), descriptor.hits_addend))
     return CompiledSet(
         name=spec.name,

@@ -7,9 +7,10 @@ authentication (`subject`, `plan`, `claim`, ...).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 _HEADER = r"^(:?[a-z0-9!#$%&'*+.^_`|~-]{1,128})$"
@@ -58,6 +59,16 @@ class StringMatch(Model):
         if sum(k is not None for k in kinds) != 1:
             raise ValueError("set exactly one of exact, prefix, suffix, contains, safe_regex")
         return self
+
+    @field_validator("safe_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return value
 
 
 class HeaderMatcher(Model):

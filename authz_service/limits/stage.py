@@ -81,8 +81,10 @@ class LimitCounter:
         limits: CompiledLimits,
         sets: Sequence[CompiledSet],
         inp: LimitInput,
-        realm_route: str,
+        earlier: tuple[DescriptorStatus, ...] = (),
     ) -> StageResult:
+        """Count this stage's descriptors; `earlier`: the statuses of the stage before,
+        so a 429 shows every limit the request met."""
         per_set: list[tuple[CompiledSet, int, int]] = []  # set, first index, count
         descriptors: list[Descriptor] = []
         for limit_set in sets:
@@ -96,7 +98,7 @@ class LimitCounter:
         try:
             decision = await self.limiter(limits).should_rate_limit(query)
         except StoreUnavailable as exc:
-            return self._store_failed(per_set, exc, realm_route)
+            return self._store_failed(per_set, exc, inp.route)
         statuses = decision.statuses
         outcomes: list[tuple[str, str]] = []
         limiting: list[DescriptorStatus] = []
@@ -112,9 +114,9 @@ class LimitCounter:
                 limiting.extend(over)
         if not limiting:
             return StageResult(statuses, None, tuple(outcomes))
-        headers = rate_limit_headers(statuses, limits.style, HEADER_NAMES)
+        headers = rate_limit_headers(earlier + statuses, limits.style, HEADER_NAMES)
         wait = retry_after(limiting) or 1
-        denial = denials.rate_limited(wait, headers, realm_route)
+        denial = denials.rate_limited(wait, headers, inp.route)
         return StageResult(statuses, denial, tuple(outcomes))
 
     def _store_failed(

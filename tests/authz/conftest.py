@@ -59,6 +59,11 @@ routes:
     match: {{path: {{prefix: /admin}}}}
     identities: [mesh]
     require: {{principals: ["spiffe://tollgate.test/ns/prod/sa/admin"]}}
+  - name: validated
+    match: {{methods: [POST], path: {{exact: /validated}}}}
+    identities: [idp]
+    validate:
+      schema: {{type: object, properties: {{n: {{type: integer}}}}}}
 {extra_routes}
 upstream:
   claims: {{email: x-user-email}}

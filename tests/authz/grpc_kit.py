@@ -129,6 +129,8 @@ def authz_process(
                 binary("authz-service"),
                 "--config", str(config),
                 "--grpc-address", f"unix:{socket_path}",
+                # Both doors, so the suite can ask each (tests/authz/door_kit.py).
+                "--http-address", f"unix:{workdir / 'authz-http.sock'}",
                 "--reload-interval", "0.05",
                 "--log-level", "debug",
             ],

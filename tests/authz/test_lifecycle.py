@@ -45,13 +45,13 @@ BROKEN = {
     "bad_algorithm": (
         BASE.replace("jwks_uri: https://issuer.test/jwks\n",
                      "jwks_uri: https://issuer.test/jwks\n      algorithms: [RS1]\n"),
-        "7: identities[0].jwt.algorithms: Value error, algorithm 'RS1' is not supported "
+        "7: identities[0].jwt.algorithms: algorithm 'RS1' is not supported "
         "(allowed: ES256, ES384, ES512, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, "
         "RS256, RS384, RS512)",
     ),
     "hs_without_secret": (
         BASE.replace("jwks_uri: https://issuer.test/jwks", "algorithms: [HS256]"),
-        "4: identities[0].jwt: Value error, HS* algorithms need an explicit 'shared_secret_env'",
+        "4: identities[0].jwt: HS* algorithms need an explicit 'shared_secret_env'",
     ),
     "unknown_identity_source": (
         BASE.replace("identities: [idp]", "identities: [nobody]"),
@@ -82,7 +82,8 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.Comp
 def test_check_config_accepts_the_embedded_default() -> None:
     result = run_cli(binary("authz-service"), "--check-config", str(DEFAULT_CONFIG))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"{DEFAULT_CONFIG}: ok (2 identity sources, 6 routes)"
+    assert result.stdout.strip() == (
+        f"{DEFAULT_CONFIG}: ok (2 identity sources, 6 routes, 2 rate-limit sets)")
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

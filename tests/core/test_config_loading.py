@@ -53,7 +53,7 @@ def test_missing_key_points_at_its_mapping() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config_text("items:\n  - count: 1\n", "c.yaml", build)
     assert err.value.line == 2
-    assert "items[0].name: Field required" in err.value.reason
+    assert "items[0].name: missing required key 'name'" in err.value.reason
 
 
 def test_duplicate_key_is_rejected_with_its_line() -> None:

@@ -16,7 +16,6 @@ import pytest
 from tests.support import free_port
 from tollgate.stack import Stack, StackOptions
 
-
 LAYOUTS = ["http", "grpc"]
 
 

@@ -6,14 +6,17 @@ not interfere. The last two tests stop a service, so they stay last.
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.support import wait_for
 from tollgate import demo_issuer, token
-from tollgate.stack import Response, Stack, request
+from tollgate.stack import Response, Stack, request, tls_context
 
 pytestmark = pytest.mark.integration
 
@@ -212,6 +215,50 @@ def test_healthz_needs_no_authz(stack: Stack) -> None:
     assert https(stack, "GET", "/healthz").status == 200
 
 
+# --- the HTTP door's own guarantees, through Envoy -------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["http"], indirect=True)
+def test_forged_attribute_headers_never_reach_authz(stack: Stack) -> None:
+    """Only Envoy sets x-tollgate-attr-*: a client's are not in allowed_headers, so a
+    claimed peer identity without a certificate is no identity at all."""
+    forged = {"x-tollgate-attr-peer-principal": "spiffe://tollgate.local/ns/demo/sa/admin",
+              "x-tollgate-attr-peer-cert-sha256": "ab" * 32,
+              "x-tollgate-attr-route": "public",
+              "x-tollgate-attr-source-address": "10.9.9.9"}
+    denied = https(stack, "GET", "/admin/settings", headers=forged)
+    assert denied.status == 401
+    assert denied.json()["error"] == "missing_credentials"
+    # On the mTLS listener, Envoy's own value wins over a forged one.
+    peer = mtls(stack, "intruder", "/admin/settings", headers=forged)
+    assert peer.status == 403 and peer.json()["error"] == "peer_not_allowed"
+
+
+@pytest.mark.parametrize("stack", ["http"], indirect=True)
+def test_a_forged_token_flood_is_held_back_before_any_signature_check(stack: Stack) -> None:
+    """The embedded policy counts 50 requests a second per client address before
+    authentication: past that, forged tokens are answered 429 unread."""
+    context = tls_context(stack.ca)
+    forged = token.mint(stack.run_dir, sub="mallory")[:-8] + "AAAAAAAA"
+    conn = http.client.HTTPSConnection("localhost", stack.options.https_port, context=context,
+                                       timeout=10)
+    codes: list[str] = []
+    try:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and "rate_limited" not in codes:
+            conn.request("GET", "/orders/1", headers={"authorization": f"Bearer {forged}"})
+            answer = conn.getresponse()
+            codes.append(json.loads(answer.read())["error"])
+    finally:
+        conn.close()
+    assert codes[-1] == "rate_limited"
+    assert set(codes[:-1]) == {"invalid_token"}
+    assert len(codes) <= 101  # at most two one-second windows of 50 were looked at
+    # Leave the address's budget as found: wait for the next window.
+    wait_for(lambda: https(stack, "GET", "/public/info").status == 200, 5,
+             "the per-address window to pass")
+
+
 @pytest.mark.parametrize("stack", ["grpc"], indirect=True)
 def test_ratelimit_service_down_fails_open(stack: Stack) -> None:
     """failure_mode_deny: false: limits are capacity protection, authz still applies."""
@@ -232,3 +279,4 @@ def test_authz_service_down_fails_closed(stack: Stack) -> None:
     assert https(stack, "GET", "/public/info").status == 403
     # /healthz has ext_authz disabled per route: it still answers.
     assert https(stack, "GET", "/healthz").status == 200
+

@@ -1,0 +1,171 @@
+"""The contract between Envoy and authz-service (protos/tollgate/v1/), held against the
+code and every shipped Envoy config: metadata keys, context-extension keys, the HTTP
+door's attribute headers and their allow-list, and the denial bodies."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import jsonschema_rs
+import pytest
+import yaml
+
+from authz_service import denials
+from authz_service.bodies import denial_body, denial_headers
+from authz_service.compiled import compile_config
+from authz_service.config import AuthzConfig
+from authz_service.contract import (
+    ATTRIBUTE_HEADERS,
+    ATTRIBUTE_PREFIX,
+    ATTRIBUTES,
+    METADATA_KEYS,
+    ROUTE_EXTENSION,
+    SCOPES_EXTENSION,
+)
+from authz_service.engine import finish
+from authz_service.http_door import DEFAULT_PATH_PREFIX
+from authz_service.limits.stage import HEADER_NAMES
+from authz_service.models import Identity, IdentityKind, RequestContext
+from authz_service.problems import ProblemDetail
+from tollgate.stack import ENVOY_DIR, render
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ROOT / "protos" / "tollgate" / "v1"
+
+
+def proto_fields(message: str) -> list[str]:
+    text = (PROTOS / "contract.proto").read_text()
+    body = re.search(rf"message {message} \{{(.*?)\n\}}", text, re.S)
+    assert body is not None, message
+    return re.findall(r"^\s*string (\w+) = \d+;", body.group(1), re.M)
+
+
+def envoy_config(name: str) -> dict[str, Any]:
+    values = {"RUN_DIR": "/run", "HTTPS_PORT": 1, "MTLS_PORT": 2, "ADMIN_PORT": 3,
+              "UPSTREAM_PORT": 4}
+    loaded: dict[str, Any] = yaml.safe_load(render(ENVOY_DIR / name, values))
+    return loaded
+
+
+def ext_authz(config: dict[str, Any]) -> dict[str, Any]:
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network in chain["filters"]:
+                for http_filter in network["typed_config"]["http_filters"]:
+                    if http_filter["name"] == "envoy.filters.http.ext_authz":
+                        found: dict[str, Any] = http_filter["typed_config"]
+                        return found
+    raise AssertionError("no ext_authz filter")
+
+
+def matches(pattern: dict[str, Any], name: str) -> bool:
+    """Envoy's StringMatcher on a header name (names are lower-case already)."""
+    if "exact" in pattern:
+        return bool(name == pattern["exact"].lower())
+    if "prefix" in pattern:
+        return name.startswith(pattern["prefix"].lower())
+    if "suffix" in pattern:
+        return name.endswith(pattern["suffix"].lower())
+    if "contains" in pattern:
+        return pattern["contains"].lower() in name
+    if "safe_regex" in pattern:
+        return re.fullmatch(pattern["safe_regex"]["regex"], name) is not None
+    raise AssertionError(f"unknown matcher {pattern}")
+
+
+HTTP = ext_authz(envoy_config("envoy.yaml"))
+
+
+def test_the_metadata_keys_are_the_contracts_and_the_engines() -> None:
+    assert tuple(proto_fields("AuthzMetadata")) == METADATA_KEYS
+    config = AuthzConfig.model_validate({"routes": [{"name": "r", "anonymous": True}]})
+    policy = compile_config(config, lambda name, source: None)  # type: ignore[arg-type,return-value]
+    full = Identity(IdentityKind.JWT, "alice", "idp", frozenset({"a"}), issuer="https://i",
+                    tenant="t", plan="p", claims=MappingProxyType({}))
+    allow = finish(policy, policy.routes[0], full, RequestContext("GET", "/"))
+    assert tuple(allow.metadata) == METADATA_KEYS  # type: ignore[union-attr]
+
+
+def test_the_http_layout_turns_exactly_the_metadata_headers_into_metadata() -> None:
+    patterns = HTTP["http_service"]["authorization_response"]["dynamic_metadata_from_headers"]
+    assert [p["exact"] for p in patterns["patterns"]] == list(METADATA_KEYS)
+
+
+def test_the_grpc_layouts_ratelimit_actions_read_only_contract_metadata() -> None:
+    text = (ENVOY_DIR / "envoy-grpc.yaml").read_text()
+    keys = re.findall(r"path: \[\{key: (\w+)\}\]", text)
+    assert keys and set(keys) <= set(METADATA_KEYS)
+
+
+def test_context_extension_keys() -> None:
+    assert proto_fields("ContextExtensions") == [ROUTE_EXTENSION, SCOPES_EXTENSION]
+
+
+def test_the_attribute_headers_are_the_contracts_and_envoy_sets_each_one() -> None:
+    from_proto = {ATTRIBUTE_PREFIX + f.replace("_", "-") for f in proto_fields("HttpAttributes")}
+    assert from_proto == set(ATTRIBUTE_HEADERS.values())
+    added = {h["key"]: h["value"]
+             for h in HTTP["http_service"]["authorization_request"]["headers_to_add"]}
+    assert added == {ATTRIBUTE_PREFIX + header: value for header, value in ATTRIBUTES.values()}
+
+
+def test_no_allowed_header_pattern_lets_a_client_send_an_attribute_header() -> None:
+    patterns = HTTP["allowed_headers"]["patterns"]
+    for header in ATTRIBUTE_HEADERS.values():
+        assert not any(matches(p, header) for p in patterns), header
+    assert "allowed_headers" not in HTTP["http_service"]["authorization_request"]
+
+
+def test_the_path_prefix_is_the_doors_default() -> None:
+    assert HTTP["http_service"]["path_prefix"] == DEFAULT_PATH_PREFIX
+
+
+def every_denial() -> list[Any]:
+    problem = ProblemDetail(400, "schema_violation", "does not match", pointer="/a")
+    return [
+        denials.missing_credentials("r"), denials.invalid_token("r", "token expired"),
+        denials.invalid_request("r", "empty credential"),
+        denials.insufficient_scope("r", "orders:write"), denials.access_denied("no"),
+        denials.no_route(), denials.internal_error(), denials.malformed(problem),
+        denials.rate_limited(3, (("x-ratelimit-limit", "5"), ("x-ratelimit-remaining", "0"),
+                                 ("x-ratelimit-reset", "3"))),
+        denials.rate_limited(3, (("RateLimit-Policy", '"a";q=1;w=1'),
+                                 ("RateLimit", '"a";r=0;t=1'))),
+        denials.limits_unavailable(),
+    ]
+
+
+@pytest.mark.parametrize("deny", every_denial(), ids=lambda d: d.code)
+def test_every_denial_body_is_the_schemas(deny: Any) -> None:
+    schema = json.loads((PROTOS / "denial.schema.json").read_text())
+    body = json.loads(denial_body(deny, "3f1c-req"))
+    jsonschema_rs.validate(schema, body)
+
+
+@pytest.mark.parametrize("deny", every_denial(), ids=lambda d: d.code)
+def test_the_http_layout_passes_every_denial_header_to_the_client(deny: Any) -> None:
+    patterns = HTTP["http_service"]["authorization_response"]["allowed_client_headers"]
+    for name, _ in denial_headers(deny):
+        assert any(matches(p, name.lower()) for p in patterns["patterns"]), name
+
+
+def test_the_http_layout_passes_the_rate_limit_headers_on_an_allow() -> None:
+    patterns = HTTP["http_service"]["authorization_response"][
+        "allowed_client_headers_on_success"]["patterns"]
+    for name in (*HEADER_NAMES, "ratelimit-policy", "ratelimit"):
+        assert any(matches(p, name) for p in patterns), name
+
+
+def test_identity_headers_go_upstream_and_metadata_headers_do_not() -> None:
+    patterns = HTTP["http_service"]["authorization_response"]["allowed_upstream_headers"][
+        "patterns"]
+    upstream = AuthzConfig().upstream
+    for header in (upstream.subject, upstream.identity, upstream.scopes, upstream.tenant,
+                   upstream.plan):
+        assert header is not None and any(matches(p, header) for p in patterns), header
+    for key in METADATA_KEYS:
+        assert not any(matches(p, key) for p in patterns), key
