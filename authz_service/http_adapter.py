@@ -16,7 +16,6 @@ from types import MappingProxyType
 from authz_service.bodies import denial_body, denial_headers
 from authz_service.contract import (
     ATTRIBUTE_HEADERS,
-    ATTRIBUTE_PREFIX,
     HEADERS_TO_REMOVE,
     ROUTE_EXTENSION,
     SCOPES_EXTENSION,
@@ -40,26 +39,15 @@ def to_context(request: HttpRequest, path_prefix: str) -> RequestContext:
             != "/":
         raise NotACheck(target)
     path, _, query = target[len(path_prefix) :].partition("?")
-    headers: dict[str, str] = {}
-    duplicates: set[str] = set()
-    attributes: dict[str, str] = {}
-    repeated: set[str] = set()
-    for name, value in request.headers:
-        if name.startswith(ATTRIBUTE_PREFIX):
-            known = _ATTRIBUTE.get(name)
-            if known is not None:
-                if known in attributes:
-                    repeated.add(known)
-                attributes[known] = value
-            continue
-        if name in headers:
-            duplicates.add(name)
-            headers[name] = f"{headers[name]}{'; ' if name == 'cookie' else ','}{value}"
-        else:
-            headers[name] = value
-    for known in repeated:
-        # Envoy sets each once; twice means something else set it too: trust neither.
-        attributes[known] = ""
+    lines = request.headers
+    headers = dict(lines)
+    duplicates: frozenset[str] = frozenset()
+    if len(headers) == len(lines):
+        # Each name once (Envoy joins repeats): take the attributes out of the headers.
+        attributes = {field: headers.pop(header) for field, header in _ATTRIBUTE_FIELDS
+                      if header in headers}
+    else:
+        headers, duplicates, attributes = _with_repeats(lines)
     extensions = _NO_EXTENSIONS
     route, scopes = attributes.get("route"), attributes.get("scopes")
     if route or scopes:
@@ -74,15 +62,44 @@ def to_context(request: HttpRequest, path_prefix: str) -> RequestContext:
         scheme=attributes.get("scheme") or "https",
         query=query,
         headers=MappingProxyType(headers),
-        duplicate_headers=frozenset(duplicates),
+        duplicate_headers=duplicates,
         peer_principal=attributes.get("peer_principal", ""),
         peer_certificate=bool(fingerprint),
         context_extensions=extensions,
         request_id=headers.get("x-request-id", ""),
         body=request.body,
         source_address=attributes.get("source_address", ""),
-        peer_certificate_sha256=fingerprint.replace(":", "").lower(),
+        peer_certificate_sha256=fingerprint.replace(":", "").lower() if fingerprint else "",
     )
+
+
+_ATTRIBUTE_FIELDS = tuple(ATTRIBUTE_HEADERS.items())
+
+
+def _with_repeats(
+    lines: list[tuple[str, str]],
+) -> tuple[dict[str, str], frozenset[str], dict[str, str]]:
+    """A request with a header name on several lines: joined as Envoy's map form joins
+    them (cookies with '; ', others with ','), and an attribute set twice trusted for
+    neither (Envoy sets each once: a second one came from somewhere else)."""
+    headers: dict[str, str] = {}
+    duplicates: set[str] = set()
+    attributes: dict[str, str] = {}
+    repeated: set[str] = set()
+    for name, value in lines:
+        known = _ATTRIBUTE.get(name)
+        if known is not None:
+            if known in attributes:
+                repeated.add(known)
+            attributes[known] = value
+        elif name in headers:
+            duplicates.add(name)
+            headers[name] = f"{headers[name]}{'; ' if name == 'cookie' else ','}{value}"
+        else:
+            headers[name] = value
+    for known in repeated:
+        attributes[known] = ""
+    return headers, frozenset(duplicates), attributes
 
 
 class AnswerRenderer:

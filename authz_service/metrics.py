@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
+from tollgate.hot_metrics import LabelledCounter, LatencyHistogram
 from tollgate.metrics import REGISTRY
 
-DECISIONS = Counter(
+# Counted on every request: the hot-path kinds (tollgate.hot_metrics), same exposition.
+DECISIONS = LabelledCounter(
     "tollgate_authz_decisions",
     "Check decisions by outcome, stable error code and route policy.",
     ["decision", "code", "route"],
-    registry=REGISTRY,
 )
-CHECK_SECONDS = Histogram(
+CHECK_SECONDS = LatencyHistogram(
     "tollgate_authz_check_duration_seconds",
     "Time to decide one Check, transport excluded.",
     buckets=(0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0),
-    registry=REGISTRY,
 )
 JWKS_FETCHES = Counter(
     "tollgate_authz_jwks_fetches",
@@ -29,10 +29,9 @@ TOKEN_CACHE_ENTRIES = Gauge(
     "Verified tokens currently cached.",
     registry=REGISTRY,
 )
-LIMIT_OUTCOMES = Counter(
+LIMIT_OUTCOMES = LabelledCounter(
     "tollgate_authz_rate_limit_decisions",
     "Rate-limit sets evaluated in the Check, by set and outcome (ok, over_limit, shadowed, "
     "store_failed_open, store_failed_closed).",
     ["limit_set", "outcome"],
-    registry=REGISTRY,
 )

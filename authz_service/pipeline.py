@@ -21,8 +21,6 @@ import logging
 import time
 from collections.abc import Callable
 
-from prometheus_client import Counter
-
 from authz_service import engine
 from authz_service.compiled import CompiledPolicy
 from authz_service.denials import internal_error
@@ -60,8 +58,6 @@ class Pipeline:
         self.counter = counter if counter is not None else LimitCounter(MemoryStore(),
                                                                         clock=clock)
         self.clock = clock
-        self._counters: dict[tuple[str, str, str], Counter] = {}
-        self._limit_counters: dict[tuple[str, str], Counter] = {}
 
     async def decide(self, ctx: RequestContext) -> Answer:
         """The answer for one request; never raises but CheckUnavailable."""
@@ -134,20 +130,12 @@ class Pipeline:
         if limits is None:  # the caller checked; keeps the types honest under -O
             return StageResult()
         result = await self.counter.run(limits, sets, inp, earlier)
-        for name, outcome in result.outcomes:
-            key = (name, outcome)
-            counter = self._limit_counters.get(key)
-            if counter is None:
-                counter = self._limit_counters[key] = LIMIT_OUTCOMES.labels(name, outcome)
-            counter.inc()
+        for outcome in result.outcomes:
+            LIMIT_OUTCOMES.inc(outcome)
         return result
 
-    def _count(self, decision: str, code: str, route: str) -> None:
-        # prometheus_client's labels() hashes and locks on every call: keep each
-        # child counter once (codes and routes come from the config: bounded).
-        key = (decision, code, route)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = DECISIONS.labels(decision, code, route)
-        counter.inc()
+    @staticmethod
+    def _count(decision: str, code: str, route: str) -> None:
+        # Codes and routes come from the code and the config: bounded label values.
+        DECISIONS.inc((decision, code, route))
 

@@ -1,21 +1,26 @@
 """Envoy + Tollgate, side by side with Envoy's own filters, in one run.
 
     .venv/bin/python bench/envoy_bench.py [--seconds 10] [--connections 32] [--rate 1000]
-                                          [--cases passthrough,jwt_authn,...] [--out FILE]
+                                          [--cases local,jwt_authn,...] [--out FILE]
 
-Every case runs the same Envoy 1.40 (one worker) proxying to an upstream that
-answers directly (a second listener of that Envoy: Envoy's ratelimit filter
-skips direct-response routes), with one set of filters in front: nothing
-(passthrough), native jwt_authn (RS256, uncached and cached), native
-local_ratelimit, Tollgate authz (RS256 JWT + scope + headers + metadata),
-Tollgate ratelimit on memory and on Redis, and both. Load comes from h2load
-(`--h1`) at a fixed number of connections, with a per-request log for exact
-p50/p99/p99.9, then from bench/paced_load.py at a fixed, evenly paced rate
-(h2load's `--rps` sends in bursts: see that file). For each case it records
-req/s, latency, CPU microseconds and context switches per request of Envoy and
-of each Tollgate process (/proc/PID/stat, /proc/PID/task/*/status), their peak
-RSS (VmHWM) and Redis commands per request (INFO commandstats), and writes a
-Markdown table with ratios to the baselines.
+Every case runs the same Envoy 1.40 (one worker). The filters are measured against a
+route that answers locally (`direct_response`), so no upstream's cost hides theirs:
+Envoy alone (local), native jwt_authn (RS256, uncached and cached), native
+local_ratelimit, and each Tollgate door with its floor: the plain-HTTP door
+(http_floor: a trivial uvloop + httptools server allowing every Bearer; http_authz:
+Tollgate authz, RS256 JWT + scope + headers + metadata, cached token; _limit_memory /
+_limit_redis: plus a rate limit decided in the same call) and the gRPC door
+(grpc_floor: an empty grpc.aio handler; grpc_authz...). Envoy's ratelimit filter skips
+direct responses, so the two-hop layout (authz over gRPC + ratelimit-service behind
+Envoy's ratelimit filter) and ratelimit-service alone are measured against an upstream
+(a second listener of the same Envoy answering directly), beside `passthrough`.
+Load comes from h2load (`--h1`) at a fixed number of connections, with a
+per-request log for exact p50/p99/p99.9, then from bench/paced_load.py at a fixed,
+evenly paced rate (h2load's `--rps` sends in bursts: see that file). For each case it
+records req/s, latency, CPU microseconds and context switches per request of Envoy and
+of each Tollgate process (/proc/PID/stat, /proc/PID/task/*/status), their peak RSS
+(VmHWM) and Redis commands per request (INFO commandstats), and writes a Markdown
+table with ratios to the baselines.
 """
 
 from __future__ import annotations
@@ -45,17 +50,22 @@ from tests.authz import jwt_kit  # noqa: E402
 from tests.support import binary, free_port, stop_process, wait_for  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-ALL_CASES = [
-    "passthrough",
+LOCAL_CASES = [
+    "local",
     "jwt_authn",
     "jwt_authn_cached",
     "local_ratelimit",
-    "empty_authz",
-    "tollgate_authz",
-    "tollgate_ratelimit_memory",
-    "tollgate_ratelimit_redis",
-    "tollgate_both",
+    "http_floor",
+    "http_authz",
+    "http_authz_limit_memory",
+    "http_authz_limit_redis",
+    "grpc_floor",
+    "grpc_authz",
+    "grpc_authz_limit_memory",
+    "grpc_authz_limit_redis",
 ]
+UPSTREAM_CASES = ["passthrough", "ratelimit_memory", "ratelimit_redis", "two_hop"]
+ALL_CASES = LOCAL_CASES + UPSTREAM_CASES
 
 AUTHZ_CONFIG = """
 identities:
@@ -77,6 +87,45 @@ descriptors:
   - key: subject
     rate_limit: {unit: second, requests_per_unit: 1000000000}
 """
+
+# The same limit as the ratelimit-service cases, decided inside the Check.
+AUTHZ_LIMITS = """
+rate_limits:
+  rules: {rules}
+  domain: bench
+  sets:
+    - name: per-subject
+      stage: after_authz
+      descriptors: [{{actions: [{{subject: {{}}}}]}}]
+      on_store_failure: deny
+"""
+
+
+def shipped_http_ext_authz() -> dict[str, Any]:
+    """The ext_authz filter of envoy/envoy.yaml (the HTTP layout), as shipped."""
+    from tollgate.stack import ENVOY_DIR, render  # noqa: PLC0415
+
+    values = {"RUN_DIR": "/x", "HTTPS_PORT": 1, "MTLS_PORT": 2, "ADMIN_PORT": 3,
+              "UPSTREAM_PORT": 4}
+    shipped = yaml.safe_load(render(ENVOY_DIR / "envoy.yaml", values))
+    hcm = shipped["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    for http_filter in hcm["typed_config"]["http_filters"]:
+        if http_filter["name"] == "envoy.filters.http.ext_authz":
+            config: dict[str, Any] = http_filter["typed_config"]
+            config["http_service"]["server_uri"] = {
+                "uri": "http://authz", "cluster": "authz", "timeout": "2s"}
+            return config
+    raise SystemExit("envoy/envoy.yaml has no ext_authz filter")
+
+
+def uds_cluster(name: str, socket: Path) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(socket)}}}}]}]},
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -125,18 +174,22 @@ def grpc_cluster(name: str, socket: Path) -> dict[str, Any]:
 def envoy_config(case: str, port: int, admin: int, work: Path, jwks: dict[str, Any]) -> str:
     filters: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
-    # Every case routes to an upstream (a second listener of the same Envoy that
-    # answers directly): Envoy's ratelimit filter skips direct_response routes.
     upstream_port = free_port()
-    route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
-    clusters.append({
-        "name": "upstream",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {
-                "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
-    })
+    if case in UPSTREAM_CASES:
+        # Envoy's ratelimit filter skips direct_response routes: these route to an
+        # upstream, a second listener of the same Envoy that answers directly.
+        route: dict[str, Any] = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+        clusters.append({
+            "name": "upstream",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": upstream_port}}}}]}]},
+        })
+    else:
+        route = {"match": {"prefix": "/"},
+                 "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}
     if case.startswith("jwt_authn"):
         provider: dict[str, Any] = {
             "issuer": jwt_kit.ISSUER,
@@ -167,7 +220,11 @@ def envoy_config(case: str, port: int, admin: int, work: Path, jwks: dict[str, A
                 "filter_enforced": {"default_value": {"numerator": 100}},
             },
         })
-    if case in ("tollgate_authz", "tollgate_both", "empty_authz"):
+    if case.startswith("http_"):
+        filters.append({"name": "envoy.filters.http.ext_authz",
+                        "typed_config": shipped_http_ext_authz()})
+        clusters.append(uds_cluster("authz", work / "authz.sock"))
+    if case.startswith("grpc_") or case == "two_hop":
         filters.append({
             "name": "envoy.filters.http.ext_authz",
             "typed_config": {
@@ -178,7 +235,7 @@ def envoy_config(case: str, port: int, admin: int, work: Path, jwks: dict[str, A
             },
         })
         clusters.append(grpc_cluster("authz", work / "authz.sock"))
-    if case.startswith("tollgate_ratelimit") or case == "tollgate_both":
+    if case.startswith("ratelimit_") or case == "two_hop":
         filters.append({
             "name": "envoy.filters.http.ratelimit",
             "typed_config": {
@@ -279,29 +336,34 @@ def start_case(case: str, work: Path, port: int, jwks: dict[str, Any]) -> Proces
     redis = None
     redis_port = 0
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if case == "empty_authz":
-        services["authz"] = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "empty_authz.py"), f"unix:{work}/authz.sock"],
-            **quiet,
+    if case.endswith("_redis"):
+        redis_port = free_port()
+        redis = subprocess.Popen(
+            [binary("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no"], **quiet,
         )
-        wait_for((work / "authz.sock").exists, 30, "authz socket")
-    if case in ("tollgate_authz", "tollgate_both"):
+        wait_for(lambda: _redis_ready(redis_port), 20, "redis")
+    redis_url = f"redis://127.0.0.1:{redis_port}/0" if redis else ""
+    sock = f"unix:{work}/authz.sock"
+    if case in ("http_floor", "grpc_floor"):
+        floor = "empty_http_authz.py" if case == "http_floor" else "empty_authz.py"
         services["authz"] = subprocess.Popen(
-            [binary("authz-service"), "--http-address", "off", "--config", str(work / "authz.yaml"),
-             "--grpc-address", f"unix:{work}/authz.sock", "--log-level", "error"], **quiet,
+            [sys.executable, str(ROOT / "bench" / floor), sock], **quiet)
+    elif case.startswith(("http_", "grpc_")) or case == "two_hop":
+        door = "--http-address" if case.startswith("http_") else "--grpc-address"
+        other = "--grpc-address" if door == "--http-address" else "--http-address"
+        policy = "authz-limits.yaml" if "_limit_" in case else "authz.yaml"
+        services["authz"] = subprocess.Popen(
+            [binary("authz-service"), door, sock, other, "off", "--config", str(work / policy),
+             "--limits-redis-url", redis_url, "--log-level", "error"], **quiet,
         )
+    if "authz" in services:
         wait_for((work / "authz.sock").exists, 30, "authz socket")
-    if case.startswith("tollgate_ratelimit") or case == "tollgate_both":
+    if case.startswith("ratelimit_") or case == "two_hop":
         argv = [binary("ratelimit-service"), "--config", str(work / "ratelimit.yaml"),
                 "--grpc-address", f"unix:{work}/ratelimit.sock", "--log-level", "error"]
-        if case == "tollgate_ratelimit_redis":
-            redis_port = free_port()
-            redis = subprocess.Popen(
-                [binary("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
-                 "--save", "", "--appendonly", "no"], **quiet,
-            )
-            wait_for(lambda: _redis_ready(redis_port), 20, "redis")
-            argv += ["--redis-url", f"redis://127.0.0.1:{redis_port}/0"]
+        if redis_url:
+            argv += ["--redis-url", redis_url]
         services["ratelimit"] = subprocess.Popen(argv, **quiet)
         wait_for((work / "ratelimit.sock").exists, 30, "ratelimit socket")
     envoy = subprocess.Popen(
@@ -396,25 +458,40 @@ def _http_ok(url: str, headers: list[str]) -> bool:
     return out == "200"
 
 
+def reference(case: str) -> str | None:
+    """What a case is compared with beyond jwt_authn: its floor, or its door without limits."""
+    if case.endswith(("_limit_memory", "_limit_redis")):
+        return case.split("_limit_", maxsplit=1)[0]
+    if case in ("http_authz", "grpc_authz"):
+        return case.replace("_authz", "_floor")
+    return None
+
+
 def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     base = {r["case"]: r for r in rows}
-    passthrough = base.get("passthrough")
     native = base.get("jwt_authn")
     lines = [
         f"Envoy 1.40, 1 worker; h2load --h1, {args.connections} connections, "
         f"{args.seconds:.0f} s per case (after a 1 s warm-up); then {args.rate} req/s "
-        f"evenly paced (bench/paced_load.py) for the fixed-rate columns.",
+        f"evenly paced (bench/paced_load.py) for the fixed-rate columns. `vs Envoy alone`: "
+        f"against `local` (a direct response) or, for the cases behind Envoy's ratelimit "
+        f"filter, `passthrough` (an upstream). `vs ref`: an authz door against its floor, "
+        f"a rate-limited case against the same door without limits.",
         "",
-        "| case | req/s | vs passthrough | vs jwt_authn | p50 ms | p99 ms | p99.9 ms "
+        "| case | req/s | vs Envoy alone | vs jwt_authn | vs ref | p50 ms | p99 ms | p99.9 ms "
         "| p50 / p99 @ rate ms | added p99 @ rate | CPU µs/req (envoy / authz / ratelimit) "
         "| context switches/req (envoy / authz / ratelimit) "
         "| peak RSS MB | Redis cmds/req | 200s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|",
     ]
+
+    def ratio(row: dict[str, Any], other: dict[str, Any] | None) -> str:
+        return f"{row['rps'] / other['rps']:.2f}x" if other else "-"
+
     for r in rows:
-        vs_pass = r["rps"] / passthrough["rps"] if passthrough else float("nan")
-        vs_native = r["rps"] / native["rps"] if native else float("nan")
-        added = r["fixed"]["p99"] - passthrough["fixed"]["p99"] if passthrough else float("nan")
+        alone = base.get("passthrough" if r["case"] in UPSTREAM_CASES else "local")
+        ref_name = reference(r["case"])
+        added = f"{r['fixed']['p99'] - alone['fixed']['p99']:+.2f}" if alone else "-"
         cpu = " / ".join(f"{r['cpu_us'].get(n, 0):.0f}" for n in ("envoy", "authz", "ratelimit"))
         switches = " / ".join(
             f"{r['switches'].get(n, 0):.1f}" for n in ("envoy", "authz", "ratelimit")
@@ -422,10 +499,11 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         rss = " / ".join(f"{v:.0f}" for v in r["rss_mb"].values())
         redis = f"{r['redis_per_req']:.2f}" if r["redis_per_req"] is not None else "-"
         lines.append(
-            f"| {r['case']} | {r['rps']:.0f} | {vs_pass:.2f}x | {vs_native:.2f}x "
+            f"| {r['case']} | {r['rps']:.0f} | {ratio(r, alone)} | {ratio(r, native)} "
+            f"| {ratio(r, base.get(ref_name)) if ref_name else '-'} "
             f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['p999']:.2f} "
             f"| {r['fixed']['p50']:.2f} / {r['fixed']['p99']:.2f} "
-            f"| {added:+.2f} | {cpu} | {switches} | {rss} | {redis} | {r['ok']:.0%} |"
+            f"| {added} | {cpu} | {switches} | {rss} | {redis} | {r['ok']:.0%} |"
         )
     return "\n".join(lines)
 
@@ -449,6 +527,8 @@ def main() -> None:
     (work / "authz.yaml").write_text(AUTHZ_CONFIG.format(
         issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE, jwks=work / "jwks.json"))
     (work / "ratelimit.yaml").write_text(RATELIMIT_CONFIG)
+    (work / "authz-limits.yaml").write_text(
+        (work / "authz.yaml").read_text() + AUTHZ_LIMITS.format(rules=work / "ratelimit.yaml"))
     token = jwt_kit.mint(key, exp=int(time.time()) + 3600)
 
     rows = []
