@@ -94,6 +94,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.queue: deque[asyncio.Future[bytes] | bytes] = deque()
+        # Parsed but not yet handled: a chunk can hold many pipelined requests, and only
+        # `max_queued` are handled at a time (the rest wait here, reading is paused).
+        self.waiting: deque[HttpRequest] = deque()
         self.closing = False  # answer what is queued, then close
         self.paused = False
         self._url = b""
@@ -102,7 +105,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self._in_request = False  # between the first byte of a request and its end
-        self._timer: asyncio.TimerHandle | None = None
+        self._began = 0.0  # when the request in progress began (loop time)
+        self._loop = asyncio.get_running_loop()
 
     # --- transport callbacks ----------------------------------------------------
 
@@ -114,7 +118,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
-        self._cancel_timer()
         for pending in self.queue:
             if isinstance(pending, asyncio.Future):
                 pending.cancel()
@@ -140,14 +143,12 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_request = True
+        self._began = self._loop.time()  # the server's sweep refuses a request too slow
         self._url = b""
         self._headers = []
         self._header_bytes = 0
         self._body = []
         self._body_bytes = 0
-        if self._timer is None and self.limits.request_seconds > 0:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.limits.request_seconds, self._too_slow)
 
     def on_url(self, url: bytes) -> None:
         self._header_bytes += len(url)
@@ -175,7 +176,8 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_request = False
-        self._cancel_timer()
+        if self.closing:
+            return  # after a request that closes the connection nothing more is served
         parser = self.parser
         request = HttpRequest(
             method=parser.get_method().decode("latin-1"),
@@ -187,6 +189,15 @@ class _Connection(asyncio.Protocol):
         )
         if not request.keep_alive:
             self.closing = True
+        if self.waiting or len(self.queue) >= self.limits.max_queued:
+            self.waiting.append(request)
+            if not self.paused and self.transport is not None:
+                self.paused = True
+                self.transport.pause_reading()
+            return
+        self._handle(request)
+
+    def _handle(self, request: HttpRequest) -> None:
         try:
             response = self.handler(request)
         except Exception:
@@ -194,14 +205,11 @@ class _Connection(asyncio.Protocol):
             response = simple_response(500, b"internal error")
         if isinstance(response, bytes):
             if not self.queue:
-                self._send(response)
+                self._send(response, more=bool(self.waiting))
                 return
             self.queue.append(response)
         else:
             self.queue.append(self._waiting(response))
-        if len(self.queue) >= self.limits.max_queued and not self.paused and self.transport:
-            self.paused = True
-            self.transport.pause_reading()
 
     # --- answering ---------------------------------------------------------------
 
@@ -228,10 +236,13 @@ class _Connection(asyncio.Protocol):
             else:
                 body = head
             queue.popleft()
-            self._send(body, more=bool(queue))
+            self._send(body, more=bool(queue) or bool(self.waiting))
             if self.transport is None:
                 return
-        if self.paused and self.transport is not None and not self.closing:
+            while self.waiting and len(queue) < self.limits.max_queued:
+                self._handle(self.waiting.popleft())
+        if self.paused and not self.waiting and self.transport is not None \
+                and not self.closing:
             self.paused = False
             self.transport.resume_reading()
 
@@ -239,9 +250,8 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        last = self.closing and not more and not self.queue
-        if self.server.draining and not more and not self.queue:
-            last = True
+        last = (self.closing or self.server.draining) and not more and not self.queue \
+            and not self.waiting
         if last:
             transport.write(with_connection_close(response))
             transport.close()
@@ -251,18 +261,16 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, status: int, detail: str) -> None:
         """Answer a request we will not parse further, then close (after what is queued)."""
         self.closing = True
-        self._cancel_timer()
+        self._in_request = False
         self.queue.append(simple_response(status, detail.encode()))
         self._flush()
 
-    def _too_slow(self) -> None:
-        self._timer = None
-        self._refuse(408, "request not received in time")
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def too_slow(self, now: float, limit: float) -> bool:
+        """Refuse (408) a request that began more than `limit` seconds ago."""
+        if self._in_request and not self.closing and now - self._began > limit:
+            self._refuse(408, "request not received in time")
+            return True
+        return False
 
     def drain(self) -> None:
         """Answer what is in flight with `connection: close`; close now if idle."""
@@ -283,6 +291,7 @@ class HttpServer:
     _server: asyncio.AbstractServer | None = None
     _idle: asyncio.Event = field(default_factory=asyncio.Event)  # the last connection left
     _busy: asyncio.Event = field(default_factory=asyncio.Event)  # a connection arrived
+    _sweeper: asyncio.TimerHandle | None = None
 
     def accepted(self, connection: _Connection) -> None:
         self.connections.add(connection)
@@ -293,8 +302,21 @@ class HttpServer:
         if not self.connections:
             self._idle.set()
 
+    def _sweep(self) -> None:
+        """One timer for every connection (a timer per request costs more than the
+        request): a request still arriving after `request_seconds` is refused."""
+        loop = asyncio.get_running_loop()
+        limit = self.limits.request_seconds
+        now = loop.time()
+        for connection in list(self.connections):
+            connection.too_slow(now, limit)
+        self._sweeper = loop.call_later(max(limit / 4, 0.05), self._sweep)
+
     async def start(self) -> str:
         loop = asyncio.get_running_loop()
+        if self.limits.request_seconds > 0:
+            self._sweeper = loop.call_later(max(self.limits.request_seconds / 4, 0.05),
+                                            self._sweep)
         address = self.address.strip()
         if address.startswith("unix:"):
             path = address[len("unix:"):]
@@ -340,6 +362,8 @@ class HttpServer:
             self._busy.clear()
         if self._server is not None:
             self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for connection in list(self.connections):
             if connection.transport is not None:
                 connection.transport.abort()

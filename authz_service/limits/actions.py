@@ -41,7 +41,7 @@ class _Skip:
 SKIP: Final = _Skip()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request, like RequestContext: never assigned to
 class LimitInput:
     """What a descriptor is built from at one point of the pipeline."""
 
