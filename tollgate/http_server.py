@@ -122,6 +122,7 @@ class _Connection(asyncio.Protocol):
             if isinstance(pending, asyncio.Future):
                 pending.cancel()
         self.queue.clear()
+        self.waiting.clear()
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
@@ -167,6 +168,11 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.parser.should_upgrade():
             raise _Refused(400, "protocol upgrades are not served")
+        for name, value in self._headers:
+            # Refused at once, not after reading a megabyte of a body that is too large.
+            if name == "content-length" and value.isdigit() \
+                    and int(value) > self.limits.max_body_bytes:
+                raise _Refused(413, "request body too large")
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
