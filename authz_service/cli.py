@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from authz_service.compiled import CompiledPolicy
-from authz_service.grpc_service import AuthorizationService, service_spec
-from authz_service.http_door import DEFAULT_PATH_PREFIX, HttpCheckDoor
-from authz_service.key_registry import KeyRegistry
+from authz_service.doors.grpc import AuthorizationService, service_spec
+from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
+from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.stage import LimitCounter
-from authz_service.loading import load_policy, watched_files
 from authz_service.metrics import TOKEN_CACHE_ENTRIES
 from authz_service.pipeline import Pipeline
+from authz_service.policy.compiled import CompiledPolicy
+from authz_service.policy.loading import load_policy, watched_files
 from ratelimit_service.stores.factory import StoreSettings, build_store
 from ratelimit_service.stores.target import TargetError
 from tollgate.config import ConfigError

@@ -1,6 +1,6 @@
 """The authz config file format (YAML), as frozen pydantic models.
 
-`compile_config` in `authz_service.compiled` turns a validated AuthzConfig into
+`compile_config` in `authz_service.policy.compiled` turns a validated AuthzConfig into
 the lookup structures the engine uses; this module only describes the file.
 """
 

@@ -12,7 +12,7 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from authz_service.problems import ProblemDetail
+from authz_service.validation.problems import ProblemDetail
 
 
 def _empty() -> MappingProxyType[str, str]:

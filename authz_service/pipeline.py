@@ -21,16 +21,16 @@ import logging
 import time
 from collections.abc import Callable
 
-from authz_service import engine
-from authz_service.compiled import CompiledPolicy
-from authz_service.denials import internal_error
-from authz_service.key_registry import KeyRegistry
+from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledSet
 from authz_service.limits.stage import HEADER_NAMES, LimitCounter, StageResult
 from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
-from authz_service.policy import CompiledRoute
+from authz_service.policy import engine
+from authz_service.policy.compiled import CompiledPolicy
+from authz_service.policy.denials import internal_error
+from authz_service.policy.routes import CompiledRoute
 from ratelimit_service.decision import DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers
 from ratelimit_service.stores.memory import MemoryStore

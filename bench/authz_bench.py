@@ -30,10 +30,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from authz_service.adapter import to_context  # noqa: E402
-from authz_service.engine import decide  # noqa: E402
-from authz_service.key_registry import KeyRegistry  # noqa: E402
-from authz_service.loading import load_policy  # noqa: E402
+from authz_service.doors.grpc_wire import to_context  # noqa: E402
+from authz_service.keys.registry import KeyRegistry  # noqa: E402
+from authz_service.policy.engine import decide  # noqa: E402
+from authz_service.policy.loading import load_policy  # noqa: E402
 from tests.authz import jwt_kit  # noqa: E402
 from tests.authz.grpc_kit import check_request  # noqa: E402
 

@@ -33,11 +33,11 @@ def rss_mb() -> tuple[float, float]:
 
 def authz(requests: int, subjects: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from authz_service.adapter import AnswerEncoder, to_context  # noqa: PLC0415
-    from authz_service.engine import decide  # noqa: PLC0415
-    from authz_service.key_registry import KeyRegistry  # noqa: PLC0415
-    from authz_service.loading import load_policy  # noqa: PLC0415
+    from authz_service.doors.grpc_wire import AnswerEncoder, to_context  # noqa: PLC0415
+    from authz_service.keys.registry import KeyRegistry  # noqa: PLC0415
     from authz_service.models import Answer  # noqa: PLC0415
+    from authz_service.policy.engine import decide  # noqa: PLC0415
+    from authz_service.policy.loading import load_policy  # noqa: PLC0415
     from tests.authz import jwt_kit  # noqa: PLC0415
     from tests.authz.grpc_kit import check_request  # noqa: PLC0415
 

@@ -45,10 +45,10 @@ import jsonschema_rs  # noqa: E402
 from authz_bench import measure  # noqa: E402
 
 from authz_service.config import Validation  # noqa: E402
-from authz_service.json_body import JsonLimits, parse_json  # noqa: E402
 from authz_service.models import RequestContext  # noqa: E402
-from authz_service.problems import Problem  # noqa: E402
-from authz_service.validation import compile_validation  # noqa: E402
+from authz_service.validation.json_body import JsonLimits, parse_json  # noqa: E402
+from authz_service.validation.problems import Problem  # noqa: E402
+from authz_service.validation.request import compile_validation  # noqa: E402
 from tests.authz.grpc_kit import check_request  # noqa: E402
 
 LIMIT_BYTES = 64 * 1024

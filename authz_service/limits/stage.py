@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from authz_service import denials
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledLimits, CompiledSet
 from authz_service.models import Deny
+from authz_service.policy import denials
 from ratelimit_service.decision import Code, DecisionSettings, DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers, retry_after
 from ratelimit_service.limiter import FailureMode, RateLimiter

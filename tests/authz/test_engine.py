@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from authz_service.compiled import CompiledPolicy, compile_config
 from authz_service.config import AuthzConfig, JwtSource
-from authz_service.engine import NeedKeys, decide
-from authz_service.jwt_source import KeyProvider
-from authz_service.keys import KeySet, parse_jwks
+from authz_service.identity.jwt import KeyProvider
+from authz_service.keys.keyset import KeySet, parse_jwks
 from authz_service.models import Allow, Deny, IdentityKind, RequestContext
+from authz_service.policy.compiled import CompiledPolicy, compile_config
+from authz_service.policy.engine import NeedKeys, decide
 from tests.authz import jwt_kit
 
 NOW = 1_700_000_000.0

@@ -14,9 +14,6 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from authz_service import denials
-from authz_service.bodies import denial_body, denial_headers
-from authz_service.compiled import compile_config
 from authz_service.config import AuthzConfig
 from authz_service.contract import (
     ATTRIBUTE_HEADERS,
@@ -26,11 +23,14 @@ from authz_service.contract import (
     ROUTE_EXTENSION,
     SCOPES_EXTENSION,
 )
-from authz_service.engine import finish
-from authz_service.http_door import DEFAULT_PATH_PREFIX
+from authz_service.doors.bodies import denial_body, denial_headers
+from authz_service.doors.http import DEFAULT_PATH_PREFIX
 from authz_service.limits.stage import HEADER_NAMES
 from authz_service.models import Identity, IdentityKind, RequestContext
-from authz_service.problems import ProblemDetail
+from authz_service.policy import denials
+from authz_service.policy.compiled import compile_config
+from authz_service.policy.engine import finish
+from authz_service.validation.problems import ProblemDetail
 from tollgate.stack import ENVOY_DIR, render
 
 ROOT = Path(__file__).resolve().parents[2]

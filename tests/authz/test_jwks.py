@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from authz_service.config import JwtSource
-from authz_service.jwks import RemoteJwks, cache_ttl, check_url
+from authz_service.keys.jwks import RemoteJwks, cache_ttl, check_url
 from tests.authz import jwt_kit
 from tests.authz.grpc_kit import authz_process, check_request
 from tests.authz.http_kit import HttpServer, Route, serve_http

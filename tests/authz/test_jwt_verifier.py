@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from authz_service.credentials import CookieLocation, HeaderLocation, Location, find_token
-from authz_service.errors import CredentialError
-from authz_service.jwt_verifier import (
+from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
+from authz_service.identity.errors import CredentialError
+from authz_service.identity.jwt_verifier import (
     ClaimRules,
     TokenError,
     UnknownKeyId,
@@ -24,7 +24,7 @@ from authz_service.jwt_verifier import (
     parse,
     verify_signature,
 )
-from authz_service.keys import KeySetError, key_set, parse_jwks
+from authz_service.keys.keyset import KeySetError, key_set, parse_jwks
 from authz_service.models import RequestContext
 from tests.authz import jwt_kit
 

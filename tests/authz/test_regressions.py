@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from types import MappingProxyType
 
-from authz_service.compiled import compile_config
 from authz_service.config import AuthzConfig
-from authz_service.engine import decide
-from authz_service.keys import KeySet, parse_jwks
+from authz_service.keys.keyset import KeySet, parse_jwks
 from authz_service.models import Allow, Deny, RequestContext
+from authz_service.policy.compiled import compile_config
+from authz_service.policy.engine import decide
 from tests.authz import jwt_kit
 
 T0 = 1_800_000_000.0
@@ -92,7 +92,7 @@ def test_an_unchanged_jwks_refresh_keeps_the_generation() -> None:
     import httpx
 
     from authz_service.config import JwtSource
-    from authz_service.jwks import RemoteJwks
+    from authz_service.keys.jwks import RemoteJwks
     from tests.authz.http_kit import serve_http
 
     with serve_http() as idp:
@@ -151,7 +151,7 @@ routes:
 
 
 def test_a_cached_token_reuses_its_answer_within_one_policy_only() -> None:
-    from authz_service.adapter import AnswerEncoder
+    from authz_service.doors.grpc_wire import AnswerEncoder
     from authz_service.models import Answer
 
     key = jwt_kit.rsa_key("k1")

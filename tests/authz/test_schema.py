@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from authz_service.config import Validation
-from authz_service.json_body import JsonLimits, parse_json
 from authz_service.models import RequestContext
-from authz_service.problems import Problem, ProblemDetail
-from authz_service.schema import JsonSchema, SchemaError
-from authz_service.validation import RequestValidator, compile_validation
+from authz_service.validation.json_body import JsonLimits, parse_json
+from authz_service.validation.problems import Problem, ProblemDetail
+from authz_service.validation.request import RequestValidator, compile_validation
+from authz_service.validation.schema import JsonSchema, SchemaError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 JSON = {"content-type": "application/json"}

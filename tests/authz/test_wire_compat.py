@@ -14,9 +14,9 @@ import pydantic
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_service.adapter import AnswerEncoder, to_context
-from authz_service.denials import insufficient_scope
+from authz_service.doors.grpc_wire import AnswerEncoder, to_context
 from authz_service.models import ANONYMOUS, Allow, Answer
+from authz_service.policy.denials import insufficient_scope
 from tests.authz.grpc_kit import check_request
 
 with warnings.catch_warnings():

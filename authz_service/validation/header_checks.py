@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from authz_service.models import RequestContext
-from authz_service.problems import Problem
+from authz_service.validation.problems import Problem
 
 _FORBIDDEN = re.compile(r"[\r\n\x00]")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from authz_service.config import JwtSource
-from authz_service.jwks import JwksFileKeys, RemoteJwks, StaticKeys
-from authz_service.jwt_source import KeyProvider
+from authz_service.identity.jwt import KeyProvider
+from authz_service.keys.jwks import JwksFileKeys, RemoteJwks, StaticKeys
 
 if TYPE_CHECKING:
     import httpx  # imported when a remote key source needs a client: ~4 MB of RSS

@@ -7,10 +7,10 @@ from types import MappingProxyType
 from typing import Protocol
 
 from authz_service.config import JwtSource
-from authz_service.credentials import CookieLocation, HeaderLocation, Location, find_token
-from authz_service.errors import InvalidCredential
-from authz_service.identity import string_list
-from authz_service.jwt_verifier import (
+from authz_service.identity.base import string_list
+from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
+from authz_service.identity.errors import InvalidCredential
+from authz_service.identity.jwt_verifier import (
     ClaimRules,
     TokenError,
     UnknownKeyId,
@@ -19,9 +19,9 @@ from authz_service.jwt_verifier import (
     parse,
     verify_signature,
 )
-from authz_service.keys import KeySet
+from authz_service.identity.token_cache import CachedIdentity, TokenCache
+from authz_service.keys.keyset import KeySet
 from authz_service.models import Identity, IdentityKind, RequestContext
-from authz_service.token_cache import CachedIdentity, TokenCache
 
 
 class KeyProvider(Protocol):

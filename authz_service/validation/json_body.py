@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from authz_service.problems import Problem, pointer_of
+from authz_service.validation.problems import Problem, pointer_of
 
 # The depth scan runs on a body json.loads accepted: escapes dropped first, then every
 # byte but brackets and quotes (bytes.translate, ~1 ns a byte), then the strings,

@@ -6,11 +6,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from authz_service import denials
 from authz_service.config import Requirements, RouteMatch, RoutePolicy, ScopeRule
-from authz_service.identity import IdentitySource, string_list
+from authz_service.identity.base import IdentitySource, string_list
 from authz_service.models import Deny, Identity, RequestContext
-from authz_service.validation import RequestValidator
+from authz_service.policy import denials
+from authz_service.validation.request import RequestValidator
 
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authz_service.compiled import CompiledPolicy, compile_config
 from authz_service.config import AuthzConfig
-from authz_service.key_registry import KeyRegistry
+from authz_service.keys.registry import KeyRegistry
+from authz_service.policy.compiled import CompiledPolicy, compile_config
 from tollgate.config import load_config_file
 
 

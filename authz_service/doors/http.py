@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from authz_service.http_adapter import AnswerRenderer, NotACheck, to_context
+from authz_service.doors.http_wire import AnswerRenderer, NotACheck, to_context
 from authz_service.models import Answer
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from tollgate.eager import start

@@ -14,11 +14,14 @@ import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from authz_service import denials
-from authz_service.compiled import CompiledPolicy
 from authz_service.contract import ROUTE_EXTENSION, SCOPES_EXTENSION
-from authz_service.errors import CredentialError, InvalidCredential, MalformedRequest, NotAllowed
-from authz_service.jwt_source import ForeignToken, KeysNeeded
+from authz_service.identity.errors import (
+    CredentialError,
+    InvalidCredential,
+    MalformedRequest,
+    NotAllowed,
+)
+from authz_service.identity.jwt import ForeignToken, KeysNeeded
 from authz_service.models import (
     ANONYMOUS,
     Allow,
@@ -28,7 +31,9 @@ from authz_service.models import (
     IdentityKind,
     RequestContext,
 )
-from authz_service.policy import CompiledRoute, check_requirements
+from authz_service.policy import denials
+from authz_service.policy.compiled import CompiledPolicy
+from authz_service.policy.routes import CompiledRoute, check_requirements
 
 MAX_HEADER_VALUE = 1024
 

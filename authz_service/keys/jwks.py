@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from authz_service.config import HMAC_ALGORITHMS, JwtSource
-from authz_service.keys import KeySet, KeySetError, VerificationKey, key_set, parse_jwks
+from authz_service.keys.keyset import KeySet, KeySetError, VerificationKey, key_set, parse_jwks
 from tollgate.reload import file_signature
 
 if TYPE_CHECKING:

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from authz_service.body_limits import BodyLimits, media_type_matches
 from authz_service.config import Validation
-from authz_service.header_checks import SINGLE_VALUED, HeaderRules
-from authz_service.json_body import JsonLimits, parse_json
 from authz_service.models import RequestContext
-from authz_service.openapi import OpenApiDocument
-from authz_service.problems import Problem, ProblemDetail
-from authz_service.schema import JsonSchema, SchemaError
+from authz_service.validation.body_limits import BodyLimits, media_type_matches
+from authz_service.validation.header_checks import SINGLE_VALUED, HeaderRules
+from authz_service.validation.json_body import JsonLimits, parse_json
+from authz_service.validation.openapi import OpenApiDocument
+from authz_service.validation.problems import Problem, ProblemDetail
+from authz_service.validation.schema import JsonSchema, SchemaError
 from tollgate._yaml import YamlError, load_yaml
 
 JSON_TYPES = ("application/json", "application/*+json")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from authz_service.errors import InvalidCredential, MalformedRequest
+from authz_service.identity.errors import InvalidCredential, MalformedRequest
 from authz_service.models import RequestContext
 
 

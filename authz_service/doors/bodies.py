@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from authz_service.models import Deny
-from authz_service.problems import ProblemDetail
+from authz_service.validation.problems import ProblemDetail
 
 MAX_REQUEST_ID = 128
 

@@ -10,17 +10,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz_service.api_keys import ApiKeyIdentitySource
 from authz_service.config import AuthzConfig, JwtSource, UpstreamHeaders
-from authz_service.identity import IdentitySource
-from authz_service.jwt_source import JwtIdentitySource, KeyProvider
+from authz_service.identity.api_key import ApiKeyIdentitySource
+from authz_service.identity.base import IdentitySource
+from authz_service.identity.jwt import JwtIdentitySource, KeyProvider
+from authz_service.identity.mtls import MtlsIdentitySource
+from authz_service.identity.token_cache import TokenCache
 from authz_service.limits.compiled import CompiledLimits, claim_roots, compile_limits
 from authz_service.models import Allow
-from authz_service.mtls import MtlsIdentitySource
-from authz_service.policy import CompiledRoute, compile_route
-from authz_service.schema import SchemaError
-from authz_service.token_cache import TokenCache
-from authz_service.validation import RequestValidator, compile_validation
+from authz_service.policy.routes import CompiledRoute, compile_route
+from authz_service.validation.request import RequestValidator, compile_validation
+from authz_service.validation.schema import SchemaError
 from tollgate.config import LocatedError
 from tollgate.memo import Memo
 

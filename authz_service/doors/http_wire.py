@@ -13,13 +13,13 @@ from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from types import MappingProxyType
 
-from authz_service.bodies import denial_body, denial_headers
 from authz_service.contract import (
     ATTRIBUTE_HEADERS,
     HEADERS_TO_REMOVE,
     ROUTE_EXTENSION,
     SCOPES_EXTENSION,
 )
+from authz_service.doors.bodies import denial_body, denial_headers
 from authz_service.models import Allow, Answer, Deny, RequestContext
 from tollgate.http_server import HttpRequest
 from tollgate.memo import Memo

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from types import MappingProxyType
 
 from authz_service.config import MtlsPrincipal, MtlsSource
-from authz_service.errors import NotAllowed
+from authz_service.identity.errors import NotAllowed
 from authz_service.models import Identity, IdentityKind, RequestContext
 
 MAX_UNLISTED_PEERS = 4096

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from authz_service.problems import Problem, pointer_of
+from authz_service.validation.problems import Problem, pointer_of
 
 if TYPE_CHECKING:
     import jsonschema_rs  # loaded with the first schema: a config without any saves ~3 MB

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
-from authz_service.problems import Problem, pointer_of
-from authz_service.schema import JsonSchema, SchemaError
+from authz_service.validation.problems import Problem, pointer_of
+from authz_service.validation.schema import JsonSchema, SchemaError
 
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _VAR = re.compile(r"\{([^{}/]+)\}")

@@ -16,7 +16,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.type.v3 import http_status_pb2
 from google.rpc import code_pb2, status_pb2
 
-from authz_service.bodies import denial_body, denial_headers
+from authz_service.doors.bodies import denial_body, denial_headers
 from authz_service.models import Allow, Answer, Deny, RequestContext
 from tollgate.memo import Memo
 

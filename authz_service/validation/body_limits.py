@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from authz_service.models import RequestContext
-from authz_service.problems import Problem
+from authz_service.validation.problems import Problem
 
 PARTIAL_BODY_HEADER = "x-envoy-auth-partial-body"
 

@@ -11,7 +11,7 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from opentelemetry.trace import SpanKind, Tracer
 
-from authz_service.adapter import AnswerEncoder, to_context
+from authz_service.doors.grpc_wire import AnswerEncoder, to_context
 from authz_service.models import Deny
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from tollgate.server import ServiceSpec

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from authz_service.models import Deny
-from authz_service.problems import ProblemDetail
+from authz_service.validation.problems import ProblemDetail
 
 
 def _quote(value: str) -> str:

@@ -12,8 +12,8 @@ import hmac
 from types import MappingProxyType
 
 from authz_service.config import ApiKeyEntry, ApiKeySource
-from authz_service.credentials import HeaderLocation, read_header_credential
-from authz_service.errors import InvalidCredential
+from authz_service.identity.credentials import HeaderLocation, read_header_credential
+from authz_service.identity.errors import InvalidCredential
 from authz_service.models import Identity, IdentityKind, RequestContext
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
-from authz_service.keys import KeySet
+from authz_service.keys.keyset import KeySet
 
 _ALGORITHMS: dict[str, Algorithm] = {
     name: alg for name, alg in get_default_algorithms().items() if name != "none"

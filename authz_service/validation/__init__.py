@@ -1,0 +1,3 @@
+"""Request validation after authorization: headers, OpenAPI parameters, body
+framing, bounded JSON parsing, JSON Schema; RFC 9457 problems.
+"""
