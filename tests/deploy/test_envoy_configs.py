@@ -1,20 +1,34 @@
-"""Every Envoy config shipped under deploy/ passes `envoy --mode validate` (Envoy 1.40).
+"""Every Envoy config shipped under deploy/ and by the chart passes `envoy --mode
+validate` (Envoy 1.40, the images' version), as it is rendered.
 
-The Kubernetes one is embedded in a ConfigMap: it is extracted and its certificate
-paths are pointed at a throwaway self-signed pair (validate mode loads them).
+The Kubernetes and chart ones are taken from the rendered ConfigMaps; their certificate
+paths are pointed at a throwaway self-signed pair (validate mode loads them). The
+envoy/ templates are validated by tests/integration/test_envoy_configs.py, with the
+certificates `tollgate up` makes.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.deploy._util import COMPOSE_DIR, run_tool
+from tests.deploy._util import run_tool, shipped_envoy_configs
+
+pytestmark = pytest.mark.integration
+
+CONFIGS = {name: text for name, text in shipped_envoy_configs().items()
+           if not name.startswith("envoy/")}
+# One validation per distinct config (overlays and chart cases share most of theirs).
+DISTINCT: dict[str, list[str]] = {}
+for _name, _text in CONFIGS.items():
+    DISTINCT.setdefault(_text, []).append(_name)
 
 
 def envoy_validate(config: Path) -> None:
@@ -41,5 +55,18 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_compose_envoy_config_validates() -> None:
-    envoy_validate(COMPOSE_DIR / "envoy.yaml")
+def test_every_shipped_place_has_its_envoy_config() -> None:
+    places = {name.split(":")[0] for name in CONFIGS}
+    assert {"compose/envoy.yaml", "compose/envoy-grpc.yaml", "k8s/single-replica",
+            "k8s/shared-limits", "k8s/grpc", "chart/default", "chart/grpc"} <= places
+    assert len(DISTINCT) >= 6
+
+
+@pytest.mark.parametrize("text", list(DISTINCT), ids=[
+    "+".join(names[:2]) + (f"+{len(names) - 2}" if len(names) > 2 else "")
+    for names in DISTINCT.values()])
+def test_the_config_validates(text: str, tmp_path: Path) -> None:
+    self_signed(tmp_path)
+    config = tmp_path / f"{hashlib.sha256(text.encode()).hexdigest()[:8]}.yaml"
+    config.write_text(text.replace("/etc/envoy/tls/", f"{tmp_path}/"))
+    envoy_validate(config)
