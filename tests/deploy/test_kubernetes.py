@@ -415,3 +415,20 @@ def test_the_service_configs_in_the_configmaps_pass_check_config(name: str,
                 assert result.returncode == 0, f"{c['name']}: {result.stdout}{result.stderr}"
                 checked += 1
     assert checked >= 1
+
+
+def _envoy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (cm,) = [d for d in configmaps(docs, "envoy.yaml")
+             if d["metadata"]["name"].startswith("tollgate-envoy")]
+    config: dict[str, Any] = yaml.safe_load(cm["data"]["envoy.yaml"])
+    for cluster in config["static_resources"]["clusters"]:
+        if cluster["name"] == "upstream":  # the backend's Service name differs by design
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+            endpoint["endpoint"]["address"]["socket_address"]["address"] = "BACKEND"
+    return config
+
+
+@pytest.mark.parametrize(("overlay", "case"), [("single-replica", "default"),
+                                               ("grpc", "grpc")])
+def test_the_chart_renders_the_overlays_envoy_config(overlay: str, case: str) -> None:
+    assert _envoy(RENDERINGS[f"chart/{case}"]) == _envoy(RENDERINGS[f"k8s/{overlay}"])
