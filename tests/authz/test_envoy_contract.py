@@ -38,6 +38,9 @@ from authz_service.problems import ProblemDetail
 from tests.deploy._util import ext_authz_filters, is_http_layout, shipped_envoy_configs
 from tollgate.stack import ENVOY_DIR, render
 
+# The shipped configs are rendered as users apply them: kubectl kustomize, Helm's engine.
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos" / "tollgate" / "v1"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -99,6 +100,10 @@ def run_tool(name: str, *args: str, timeout: float = 60) -> subprocess.Completed
 
 @functools.cache
 def _kustomize_text(directory: Path) -> str:
+    # kubectl's built-in kustomize (v5: components, configMapGenerator options); the
+    # machines have it from their image, Debian's kubernetes-client (1.20) is too old.
+    if shutil.which("kubectl") is None:
+        raise AssertionError("kubectl >= 1.27 (kustomize v5) is needed to render deploy/k8s")
     result = run_tool("kubectl", "kustomize", str(directory), timeout=120)
     assert result.returncode == 0, f"kubectl kustomize {directory}: {result.stderr}"
     return result.stdout

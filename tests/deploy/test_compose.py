@@ -228,3 +228,16 @@ def test_collector_config_receives_otlp_and_logs() -> None:
     assert "grpc" in config["receivers"]["otlp"]["protocols"]
     pipeline = config["service"]["pipelines"]["traces"]
     assert pipeline["receivers"] == ["otlp"] and pipeline["exporters"] == ["debug"]
+
+
+def test_the_policy_is_the_embedded_demo_default_with_its_rules_beside_it() -> None:
+    """deploy/compose/authz is the demo policy `tollgate up` serves, its rules path moved
+    to the mounted limits directory, which holds the embedded rules."""
+    embedded_dir = ROOT / "authz_service" / "defaults"
+    embedded = yaml.safe_load((embedded_dir / "authz.yaml").read_text())
+    compose = yaml.safe_load((COMPOSE_DIR / "authz" / "authz.yaml").read_text())
+    assert compose["rate_limits"].pop("rules") == "../limits"
+    embedded_rules = embedded["rate_limits"].pop("rules")
+    assert compose == embedded
+    assert yaml.safe_load((COMPOSE_DIR / "limits" / "tollgate.yaml").read_text()) == \
+        yaml.safe_load((embedded_dir / embedded_rules).read_text())

@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.deploy._util import ROOT
 from tollgate.stack import (
     DEMO_TOKEN,
@@ -16,6 +18,8 @@ from tollgate.stack import (
     demo_token_command,
     more_tokens_command,
 )
+
+pytestmark = pytest.mark.integration  # bash runs the block and the setup script
 
 README = (ROOT / "README.md").read_text()
 

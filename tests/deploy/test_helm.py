@@ -1,10 +1,12 @@
 """deploy/helm/tollgate: linted and rendered by Helm's own engine, values checked.
 
-No registry reachable here ships the `helm` binary (Debian has none; on PyPI and npm
-only wrappers that expect one). `helm-python-sdk` ships Helm's official Go SDK (v4) as
-a shared library, so these tests lint and render the chart with the engine `helm
-template` and `helm lint` use. The renderings themselves are schema-validated and
-reference-checked with the kustomize ones in test_kubernetes.py.
+No registry reachable here ships a Linux `helm` binary: Debian packages none, PyPI's
+`helm-package` describes itself as Windows and macOS builds, the other PyPI and npm
+packages named for Helm are wrappers that expect one on PATH. `helm-python-sdk` ships
+Helm's official Go SDK (v4) as a shared library, so these tests lint and render the
+chart with the engine `helm template` and `helm lint` are built on. The renderings
+themselves are schema-validated and reference-checked with the kustomize ones in
+test_kubernetes.py.
 """
 
 from __future__ import annotations

@@ -432,3 +432,13 @@ def _envoy(docs: list[dict[str, Any]]) -> dict[str, Any]:
                                                ("grpc", "grpc")])
 def test_the_chart_renders_the_overlays_envoy_config(overlay: str, case: str) -> None:
     assert _envoy(RENDERINGS[f"chart/{case}"]) == _envoy(RENDERINGS[f"k8s/{overlay}"])
+
+
+def test_the_chart_and_the_overlays_count_the_same_rules() -> None:
+    def rules(docs: list[dict[str, Any]]) -> Any:
+        (cm,) = [d for d in docs if d["kind"] == "ConfigMap"
+                 and d["metadata"]["name"] == "tollgate-limits"]
+        return {k: yaml.safe_load(v) for k, v in cm["data"].items()}
+
+    assert rules(RENDERINGS["chart/default"]) == rules(RENDERINGS["k8s/single-replica"]) \
+        == rules(RENDERINGS["k8s/grpc"])
