@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -251,9 +252,15 @@ def test_the_policy_needs_one_value_changed_and_says_it_in_one_place() -> None:
 
 def test_the_image_is_named_once_per_tool_and_is_the_dockerfiles() -> None:
     expected = f"tollgate:{project_version()}"
-    kustomization = yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
-    (entry,) = kustomization["images"]
+    component = yaml.safe_load((K8S / "components" / "image" / "kustomization.yaml").read_text())
+    (entry,) = component["images"]
     assert f"{entry['newName']}:{entry['newTag']}" == expected
+    assert "images" not in yaml.safe_load((K8S_BASE / "kustomization.yaml").read_text())
+    for overlay in OVERLAYS:  # the image component last: it sees every container
+        kustomization = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml")
+                                       .read_text())
+        assert "images" not in kustomization
+        assert kustomization["components"][-1] == "../../components/image", overlay
     for name in ("k8s/single-replica", "k8s/grpc", "chart/default", "chart/grpc"):
         images = {c["image"] for d in RENDERINGS[name] for s in pod_specs(d)
                   for c in containers(s) if c["name"] in ("authz", "ratelimit")}
@@ -261,9 +268,21 @@ def test_the_image_is_named_once_per_tool_and_is_the_dockerfiles() -> None:
     chart = RENDERINGS["chart/own-redis-and-tls"]
     assert {c["image"] for d in chart for s in pod_specs(d) for c in containers(s)
             if c["name"] == "authz"} == {"tollgate@sha256:" + "ab" * 32}
-    for overlay in OVERLAYS:  # overlays inherit the base's `images:`, never their own
-        assert "images" not in yaml.safe_load(
-            (K8S / "overlays" / overlay / "kustomization.yaml").read_text())
+
+
+def test_one_edit_renames_every_tollgate_container_of_every_overlay(tmp_path: Path) -> None:
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    image = copy / "components" / "image" / "kustomization.yaml"
+    image.write_text(image.read_text().replace("newName: tollgate", "newName: reg.example/tg"))
+    for overlay in OVERLAYS:
+        result = run_tool("kubectl", "kustomize", str(copy / "overlays" / overlay))
+        assert result.returncode == 0, result.stderr
+        names = {c["name"]: c["image"] for d in yaml.safe_load_all(result.stdout)
+                 for s in pod_specs(d) for c in containers(s)}
+        tollgate = {n: i for n, i in names.items() if n in ("authz", "ratelimit")}
+        assert tollgate and set(tollgate.values()) == {
+            f"reg.example/tg:{project_version()}"}, (overlay, names)
 
 
 # --- every container: hardened, probed, pinned ---------------------------------------
@@ -370,9 +389,12 @@ def test_each_kustomization_lists_exactly_its_manifests(directory: Path) -> None
     listed = set(kustomization.get("resources", []))
     for entry in listed:
         assert (directory / entry).is_file(), entry
+    patches = {p["path"] for p in kustomization.get("patches", []) if "path" in p}
+    for entry in patches:
+        assert (directory / entry).is_file(), entry
     on_disk = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml",
                                                             "mesh-config.yaml"}
-    assert listed == on_disk
+    assert listed | patches == on_disk
     for generator in kustomization.get("configMapGenerator", []):
         for entry in generator["files"]:
             assert (directory / entry.split("=", 1)[-1]).is_file(), entry
