@@ -420,6 +420,16 @@ def _grpc_serving(address: str) -> bool:
 
 
 @dataclass(frozen=True)
+class DemoCommand:
+    """One demo request as README.md's "Try it" shows it: what it shows, what it
+    answers, and its shell lines (the README and `tollgate up` print the same ones)."""
+
+    label: str
+    expect: int
+    shell: str
+
+
+@dataclass(frozen=True)
 class DemoCall:
     """One demo request: what it shows, its curl line, and how --check makes it."""
 
@@ -429,15 +439,69 @@ class DemoCall:
     send: Callable[[], list[int]]
 
 
+# The claims of the token `tollgate up` mints for $TOKEN, and the command that mints
+# the same one (the README's first line).
+DEMO_TOKEN = {"sub": "alice", "scope": "orders:read"}
+SCHEMA_VIOLATION = b'{"sku": "SKU-1", "quantity": 1000}'
+
+
+def demo_token_command(shown_run_dir: str) -> str:
+    return (f'.venv/bin/tollgate token --sub {DEMO_TOKEN["sub"]} --scope '
+            f'"{DEMO_TOKEN["scope"]}" --run-dir {shown_run_dir}')
+
+
+def more_tokens_command(shown_run_dir: str) -> str:
+    return (f'.venv/bin/tollgate token --scope "orders:read orders:write" --plan gold '
+            f'--run-dir {shown_run_dir}')
+
+
+def demo_commands(shown_run_dir: str, https_port: int, mtls_port: int) -> list[DemoCommand]:
+    """Every demo request of README.md's "Try it", in its order, as shell lines."""
+    base = f"curl -sS --cacert {shown_run_dir}/ca.crt"
+    url = f"https://localhost:{https_port}"
+    mtls = f"https://localhost:{mtls_port}"
+    return [
+        DemoCommand("200: a token with orders:read (the upstream echoes the x-tollgate-* "
+                    "identity headers)", 200,
+                    f'{base} -H "Authorization: Bearer $TOKEN" {url}/orders/42'),
+        DemoCommand('401: no token -> WWW-Authenticate: Bearer realm="tollgate"', 401,
+                    f"{base} -i {url}/orders/42"),
+        DemoCommand('403: POST needs orders:write -> WWW-Authenticate: ... '
+                    'error="insufficient_scope", scope="orders:write"', 403,
+                    f'{base} -i -X POST -H "Authorization: Bearer $TOKEN" {url}/orders'),
+        DemoCommand('400: an empty bearer -> error="invalid_request"', 400,
+                    f'{base} -i -H "Authorization: Bearer " {url}/orders/42'),
+        DemoCommand("429: the free plan allows 5 requests a minute per subject "
+                    "(X-RateLimit-* headers on each)", 429,
+                    f'TOKEN2=$(.venv/bin/tollgate token --sub bob --run-dir {shown_run_dir}); '
+                    f'for i in 1 2 3 4 5 6; do {base} -o /dev/null -w "%{{http_code}}\\n" '
+                    f'-H "Authorization: Bearer $TOKEN2" {url}/orders; done'),
+        DemoCommand(f"200: mTLS on :{mtls_port}, the SPIFFE ID spiffe://tollgate.local/ns/demo/"
+                    "sa/admin may call /admin", 200,
+                    f"{base} --cert {shown_run_dir}/admin.crt --key {shown_run_dir}/admin.key "
+                    f"{mtls}/admin"),
+        DemoCommand("403: mTLS, another SPIFFE ID of the trust domain (.../sa/intruder) "
+                    "may not", 403,
+                    f"{base} -i --cert {shown_run_dir}/intruder.crt "
+                    f"--key {shown_run_dir}/intruder.key {mtls}/admin"),
+        DemoCommand("400 problem+json: an order that breaks the schema (quantity over 100)",
+                    400,
+                    f'W=$(.venv/bin/tollgate token --scope "orders:write" --run-dir '
+                    f'{shown_run_dir})\n'
+                    f'{base} -i -X POST -H "Authorization: Bearer $W" '
+                    f'-H "content-type: application/json" \\\n'
+                    f"  -d '{SCHEMA_VIOLATION.decode()}' {url}/orders"),
+    ]
+
+
 def demo_calls(stack: Stack, shown_run_dir: str) -> tuple[str, list[DemoCall]]:
     """The `export TOKEN=...` line and the demo requests, curl lines using shown_run_dir."""
     run_dir, ca, https, mtls = stack.run_dir, stack.ca, stack.options.https_port, \
         stack.options.mtls_port
     # An hour: the printed curl lines keep working while someone reads along.
-    read = token.mint(run_dir, sub="alice", scope="orders:read", ttl=3600)
+    read = token.mint(run_dir, sub=DEMO_TOKEN["sub"], scope=DEMO_TOKEN["scope"], ttl=3600)
     burst = token.mint(run_dir, sub="bob", scope="orders:read")
-    base = f"curl -sS --cacert {shown_run_dir}/ca.crt"
-    url = f"https://localhost:{https}"
+    write = token.mint(run_dir, scope="orders:write")
 
     def one(method: str, path: str, headers: dict[str, str] | None = None,
             client: str | None = None, port: int = https) -> Callable[[], list[int]]:
@@ -447,33 +511,37 @@ def demo_calls(stack: Stack, shown_run_dir: str) -> tuple[str, list[DemoCall]]:
         bearer = {"authorization": f"Bearer {burst}"}
         return [request(https, "GET", "/orders", ca=ca, headers=bearer).status for _ in range(6)]
 
-    calls = [
-        DemoCall("200: a token with orders:read (identity headers at the upstream)", 200,
-                 f'{base} -H "Authorization: Bearer $TOKEN" {url}/orders/42',
-                 one("GET", "/orders/42", {"authorization": f"Bearer {read}"})),
-        DemoCall("401: no token (WWW-Authenticate: Bearer realm=\"tollgate\")", 401,
-                 f"{base} -i {url}/orders/42", one("GET", "/orders/42")),
-        DemoCall("403: insufficient_scope (POST needs orders:write)", 403,
-                 f'{base} -i -X POST -H "Authorization: Bearer $TOKEN" {url}/orders',
-                 one("POST", "/orders", {"authorization": f"Bearer {read}"})),
-        DemoCall("400: invalid_request (empty bearer)", 400,
-                 f'{base} -i -H "Authorization: Bearer " {url}/orders/42',
-                 one("GET", "/orders/42", {"authorization": "Bearer "})),
-        DemoCall("429: the free plan allows 5 requests a minute per subject", 429,
-                 f'TOKEN2=$(.venv/bin/tollgate token --sub bob --run-dir {shown_run_dir}); '
-                 f'for i in 1 2 3 4 5 6; do {base} -o /dev/null -w "%{{http_code}}\\n" '
-                 f'-H "Authorization: Bearer $TOKEN2" {url}/orders; done',
-                 six),
-        DemoCall("200: mTLS, the admin SPIFFE ID may call /admin", 200,
-                 f"{base} --cert {shown_run_dir}/admin.crt --key {shown_run_dir}/admin.key "
-                 f"https://localhost:{mtls}/admin",
-                 one("GET", "/admin", client="admin", port=mtls)),
-        DemoCall("403: mTLS, another SPIFFE ID of the trust domain may not", 403,
-                 f"{base} -i --cert {shown_run_dir}/intruder.crt "
-                 f"--key {shown_run_dir}/intruder.key https://localhost:{mtls}/admin",
-                 one("GET", "/admin", client="intruder", port=mtls)),
+    def schema_violation() -> list[int]:
+        answer = request(https, "POST", "/orders", ca=ca, body=SCHEMA_VIOLATION, headers={
+            "authorization": f"Bearer {write}", "content-type": "application/json"})
+        problem = answer.headers.get("content-type", "").startswith("application/problem+json")
+        # Not a problem+json body is not the answer the README promises, whatever its status.
+        return [answer.status if problem else -answer.status]
+
+    senders = [
+        one("GET", "/orders/42", {"authorization": f"Bearer {read}"}),
+        one("GET", "/orders/42"),
+        one("POST", "/orders", {"authorization": f"Bearer {read}"}),
+        one("GET", "/orders/42", {"authorization": "Bearer "}),
+        six,
+        one("GET", "/admin", client="admin", port=mtls),
+        one("GET", "/admin", client="intruder", port=mtls),
+        schema_violation,
     ]
+    commands = demo_commands(shown_run_dir, https, mtls)
+    calls = [DemoCall(c.label, c.expect, c.shell, send)
+             for c, send in zip(commands, senders, strict=True)]
     return f"export TOKEN={read}", calls
+
+
+def demo_text(export: str, calls: list[DemoCall], shown_run_dir: str) -> str:
+    """What `tollgate up` prints once it is ready: README.md's "Try it" block, with the
+    token minted (a test holds the two to the same lines)."""
+    lines = [export]
+    for call in calls:
+        lines += ["", f"# {call.label}", call.curl]
+    lines += ["", f"# more tokens: {more_tokens_command(shown_run_dir)}"]
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -525,11 +593,7 @@ def run(args: argparse.Namespace) -> int:
               f" beside Envoy over {'Unix sockets' if args.transport == 'uds' else 'TCP'}")
         print(f"ready: https://localhost:{args.https_port} (JWT), "
               f"https://localhost:{args.mtls_port} (mTLS); Ctrl-C stops everything\n")
-        print(export)
-        for call in calls:
-            print(f"\n# {call.label}\n{call.curl}")
-        print(f"\n# more tokens: .venv/bin/tollgate token --scope \"orders:read orders:write\" "
-              f"--plan gold --run-dir {shown}", flush=True)
+        print(demo_text(export, calls, shown), flush=True)
         stopped = threading.Event()
         while not stopped.wait(0.5):
             reason = stack.died()

@@ -1,6 +1,10 @@
 """The contract between Envoy and authz-service (protos/tollgate/v1/), held against the
 code and every shipped Envoy config: metadata keys, context-extension keys, the HTTP
-door's attribute headers and their allow-list, and the denial bodies."""
+door's attribute headers and their allow-list, and the denial bodies.
+
+"Every shipped HTTP-layout config" is each Envoy bootstrap of envoy/, Compose, the
+Kubernetes overlays and the Helm chart (as kustomize and Helm render them) whose
+ext_authz filter uses `http_service` (tests/deploy/_util.shipped_envoy_configs)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,11 @@ from authz_service.policy import denials
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import finish
 from authz_service.validation.problems import ProblemDetail
+from tests.deploy._util import ext_authz_filters, is_http_layout, shipped_envoy_configs
 from tollgate.stack import ENVOY_DIR, render
+
+# The shipped configs are rendered as users apply them: kubectl kustomize, Helm's engine.
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOS = ROOT / "protos" / "tollgate" / "v1"
@@ -52,14 +60,11 @@ def envoy_config(name: str) -> dict[str, Any]:
 
 
 def ext_authz(config: dict[str, Any]) -> dict[str, Any]:
-    for listener in config["static_resources"]["listeners"]:
-        for chain in listener["filter_chains"]:
-            for network in chain["filters"]:
-                for http_filter in network["typed_config"]["http_filters"]:
-                    if http_filter["name"] == "envoy.filters.http.ext_authz":
-                        found: dict[str, Any] = http_filter["typed_config"]
-                        return found
-    raise AssertionError("no ext_authz filter")
+    filters = ext_authz_filters(config)
+    if not filters:
+        raise AssertionError("no ext_authz filter")
+    found: dict[str, Any] = filters[0]["typed_config"]
+    return found
 
 
 def matches(pattern: dict[str, Any], name: str) -> bool:
@@ -78,6 +83,25 @@ def matches(pattern: dict[str, Any], name: str) -> bool:
 
 
 HTTP = ext_authz(envoy_config("envoy.yaml"))
+SHIPPED = {name: yaml.safe_load(text) for name, text in shipped_envoy_configs().items()}
+# Every shipped HTTP-layout config's ext_authz filter, by where it comes from.
+HTTP_LAYOUTS = {name: ext_authz(config) for name, config in SHIPPED.items()
+                if is_http_layout(config)}
+each_http_layout = pytest.mark.parametrize("http", list(HTTP_LAYOUTS.values()),
+                                           ids=list(HTTP_LAYOUTS))
+
+
+def test_the_http_layout_configs_are_every_shipped_one() -> None:
+    assert HTTP_LAYOUTS["envoy/envoy.yaml"] == HTTP
+    assert {"compose/envoy.yaml", "envoy/envoy.yaml"} <= set(HTTP_LAYOUTS)
+    for where in ("k8s/single-replica", "k8s/shared-limits", "chart/default",
+                  "chart/shared-limits"):
+        assert any(name.startswith(where + ":tollgate-envoy") for name in HTTP_LAYOUTS), where
+    # Each shipped config is one layout or the other, never neither (an untested third).
+    for name, config in SHIPPED.items():
+        filters = ext_authz_filters(config)
+        assert is_http_layout(config) or not filters or \
+            all("grpc_service" in f["typed_config"] for f in filters), name
 
 
 def test_the_metadata_keys_are_the_contracts_and_the_engines() -> None:
@@ -90,8 +114,10 @@ def test_the_metadata_keys_are_the_contracts_and_the_engines() -> None:
     assert tuple(allow.metadata) == METADATA_KEYS  # type: ignore[union-attr]
 
 
-def test_the_http_layout_turns_exactly_the_metadata_headers_into_metadata() -> None:
-    patterns = HTTP["http_service"]["authorization_response"]["dynamic_metadata_from_headers"]
+@each_http_layout
+def test_the_http_layout_turns_exactly_the_metadata_headers_into_metadata(
+        http: dict[str, Any]) -> None:
+    patterns = http["http_service"]["authorization_response"]["dynamic_metadata_from_headers"]
     assert [p["exact"] for p in patterns["patterns"]] == list(METADATA_KEYS)
 
 
@@ -105,23 +131,28 @@ def test_context_extension_keys() -> None:
     assert proto_fields("ContextExtensions") == [ROUTE_EXTENSION, SCOPES_EXTENSION]
 
 
-def test_the_attribute_headers_are_the_contracts_and_envoy_sets_each_one() -> None:
+@each_http_layout
+def test_the_attribute_headers_are_the_contracts_and_envoy_sets_each_one(
+        http: dict[str, Any]) -> None:
     from_proto = {ATTRIBUTE_PREFIX + f.replace("_", "-") for f in proto_fields("HttpAttributes")}
     assert from_proto == set(ATTRIBUTE_HEADERS.values())
     added = {h["key"]: h["value"]
-             for h in HTTP["http_service"]["authorization_request"]["headers_to_add"]}
+             for h in http["http_service"]["authorization_request"]["headers_to_add"]}
     assert added == {ATTRIBUTE_PREFIX + header: value for header, value in ATTRIBUTES.values()}
 
 
-def test_no_allowed_header_pattern_lets_a_client_send_an_attribute_header() -> None:
-    patterns = HTTP["allowed_headers"]["patterns"]
+@each_http_layout
+def test_no_allowed_header_pattern_lets_a_client_send_an_attribute_header(
+        http: dict[str, Any]) -> None:
+    patterns = http["allowed_headers"]["patterns"]
     for header in ATTRIBUTE_HEADERS.values():
         assert not any(matches(p, header) for p in patterns), header
-    assert "allowed_headers" not in HTTP["http_service"]["authorization_request"]
+    assert "allowed_headers" not in http["http_service"]["authorization_request"]
 
 
-def test_the_path_prefix_is_the_doors_default() -> None:
-    assert HTTP["http_service"]["path_prefix"] == DEFAULT_PATH_PREFIX
+@each_http_layout
+def test_the_path_prefix_is_the_doors_default(http: dict[str, Any]) -> None:
+    assert http["http_service"]["path_prefix"] == DEFAULT_PATH_PREFIX
 
 
 def every_denial() -> list[Any]:
@@ -146,22 +177,26 @@ def test_every_denial_body_is_the_schemas(deny: Any) -> None:
     jsonschema_rs.validate(schema, body)
 
 
+@each_http_layout
 @pytest.mark.parametrize("deny", every_denial(), ids=lambda d: d.code)
-def test_the_http_layout_passes_every_denial_header_to_the_client(deny: Any) -> None:
-    patterns = HTTP["http_service"]["authorization_response"]["allowed_client_headers"]
+def test_the_http_layout_passes_every_denial_header_to_the_client(
+        deny: Any, http: dict[str, Any]) -> None:
+    patterns = http["http_service"]["authorization_response"]["allowed_client_headers"]
     for name, _ in denial_headers(deny):
         assert any(matches(p, name.lower()) for p in patterns["patterns"]), name
 
 
-def test_the_http_layout_passes_the_rate_limit_headers_on_an_allow() -> None:
-    patterns = HTTP["http_service"]["authorization_response"][
+@each_http_layout
+def test_the_http_layout_passes_the_rate_limit_headers_on_an_allow(http: dict[str, Any]) -> None:
+    patterns = http["http_service"]["authorization_response"][
         "allowed_client_headers_on_success"]["patterns"]
     for name in (*HEADER_NAMES, "ratelimit-policy", "ratelimit"):
         assert any(matches(p, name) for p in patterns), name
 
 
-def test_identity_headers_go_upstream_and_metadata_headers_do_not() -> None:
-    patterns = HTTP["http_service"]["authorization_response"]["allowed_upstream_headers"][
+@each_http_layout
+def test_identity_headers_go_upstream_and_metadata_headers_do_not(http: dict[str, Any]) -> None:
+    patterns = http["http_service"]["authorization_response"]["allowed_upstream_headers"][
         "patterns"]
     upstream = AuthzConfig().upstream
     for header in (upstream.subject, upstream.identity, upstream.scopes, upstream.tenant,

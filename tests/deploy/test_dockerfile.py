@@ -1,4 +1,7 @@
-"""The Dockerfile: hadolint-clean, multi-stage, non-root, pinned; the health probe works."""
+"""The Dockerfile: hadolint-clean, multi-stage, non-root, pinned; the health probes work.
+
+No Docker engine runs here, so the image is not built in the tests: hadolint checks the
+file, and these tests check what it copies, runs and names against the repository."""
 
 from __future__ import annotations
 
@@ -8,8 +11,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.deploy._util import DOCKERFILE, HEALTH_SCRIPT, ROOT, run_tool
-from tests.support import VENV_BIN, wait_for
+import pytest
+
+from tests.deploy._util import (
+    DOCKERFILE,
+    HEALTH_SCRIPT,
+    HTTP_HEALTH_SCRIPT,
+    ROOT,
+    project_version,
+    run_tool,
+)
+from tests.support import VENV_BIN, free_port, wait_for
+
+pytestmark = pytest.mark.integration  # hadolint, real services for the probes
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -44,8 +58,25 @@ def test_multi_stage_pinned_base_and_numeric_non_root_user() -> None:
     cmd = [r for k, r in ins if k == "CMD"][-1]
     assert "authz-service" in cmd
     assert any(k == "EXPOSE" for k, _ in ins)
-    # The otel-proto reinstall after the project (xds-protos ships an older copy).
-    assert "--force-reinstall --no-deps" in DOCKERFILE.read_text()
+    # The image names its version: the one docker-compose.yml, deploy/k8s and the chart use.
+    assert f'org.opencontainers.image.version="{project_version()}"' in DOCKERFILE.read_text()
+    assert f"docker build -t tollgate:{project_version()} ." in DOCKERFILE.read_text()
+
+
+def test_the_opentelemetry_proto_step_lives_in_one_script() -> None:
+    """xds-protos ships an older opentelemetry/proto: the venv and the image both write
+    the newer one again, with the same script, after the project."""
+    script = "scripts/reinstall-otel-proto.sh"
+    assert "--force-reinstall --no-deps" in (ROOT / script).read_text()
+    setup = (ROOT / "scripts" / "_setup.sh").read_text()
+    assert f"{script} .venv/bin/python" in setup
+    dockerfile = DOCKERFILE.read_text()
+    assert f"COPY --chmod=0755 {script} /usr/local/bin/reinstall-otel-proto" in dockerfile
+    builder = dockerfile.split(" AS runtime")[0]
+    assert builder.index("pip install --no-cache-dir .") < builder.index(
+        "reinstall-otel-proto python")
+    for other in (setup, dockerfile):
+        assert "--force-reinstall" not in other  # the step is not repeated anywhere
 
 
 def test_no_secrets_in_the_image_definition() -> None:
@@ -54,7 +85,8 @@ def test_no_secrets_in_the_image_definition() -> None:
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
     assert ignore[0:1] == ["*"] or "*" in ignore, "build context must be an allow-list"
     for needed in ("!pyproject.toml", "!README.md", "!tollgate/", "!authz_service/",
-                   "!ratelimit_service/", "!deploy/docker/grpc_health_check.py"):
+                   "!ratelimit_service/", "!deploy/docker/grpc_health_check.py",
+                   "!deploy/docker/http_health_check.py", "!scripts/reinstall-otel-proto.sh"):
         assert needed in ignore, needed
     # Every path the Dockerfile COPYs from the context is let in by .dockerignore.
     for keyword, rest in _instructions():
@@ -62,6 +94,8 @@ def test_no_secrets_in_the_image_definition() -> None:
             sources = [s for s in rest.split()[:-1] if not s.startswith("--")]
             for src in sources:
                 assert (ROOT / src).exists(), src
+                assert any(line == f"!{src}" or src.startswith(line[1:].rstrip("/"))
+                           for line in ignore if line.startswith("!")), src
 
 
 def test_health_probe_script_against_a_real_service_on_a_unix_socket(tmp_path: Path) -> None:
@@ -95,3 +129,33 @@ def test_hadolint_does_flag_an_unpinned_root_image(tmp_path: Path) -> None:
     result = run_tool("hadolint", "--failure-threshold", "warning", "--no-color", str(bad))
     assert result.returncode != 0
     assert "DL3007" in result.stdout  # :latest
+
+
+def test_http_probe_script_against_a_real_http_door_on_a_socket_and_tcp(tmp_path: Path) -> None:
+    sock = tmp_path / "authz.sock"
+    port = free_port()
+    env = {**os.environ, "AUTHZ_LOG_LEVEL": "warning"}
+    probe = [sys.executable, str(HTTP_HEALTH_SCRIPT)]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*probe, *args], capture_output=True, text=True, timeout=30,
+                              check=False)
+
+    proc = subprocess.Popen([str(VENV_BIN / "authz-service"), "--grpc-address", "off",
+                             "--http-address", f"unix:{sock}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: run(f"unix:{sock}", "/ready").returncode == 0, timeout=20,
+                 what="the HTTP door ready")
+        assert run(f"unix:{sock}", "/healthz").returncode == 0
+        missing = run(f"unix:{sock}", "/nope")
+        assert missing.returncode == 1 and "HTTP 404" in missing.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    gone = run(f"unix:{sock}", "/ready", "--timeout", "0.5")
+    assert gone.returncode == 1 and gone.stderr
+    refused = run(f"127.0.0.1:{port}", "/ready", "--timeout", "0.5")
+    assert refused.returncode == 1 and "refused" in refused.stderr.lower()
+    bad = run("no-port", "/ready")
+    assert bad.returncode == 1 and "expected HOST:PORT or unix:PATH" in bad.stderr

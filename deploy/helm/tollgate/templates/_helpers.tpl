@@ -1,0 +1,97 @@
+{{/* The release's base name: the release name, or release-chart when they differ. */}}
+{{- define "tollgate.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tollgate.labels" -}}
+app.kubernetes.io/name: tollgate
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "tollgate.selector" -}}
+app.kubernetes.io/name: tollgate
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* repository:tag, or repository@digest when a digest is given. */}}
+{{- define "tollgate.imageRef" -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tollgate.image" -}}
+{{- include "tollgate.imageRef" (dict "repository" .Values.image.repository "tag" (.Values.image.tag | default .Chart.AppVersion) "digest" .Values.image.digest) -}}
+{{- end -}}
+
+{{- define "tollgate.tlsSecret" -}}
+{{- if .Values.tls.certManager.enabled -}}
+{{- printf "%s-tls" (include "tollgate.fullname" .) -}}
+{{- else -}}
+{{- required "tls.secretName: name the kubernetes.io/tls Secret you created (or set tls.certManager.enabled)" .Values.tls.secretName -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tollgate.backendHost" -}}
+{{- if .Values.backend.host -}}
+{{- .Values.backend.host -}}
+{{- else if .Values.backend.deploy -}}
+{{- printf "%s-backend" (include "tollgate.fullname" .) -}}
+{{- else -}}
+{{- fail "backend.host: name your application's Service (or set backend.deploy)" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tollgate.redisSecret" -}}
+{{- .Values.redis.existingSecret | default (printf "%s-redis" (include "tollgate.fullname" .)) -}}
+{{- end -}}
+
+{{/* Refuse settings that would quietly grant more than the limits say. */}}
+{{- define "tollgate.checks" -}}
+{{- if and (eq .Values.limits.store "memory") (or (gt (int .Values.replicas) 1) .Values.autoscaling.enabled) -}}
+{{- fail "limits.store=memory counts in each pod, so every replica would grant the whole limit: set limits.store=redis for replicas > 1 or autoscaling" -}}
+{{- end -}}
+{{- if and (eq .Values.limits.store "redis") (not .Values.redis.deploy) (not .Values.redis.existingSecret) (not .Values.redis.url) -}}
+{{- fail "limits.store=redis: set redis.deploy, redis.existingSecret or redis.url" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tollgate.securityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities: {drop: [ALL]}
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{- define "tollgate.probes" -}}
+{{- $cmd := .command -}}
+{{- $p := .probes -}}
+startupProbe:
+  exec: {command: {{ toJson $cmd.ready }}}
+  periodSeconds: {{ $p.startup.periodSeconds }}
+  timeoutSeconds: {{ $p.startup.timeoutSeconds }}
+  failureThreshold: {{ $p.startup.failureThreshold }}
+readinessProbe:
+  exec: {command: {{ toJson $cmd.ready }}}
+  periodSeconds: {{ $p.readiness.periodSeconds }}
+  timeoutSeconds: {{ $p.readiness.timeoutSeconds }}
+  failureThreshold: {{ $p.readiness.failureThreshold }}
+livenessProbe:
+  exec: {command: {{ toJson $cmd.live }}}
+  periodSeconds: {{ $p.liveness.periodSeconds }}
+  timeoutSeconds: {{ $p.liveness.timeoutSeconds }}
+  failureThreshold: {{ $p.liveness.failureThreshold }}
+{{- end -}}

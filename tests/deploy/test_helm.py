@@ -1,0 +1,119 @@
+"""deploy/helm/tollgate: linted and rendered by Helm's own engine, values checked.
+
+No registry reachable here ships a Linux `helm` binary: Debian packages none, PyPI's
+`helm-package` describes itself as Windows and macOS builds, the other PyPI and npm
+packages named for Helm are wrappers that expect one on PATH. `helm-python-sdk` ships
+Helm's official Go SDK (v4) as a shared library, so these tests lint and render the
+chart with the engine `helm template` and `helm lint` are built on. The renderings
+themselves are schema-validated and reference-checked with the kustomize ones in
+test_kubernetes.py.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import helm_python as helm
+import pytest
+import yaml
+
+from tests.deploy._util import CHART, CHART_CASES, KUBERNETES_VERSIONS
+
+pytestmark = pytest.mark.integration
+
+
+def _render(values: dict[str, Any]) -> dict[str, str]:
+    with helm.Chart.load(str(CHART)) as chart:
+        rendered: dict[str, str] = chart.render(values, name="tollgate", namespace="tollgate",
+                                                is_install=True)
+    return rendered
+
+
+def _merged(case: str, **extra: Any) -> dict[str, Any]:
+    values = copy.deepcopy(CHART_CASES[case])
+    values.update(extra)
+    return values
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("case", CHART_CASES)
+def test_helm_lint_strict_reports_no_warning(case: str, version: str) -> None:
+    report = helm.lint(str(CHART), CHART_CASES[case], strict=True, namespace="tollgate",
+                       kube_version=f"v{version}")
+    assert report["total_charts_linted"] == 1
+    assert not report["errors"], report
+    assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
+
+
+def test_the_engine_is_helm_v4() -> None:
+    assert helm.helm_sdk_version().startswith("v4.")
+
+
+def test_the_values_schema_refuses_an_unknown_key_and_a_bad_value() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        with pytest.raises(helm.HelmValuesError, match="additional properties 'replcas'"):
+            chart.validate_schema({"replcas": 2})
+        with pytest.raises(helm.HelmValuesError, match="layout"):
+            chart.validate_schema({"layout": "grcp"})
+        with pytest.raises(helm.HelmValuesError, match="digest"):
+            chart.validate_schema({"image": {"digest": "latest"}})
+        chart.validate_schema(CHART_CASES["own-redis-and-tls"])
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"replicas": 2}, "limits.store=memory counts in each pod, so every replica would grant "
+                      "the whole limit: set limits.store=redis for replicas > 1 or autoscaling"),
+    ({"autoscaling": {"enabled": True}}, "limits.store=memory counts in each pod"),
+    ({"limits": {"store": "redis"}, "redis": {"deploy": False}},
+     "limits.store=redis: set redis.deploy, redis.existingSecret or redis.url"),
+    ({"tls": {"certManager": {"enabled": False}}},
+     "tls.secretName: name the kubernetes.io/tls Secret you created"),
+    ({"backend": {"deploy": False}},
+     "backend.host: name your application's Service (or set backend.deploy)"),
+], ids=["replicas-in-memory", "hpa-in-memory", "redis-nowhere", "no-tls", "no-backend"])
+def test_settings_that_cannot_work_fail_the_render_with_a_reason(
+        values: dict[str, Any], message: str) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message.replace(".", r"\.")
+                       .replace("(", r"\(").replace(")", r"\)")):
+        _render(values)
+
+
+def test_the_layout_value_switches_the_envoy_config_and_the_sidecars() -> None:
+    http = _render({})
+    grpc = _render(_merged("grpc"))
+    http_envoy = yaml.safe_load(next(yaml.safe_load_all(http["tollgate/templates/configmaps.yaml"]))
+                                ["data"]["envoy.yaml"])
+    grpc_envoy = yaml.safe_load(next(yaml.safe_load_all(grpc["tollgate/templates/configmaps.yaml"]))
+                                ["data"]["envoy.yaml"])
+    names = {c["name"] for c in grpc_envoy["static_resources"]["clusters"]}
+    assert "tollgate_ratelimit" in names
+    assert "tollgate_ratelimit" not in {c["name"] for c in
+                                        http_envoy["static_resources"]["clusters"]}
+    assert "command: [ratelimit-service]" in grpc["tollgate/templates/deployment.yaml"]
+    assert "command: [ratelimit-service]" not in http["tollgate/templates/deployment.yaml"]
+
+
+def test_values_reach_the_objects() -> None:
+    rendered = _render({"envoy": {"authzTimeout": "0.3s"}, "policy": {
+        "issuer": "https://login.example.org/realms/x"}, "tracing": {
+        "otlpEndpoint": "http://otel:4317"}, "resources": {"authz": {
+            "requests": {"cpu": "1"}, "limits": {"cpu": "2"}}}})
+    configmaps = list(yaml.safe_load_all(rendered["tollgate/templates/configmaps.yaml"]))
+    envoy, authz = configmaps[0]["data"]["envoy.yaml"], configmaps[1]["data"]["authz.yaml"]
+    assert "timeout: 0.3s}" in envoy
+    assert yaml.safe_load(authz)["identities"][0]["jwt"]["issuer"] == \
+        "https://login.example.org/realms/x"
+    deployment = yaml.safe_load(rendered["tollgate/templates/deployment.yaml"])
+    (authz_c,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert {"name": "AUTHZ_OTLP_ENDPOINT", "value": "http://otel:4317"} in authz_c["env"]
+    # Helm merges a partial map with the defaults.
+    assert authz_c["resources"] == {"requests": {"cpu": "1", "memory": "160Mi"},
+                                    "limits": {"cpu": "2", "memory": "320Mi"}}
+
+
+def test_a_policy_override_is_used_verbatim() -> None:
+    policy = "realm: mine\nroutes:\n  - name: all\n    anonymous: true\n"
+    rendered = _render({"policy": {"override": policy}})
+    authz = list(yaml.safe_load_all(rendered["tollgate/templates/configmaps.yaml"]))[1]
+    assert authz["data"]["authz.yaml"] == policy
