@@ -1,162 +1,55 @@
 """The authz config file format (YAML), as frozen pydantic models.
 
 `compile_config` in `authz_service.policy.compiled` turns a validated AuthzConfig into
-the lookup structures the engine uses; this module only describes the file.
+the lookup structures the engine uses; this module only describes the file. Each
+identity mechanism's own settings live with the mechanism (authz_service.identity).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
+from authz_service.config_base import HEADER, NAME, Model
+from authz_service.identity.registry import KINDS
 from authz_service.limits.config import RateLimits
 
-ASYMMETRIC_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-_HEADER = r"^[a-z0-9!#$%&'*+.^_`|~-]{1,128}$"
+_NAME = NAME
+_HEADER = HEADER
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class IdentitySourceBase(Model):
+    """An identity source: its name and exactly one mechanism, under the mechanism's key
+    (the keys are the registry's, authz_service.identity.registry)."""
 
-
-class TokenLocation(Model):
-    """Where a bearer token is read from: a header (with a scheme prefix) or a cookie."""
-
-    header: Annotated[str, Field(pattern=_HEADER)] | None = None
-    prefix: str = "Bearer "
-    cookie: str | None = None
-
-    @model_validator(mode="after")
-    def _one_place(self) -> TokenLocation:
-        if (self.header is None) == (self.cookie is None):
-            raise ValueError("set exactly one of 'header' or 'cookie'")
-        return self
-
-
-class JwksRefresh(Model):
-    default_ttl_seconds: float = Field(300, gt=0)
-    min_ttl_seconds: float = Field(60, gt=0)
-    max_ttl_seconds: float = Field(86400, gt=0)
-    unknown_kid_cooldown_seconds: float = Field(30, ge=0)
-    # How long a Check waits for an unknown-kid refetch before answering 401 (the
-    # fetch goes on): keep it under Envoy's ext_authz timeout (0.5 s in envoy/).
-    unknown_kid_wait_seconds: float = Field(0.4, gt=0, le=60)
-    timeout_seconds: float = Field(3, gt=0, le=60)
-    max_bytes: int = Field(512 * 1024, gt=0, le=16 * 1024 * 1024)
-    retry_seconds: float = Field(10, gt=0)
-
-
-class JwtSource(Model):
-    issuer: Annotated[str, Field(min_length=1)]
-    audiences: list[str] = Field(default_factory=list)
-    jwks_uri: str | None = None
-    jwks_file: str | None = None
-    discovery: bool = False
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
-    shared_secret_env: str | None = None  # HS* only: the env var holding the secret
-    clock_skew_seconds: float = Field(30, ge=0, le=600)
-    required_claims: list[str] = Field(default_factory=lambda: ["exp"])
-    token_type: str | None = None  # e.g. at+jwt (RFC 9068): the `typ` header must match
-    max_lifetime_seconds: float | None = Field(None, gt=0)
-    subject_claim: str = "sub"
-    scope_claims: list[str] = Field(default_factory=lambda: ["scope", "scp"])
-    roles_claim: str = "roles"
-    tenant_claim: str = "tenant"
-    plan_claim: str = "plan"
-    from_: list[TokenLocation] = Field(
-        default_factory=lambda: [TokenLocation(header="authorization")], alias="from"
-    )
-    refresh: JwksRefresh = Field(default_factory=JwksRefresh)
-    allow_insecure_http: bool = False  # http:// key URLs outside loopback
-
-    @field_validator("algorithms")
-    @classmethod
-    def _known_algorithms(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("at least one algorithm is required")
-        for alg in value:
-            if alg not in ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS:
-                raise ValueError(
-                    f"algorithm '{alg}' is not supported (allowed: "
-                    f"{', '.join(sorted(ASYMMETRIC_ALGORITHMS | HMAC_ALGORITHMS))})"
-                )
-        return value
-
-    @model_validator(mode="after")
-    def _key_material(self) -> JwtSource:
-        hmac = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
-        asym = [a for a in self.algorithms if a in ASYMMETRIC_ALGORITHMS]
-        key_sources = [self.jwks_uri is not None, self.jwks_file is not None, self.discovery]
-        if hmac and asym:
-            raise ValueError("do not mix HS* with asymmetric algorithms in one issuer")
-        if hmac:
-            if self.shared_secret_env is None:
-                raise ValueError("HS* algorithms need an explicit 'shared_secret_env'")
-            if any(key_sources):
-                raise ValueError("HS* issuers take no jwks_uri, jwks_file or discovery")
-        elif sum(key_sources) != 1:
-            raise ValueError("set exactly one of 'jwks_uri', 'jwks_file' or 'discovery: true'")
-        elif self.shared_secret_env is not None:
-            raise ValueError("'shared_secret_env' is only for HS* algorithms")
-        return self
-
-
-class ApiKeyEntry(Model):
-    id: Annotated[str, Field(pattern=_NAME)]  # names the key in logs; never the key itself
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
-    sha512: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{128}$")] | None = None
-    subject: Annotated[str, Field(min_length=1)]
-    scopes: list[str] = Field(default_factory=list)
-    roles: list[str] = Field(default_factory=list)
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_digest(self) -> ApiKeyEntry:
-        if (self.sha256 is None) == (self.sha512 is None):
-            raise ValueError("set exactly one of 'sha256' or 'sha512' (the key's hex digest)")
-        return self
-
-
-class ApiKeySource(Model):
-    header: Annotated[str, Field(pattern=_HEADER)] = "x-api-key"
-    prefix: str = ""  # e.g. "ApiKey " when read from the authorization header
-    keys: list[ApiKeyEntry] = Field(default_factory=list)
-
-
-class MtlsPrincipal(Model):
-    spiffe: Annotated[str, Field(pattern=r"^spiffe://[^/\s]+(/\S*)?$")]
-    subject: str | None = None
-    scopes: list[str] = Field(default_factory=list)
-    roles: list[str] = Field(default_factory=list)
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-
-class MtlsSource(Model):
-    # Only Envoy's attributes.source.principal (the verified peer certificate's URI
-    # SAN) is read; XFCC or any other header is never trusted.
-    trust_domains: list[str] = Field(default_factory=list)
-    principals: list[MtlsPrincipal] = Field(default_factory=list)
-    allow_any_in_trust_domain: bool = False
-
-
-class IdentitySource(Model):
     name: Annotated[str, Field(pattern=_NAME)]
-    jwt: JwtSource | None = None
-    api_key: ApiKeySource | None = None
-    mtls: MtlsSource | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> IdentitySource:
-        kinds = [k for k in ("jwt", "api_key", "mtls") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("each identity source needs exactly one of jwt, api_key, mtls")
+    def _one_kind(self) -> IdentitySourceBase:
+        if len(self._kinds()) != 1:
+            raise ValueError(f"each identity source needs exactly one of {', '.join(KINDS)}")
         return self
+
+    def _kinds(self) -> list[str]:
+        return [k for k in KINDS if getattr(self, k, None) is not None]
+
+    def mechanism(self) -> tuple[str, Any]:
+        """(the mechanism's registry name, its settings)."""
+        (kind,) = self._kinds()
+        return kind, getattr(self, kind)
+
+
+if TYPE_CHECKING:
+    IdentitySource = IdentitySourceBase
+else:
+    # One optional field per registered mechanism: adding a mechanism adds its key here.
+    IdentitySource = create_model(
+        "IdentitySource",
+        __base__=IdentitySourceBase,
+        **{kind: (spec.config | None, None) for kind, spec in KINDS.items()},
+    )
 
 
 class PathMatch(Model):

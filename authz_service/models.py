@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -43,18 +42,11 @@ class RequestContext:
     peer_certificate_sha256: str = ""  # hex SHA-256 of the verified client certificate (DER)
 
 
-class IdentityKind(StrEnum):
-    JWT = "jwt"
-    API_KEY = "api_key"
-    MTLS = "mtls"
-    ANONYMOUS = "anonymous"
-
-
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who is calling, once a source has proven it."""
 
-    kind: IdentityKind
+    kind: str  # the identity mechanism (jwt, api_key, mtls, ...) or "anonymous"
     subject: str
     source: str  # name of the identity source that proved it
     scopes: frozenset[str] = frozenset()
@@ -64,7 +56,8 @@ class Identity:
     plan: str = ""
 
 
-ANONYMOUS = Identity(kind=IdentityKind.ANONYMOUS, subject="anonymous", source="anonymous")
+ANONYMOUS_KIND = "anonymous"
+ANONYMOUS = Identity(kind=ANONYMOUS_KIND, subject="anonymous", source="anonymous")
 
 
 @dataclass(frozen=True, slots=True)

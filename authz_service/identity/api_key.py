@@ -10,15 +10,47 @@ from __future__ import annotations
 import hashlib
 import hmac
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated
 
-from authz_service.config import ApiKeyEntry, ApiKeySource
+from pydantic import Field, model_validator
+
+from authz_service.config_base import HEADER, NAME, Model
 from authz_service.identity.credentials import HeaderLocation, read_header_credential
 from authz_service.identity.errors import InvalidCredential
-from authz_service.models import Identity, IdentityKind, RequestContext
+from authz_service.models import Identity, RequestContext
+
+if TYPE_CHECKING:
+    from authz_service.identity.registry import SourceContext
+
+KIND = "api_key"
+_NAME = NAME
+_HEADER = HEADER
+
+
+class ApiKeyEntry(Model):
+    id: Annotated[str, Field(pattern=_NAME)]  # names the key in logs; never the key itself
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
+    sha512: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{128}$")] | None = None
+    subject: Annotated[str, Field(min_length=1)]
+    scopes: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_digest(self) -> ApiKeyEntry:
+        if (self.sha256 is None) == (self.sha512 is None):
+            raise ValueError("set exactly one of 'sha256' or 'sha512' (the key's hex digest)")
+        return self
+
+
+class ApiKeySource(Model):
+    header: Annotated[str, Field(pattern=_HEADER)] = "x-api-key"
+    prefix: str = ""  # e.g. "ApiKey " when read from the authorization header
+    keys: list[ApiKeyEntry] = Field(default_factory=list)
 
 
 class ApiKeyIdentitySource:
-    kind = IdentityKind.API_KEY
+    kind = KIND
 
     def __init__(self, name: str, config: ApiKeySource, max_key_bytes: int) -> None:
         self.name = name
@@ -44,7 +76,7 @@ class ApiKeyIdentitySource:
 
     def _identity(self, entry: ApiKeyEntry) -> Identity:
         return Identity(
-            kind=IdentityKind.API_KEY,
+            kind=KIND,
             subject=entry.subject,
             source=self.name,
             scopes=frozenset(entry.scopes),
@@ -60,3 +92,11 @@ class ApiKeyIdentitySource:
             return None
         stored = (entry.sha256 or entry.sha512 or "").lower()
         return entry if hmac.compare_digest(stored, digest) else None
+
+
+def build(ctx: SourceContext, config: ApiKeySource) -> ApiKeyIdentitySource:
+    return ApiKeyIdentitySource(ctx.name, config, ctx.max_token_bytes)
+
+
+def credential_headers(config: ApiKeySource) -> tuple[str, ...]:
+    return (config.header,)

@@ -1,15 +1,15 @@
-"""The identity-source seam: each mechanism (jwt, api_key, mtls) implements this."""
+"""The identity-source seam: each mechanism (identity/registry.py) implements this."""
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from authz_service.models import Identity, IdentityKind, RequestContext
+from authz_service.models import Identity, RequestContext
 
 
 class IdentitySource(Protocol):
     name: str
-    kind: IdentityKind
+    kind: str  # the mechanism's registry name, also Identity.kind
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
         """The proven identity, None when this kind of credential is absent.

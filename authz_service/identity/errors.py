@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 class CredentialError(Exception):
-    """Base: the message is safe to show the client (it never contains a credential)."""
+    """Base: the message is safe to show the client (it never contains a credential).
+
+    `rank`: when no identity source succeeds, the client hears of the failure with the
+    lowest rank (the one place that order is written).
+    """
+
+    rank = 2
 
     def __init__(self, description: str) -> None:
         super().__init__(description)
@@ -14,6 +20,8 @@ class CredentialError(Exception):
 class MalformedRequest(CredentialError):
     """400 invalid_request: empty bearer, credentials twice, two methods at once."""
 
+    rank = 0  # a malformed request first: it is wrong whatever the sources say
+
 
 class InvalidCredential(CredentialError):
     """401 invalid_token: present but not valid (bad signature, expired, unknown key)."""
@@ -21,3 +29,12 @@ class InvalidCredential(CredentialError):
 
 class NotAllowed(CredentialError):
     """403 access_denied: a proven peer that this config does not accept."""
+
+    rank = 1  # then a refused peer
+
+
+class ForeignCredential(InvalidCredential):
+    """A credential meant for another source (a token of another issuer): reported only
+    if no source accepts the request."""
+
+    rank = 3  # last

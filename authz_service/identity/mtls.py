@@ -9,10 +9,34 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from types import MappingProxyType
+from typing import TYPE_CHECKING, Annotated
 
-from authz_service.config import MtlsPrincipal, MtlsSource
+from pydantic import Field
+
+from authz_service.config_base import Model
 from authz_service.identity.errors import NotAllowed
-from authz_service.models import Identity, IdentityKind, RequestContext
+from authz_service.models import Identity, RequestContext
+
+if TYPE_CHECKING:
+    from authz_service.identity.registry import SourceContext
+
+KIND = "mtls"
+
+
+class MtlsPrincipal(Model):
+    spiffe: Annotated[str, Field(pattern=r"^spiffe://[^/\s]+(/\S*)?$")]
+    subject: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class MtlsSource(Model):
+    # Only Envoy's attributes.source.principal (the verified peer certificate's URI
+    # SAN) is read; XFCC or any other header is never trusted.
+    trust_domains: list[str] = Field(default_factory=list)
+    principals: list[MtlsPrincipal] = Field(default_factory=list)
+    allow_any_in_trust_domain: bool = False
 
 MAX_UNLISTED_PEERS = 4096
 
@@ -22,7 +46,7 @@ def trust_domain(spiffe_id: str) -> str:
 
 
 class MtlsIdentitySource:
-    kind = IdentityKind.MTLS
+    kind = KIND
 
     def __init__(self, name: str, config: MtlsSource) -> None:
         self.name = name
@@ -47,7 +71,8 @@ class MtlsIdentitySource:
             raise NotAllowed("peer not allowed")
         other = self._others.get(principal)
         if other is None:
-            other = self._others[principal] = Identity(IdentityKind.MTLS, principal, self.name)
+            other = self._others[principal] = Identity(
+                KIND, principal, self.name, claims=MappingProxyType({"spiffe_id": principal}))
             if len(self._others) > MAX_UNLISTED_PEERS:
                 self._others.popitem(last=False)
         return other
@@ -55,7 +80,7 @@ class MtlsIdentitySource:
     def _identity(self, entry: MtlsPrincipal) -> Identity:
         principal = entry.spiffe
         return Identity(
-            kind=IdentityKind.MTLS,
+            kind=KIND,
             subject=entry.subject or principal,
             source=self.name,
             scopes=frozenset(entry.scopes),
@@ -63,3 +88,11 @@ class MtlsIdentitySource:
             tenant=entry.metadata.get("tenant", ""),
             plan=entry.metadata.get("plan", ""),
         )
+
+
+def build(ctx: SourceContext, config: MtlsSource) -> MtlsIdentitySource:
+    return MtlsIdentitySource(ctx.name, config)
+
+
+def credential_headers(config: MtlsSource) -> tuple[str, ...]:
+    return ()  # the peer certificate is no header

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from authz_service.config import HMAC_ALGORITHMS, JwtSource
+from authz_service.identity.jwt import HMAC_ALGORITHMS, JwtSource
 from authz_service.keys.keyset import KeySet, KeySetError, VerificationKey, key_set, parse_jwks
 from tollgate.reload import file_signature
 

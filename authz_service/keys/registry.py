@@ -12,8 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from authz_service.config import JwtSource
-from authz_service.identity.jwt import KeyProvider
+from authz_service.identity.jwt import JwtSource, KeyProvider
 from authz_service.keys.jwks import JwksFileKeys, RemoteJwks, StaticKeys
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from authz_service.limits.config import (
     RequestHeaders,
     StringMatch,
 )
-from authz_service.models import Identity, IdentityKind, RequestContext
+from authz_service.models import ANONYMOUS_KIND, Identity, RequestContext
 from ratelimit_service.model import Entry
 
 MAX_VALUE = 256
@@ -175,7 +175,7 @@ def _identity_value(read: Callable[[Identity], str]) -> Callable[[IdentityValue,
 
 
 def _proven(identity: Identity) -> bool:
-    return identity.kind is not IdentityKind.ANONYMOUS
+    return identity.kind != ANONYMOUS_KIND
 
 
 def _claim_text(identity: Identity, name: str) -> str:
@@ -208,15 +208,14 @@ ACTIONS: dict[str, ActionKind] = {
     "subject": ActionKind(
         _identity_value(lambda i: i.subject if _proven(i) else ""), needs_identity=True),
     "identity_kind": ActionKind(
-        _identity_value(lambda i: i.kind.value), needs_identity=True),
+        _identity_value(lambda i: i.kind), needs_identity=True),
     "issuer": ActionKind(_identity_value(lambda i: i.issuer), needs_identity=True),
     "tenant": ActionKind(_identity_value(lambda i: i.tenant), needs_identity=True),
     "plan": ActionKind(_identity_value(lambda i: i.plan), needs_identity=True),
+    # Only API keys carry `key_id` and only mTLS peers `spiffe_id` among an identity's claims.
     "api_key_id": ActionKind(
-        _identity_value(lambda i: _claim_text(i, "key_id")
-                        if i.kind is IdentityKind.API_KEY else ""), needs_identity=True),
+        _identity_value(lambda i: _claim_text(i, "key_id")), needs_identity=True),
     "principal": ActionKind(
-        _identity_value(lambda i: _claim_text(i, "spiffe_id") or i.subject
-                        if i.kind is IdentityKind.MTLS else ""), needs_identity=True),
+        _identity_value(lambda i: _claim_text(i, "spiffe_id")), needs_identity=True),
     "claim": ActionKind(_claim, needs_identity=True),
 }

@@ -6,15 +6,13 @@ compiled, names cross-checked. A reload compiles a new snapshot and swaps it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from authz_service.config import AuthzConfig, JwtSource, UpstreamHeaders
-from authz_service.identity.api_key import ApiKeyIdentitySource
+from authz_service.config import AuthzConfig, UpstreamHeaders
 from authz_service.identity.base import IdentitySource
-from authz_service.identity.jwt import JwtIdentitySource, KeyProvider
-from authz_service.identity.mtls import MtlsIdentitySource
+from authz_service.identity.jwt import KeyProviderFactory
+from authz_service.identity.registry import KINDS, SourceContext
 from authz_service.identity.token_cache import TokenCache
 from authz_service.limits.compiled import CompiledLimits, claim_roots, compile_limits
 from authz_service.models import Allow
@@ -23,9 +21,6 @@ from authz_service.validation.request import RequestValidator, compile_validatio
 from authz_service.validation.schema import SchemaError
 from tollgate.config import LocatedError
 from tollgate.memo import Memo
-
-# Builds (or reuses) the key provider for a JWT source; raises ValueError on bad settings.
-KeyProviderFactory = Callable[[str, JwtSource], KeyProvider]
 
 
 @dataclass(frozen=True)
@@ -64,23 +59,14 @@ def compile_config(
     for index, spec in enumerate(config.identities):
         if spec.name in sources or spec.name == "anonymous":
             raise LocatedError(("identities", index, "name"), f"duplicate name '{spec.name}'")
-        if spec.jwt is not None:
-            try:
-                provider = key_provider(spec.name, spec.jwt)
-            except ValueError as exc:
-                raise LocatedError(("identities", index, "jwt"), str(exc)) from None
-            sources[spec.name] = JwtIdentitySource(
-                spec.name, spec.jwt, provider, cache, max_token, kept_claims=kept_claims
-            )
-            credential_headers[spec.name] = tuple(
-                loc.header for loc in spec.jwt.from_ if loc.header is not None
-            )
-        elif spec.api_key is not None:
-            sources[spec.name] = ApiKeyIdentitySource(spec.name, spec.api_key, max_token)
-            credential_headers[spec.name] = (spec.api_key.header,)
-        elif spec.mtls is not None:
-            sources[spec.name] = MtlsIdentitySource(spec.name, spec.mtls)
-            credential_headers[spec.name] = ()
+        kind, settings = spec.mechanism()
+        mechanism = KINDS[kind]
+        context = SourceContext(spec.name, key_provider, cache, max_token, kept_claims)
+        try:
+            sources[spec.name] = mechanism.build(context, settings)
+        except ValueError as exc:
+            raise LocatedError(("identities", index, kind), str(exc)) from None
+        credential_headers[spec.name] = mechanism.credential_headers(settings)
 
     routes: list[CompiledRoute] = []
     by_name: dict[str, CompiledRoute] = {}

@@ -17,18 +17,19 @@ from types import MappingProxyType
 from authz_service.contract import ROUTE_EXTENSION, SCOPES_EXTENSION
 from authz_service.identity.errors import (
     CredentialError,
+    ForeignCredential,
     InvalidCredential,
     MalformedRequest,
     NotAllowed,
 )
-from authz_service.identity.jwt import ForeignToken, KeysNeeded
+from authz_service.identity.jwt import KeysNeeded
 from authz_service.models import (
     ANONYMOUS,
+    ANONYMOUS_KIND,
     Allow,
     Decision,
     Deny,
     Identity,
-    IdentityKind,
     RequestContext,
 )
 from authz_service.policy import denials
@@ -126,7 +127,7 @@ def authorize(
     extra = ctx.context_extensions.get(SCOPES_EXTENSION, "").split()
     refusal = check_requirements(route.require, identity, policy.realm, route.name, extra)
     if refusal is not None:
-        if identity.kind is IdentityKind.ANONYMOUS:
+        if identity.kind == ANONYMOUS_KIND:
             return denials.missing_credentials(policy.realm, route.name)
         return refusal
     return identity
@@ -157,21 +158,9 @@ def _select_route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute 
     return None
 
 
-def _rank(error: CredentialError) -> int:
-    # Which failure the client hears about when no source succeeds: a malformed
-    # request first, then a refused peer, then a token problem, and a token that
-    # merely belongs to another issuer last.
-    if isinstance(error, MalformedRequest):
-        return 0
-    if isinstance(error, NotAllowed):
-        return 1
-    if isinstance(error, ForeignToken):
-        return 3
-    return 2
-
-
 def _worse(current: CredentialError | None, new: CredentialError) -> CredentialError:
-    return new if current is None or _rank(new) < _rank(current) else current
+    # Which failure the client hears about when no source succeeds: errors.py ranks them.
+    return new if current is None or new.rank < current.rank else current
 
 
 def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
@@ -179,7 +168,7 @@ def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
         return denials.invalid_request(realm, error.description, route)
     if isinstance(error, NotAllowed):
         return denials.access_denied(error.description, route, code="peer_not_allowed")
-    if isinstance(error, ForeignToken):
+    if isinstance(error, ForeignCredential):
         return denials.invalid_token(realm, "issuer not accepted", route)
     return denials.invalid_token(realm, error.description, route)
 
@@ -206,10 +195,10 @@ def _allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allow:
 def _build_allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allow:
     up = policy.upstream
     scopes = " ".join(sorted(identity.scopes))
-    anonymous = identity.kind is IdentityKind.ANONYMOUS
+    anonymous = identity.kind == ANONYMOUS_KIND
     values: list[tuple[str | None, str]] = [
         (up.subject, "" if anonymous else identity.subject),
-        (up.identity, identity.kind.value),
+        (up.identity, identity.kind),
         (up.scopes, scopes),
         (up.tenant, identity.tenant),
         (up.plan, identity.plan),
@@ -228,7 +217,7 @@ def _build_allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allo
         remove.extend(policy.credential_headers.get(identity.source, ()))
     metadata = {
         "subject": identity.subject,
-        "identity": identity.kind.value,
+        "identity": identity.kind,
         "issuer": identity.issuer,
         "tenant": identity.tenant,
         "plan": identity.plan,

@@ -30,7 +30,7 @@ from authz_service.contract import (
 from authz_service.doors.bodies import denial_body, denial_headers
 from authz_service.doors.http import DEFAULT_PATH_PREFIX
 from authz_service.limits.stage import HEADER_NAMES
-from authz_service.models import Identity, IdentityKind, RequestContext
+from authz_service.models import Identity, RequestContext
 from authz_service.policy import denials
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import finish
@@ -108,7 +108,7 @@ def test_the_metadata_keys_are_the_contracts_and_the_engines() -> None:
     assert tuple(proto_fields("AuthzMetadata")) == METADATA_KEYS
     config = AuthzConfig.model_validate({"routes": [{"name": "r", "anonymous": True}]})
     policy = compile_config(config, lambda name, source: None)  # type: ignore[arg-type,return-value]
-    full = Identity(IdentityKind.JWT, "alice", "idp", frozenset({"a"}), issuer="https://i",
+    full = Identity("jwt", "alice", "idp", frozenset({"a"}), issuer="https://i",
                     tenant="t", plan="p", claims=MappingProxyType({}))
     allow = finish(policy, policy.routes[0], full, RequestContext("GET", "/"))
     assert tuple(allow.metadata) == METADATA_KEYS  # type: ignore[union-attr]

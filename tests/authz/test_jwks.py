@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from authz_service.config import JwtSource
+from authz_service.identity.jwt import JwtSource
 from authz_service.keys.jwks import RemoteJwks, cache_ttl, check_url
 from tests.authz import jwt_kit
 from tests.authz.grpc_kit import authz_process, check_request

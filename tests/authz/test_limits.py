@@ -14,7 +14,7 @@ from authz_service.claims import ClaimPathError, parse_claim_path
 from authz_service.cli import check_config
 from authz_service.limits.actions import ACTIONS, SKIP, LimitInput, safe_value
 from authz_service.limits.config import Action
-from authz_service.models import ANONYMOUS, Identity, IdentityKind, RequestContext
+from authz_service.models import ANONYMOUS, Identity, RequestContext
 from ratelimit_service.model import Entry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "limits"
@@ -26,12 +26,12 @@ def ctx(**kw: Any) -> RequestContext:
                           headers=MappingProxyType(headers), **kw)
 
 
-ALICE = Identity(IdentityKind.JWT, "alice", "idp", issuer="https://idp.test", tenant="acme",
+ALICE = Identity("jwt", "alice", "idp", issuer="https://idp.test", tenant="acme",
                  plan="gold", claims=MappingProxyType({
                      "realm_access": {"roles": ["ops", "dev"], "level": 3},
                      "org.unit": {"name": "payments"}}))
-KEY = Identity(IdentityKind.API_KEY, "svc", "keys", claims=MappingProxyType({"key_id": "k1"}))
-PEER = Identity(IdentityKind.MTLS, "spiffe://td/a", "mesh",
+KEY = Identity("api_key", "svc", "keys", claims=MappingProxyType({"key_id": "k1"}))
+PEER = Identity("mtls", "spiffe://td/a", "mesh",
                 claims=MappingProxyType({"spiffe_id": "spiffe://td/a"}))
 
 

@@ -91,7 +91,7 @@ def test_an_unchanged_jwks_refresh_keeps_the_generation() -> None:
 
     import httpx
 
-    from authz_service.config import JwtSource
+    from authz_service.identity.jwt import JwtSource
     from authz_service.keys.jwks import RemoteJwks
     from tests.authz.http_kit import serve_http
 

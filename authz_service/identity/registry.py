@@ -1,0 +1,43 @@
+"""The identity mechanisms: name -> its settings model, how to build a source from
+them, and which headers carry its credential. A new mechanism is one module under
+authz_service/identity/ and one line here; the config format (`identities[].<name>`),
+the compiler and the credential stripping all read this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from authz_service.identity import api_key, jwt, mtls
+from authz_service.identity.base import IdentitySource
+from authz_service.identity.jwt import KeyProviderFactory
+from authz_service.identity.token_cache import TokenCache
+
+
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """What building one identity source may use besides its own settings."""
+
+    name: str
+    key_provider: KeyProviderFactory
+    token_cache: TokenCache
+    max_token_bytes: int
+    kept_claims: frozenset[str]  # claims a cached identity keeps (rules and headers read them)
+
+
+@dataclass(frozen=True, slots=True)
+class Mechanism:
+    config: type[BaseModel]
+    build: Callable[[SourceContext, Any], IdentitySource]  # ValueError: unusable settings
+    credential_headers: Callable[[Any], tuple[str, ...]]  # removed before the upstream
+
+
+KINDS: dict[str, Mechanism] = {
+    jwt.KIND: Mechanism(jwt.JwtSource, jwt.build, jwt.credential_headers),
+    api_key.KIND: Mechanism(api_key.ApiKeySource, api_key.build, api_key.credential_headers),
+    mtls.KIND: Mechanism(mtls.MtlsSource, mtls.build, mtls.credential_headers),
+}
