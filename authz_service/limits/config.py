@@ -10,17 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+from authz_service.config_base import NAME, Model
+
+_NAME = NAME
 _HEADER = r"^(:?[a-z0-9!#$%&'*+.^_`|~-]{1,128})$"
 _KEY = r"^[A-Za-z0-9_.:-]{1,64}$"  # a descriptor key
 
 DescriptorKey = Annotated[str, Field(pattern=_KEY)]
-
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class GenericKey(Model):
