@@ -18,8 +18,8 @@ from tollgate.config import ConfigError
 FIXTURES = Path(__file__).parent / "fixtures"
 
 INVALID = {
-    "bad_algorithm.yaml": "7: descriptors[0].rate_limit.algorithm: "
-    "Input should be 'fixed_window', 'sliding_window' or 'gcra'",
+    "bad_algorithm.yaml": "7: descriptors[0].rate_limit.algorithm: unknown algorithm "
+    "'leaky_faucet' (known: fixed_window, gcra, sliding_window, token_bucket)",
     "bad_limit_unit.yaml": "5: descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight'",
     "bad_yaml.yaml": "5: invalid YAML: expected ',' or ']', but got '<stream end>'",
     "duplicate_key.yaml": "8: descriptors[1]: "
