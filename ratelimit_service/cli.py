@@ -62,8 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
          help="password or user:password")
     flag(p, "--redis-tls", env=["RATELIMIT_REDIS_TLS", "REDIS_TLS"], default=False, kind=bool,
          help="TLS to Redis")
-    flag(p, "--redis-pool-size", env=["RATELIMIT_REDIS_POOL_SIZE", "REDIS_POOL_SIZE"],
-         default=64, kind=int, help="connections per Redis node")
     flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
          help="seconds to connect to / wait for Redis before the store counts as down")
     flag(p, "--store-failure-mode", env=["RATELIMIT_STORE_FAILURE_MODE"], default="open",
@@ -174,7 +172,7 @@ def store_settings(args: argparse.Namespace) -> factory.StoreSettings:
     return factory.StoreSettings(
         url=args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
         auth=args.redis_auth, tls=args.redis_tls, timeout=args.redis_timeout,
-        pool_size=args.redis_pool_size, local_cache_bytes=args.local_cache_size_bytes,
+        local_cache_bytes=args.local_cache_size_bytes,
         memory_max_keys=args.memory_max_keys,
         stop_when_over=args.stop_cache_key_increment_when_overlimit,
     )
