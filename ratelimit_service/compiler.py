@@ -48,7 +48,7 @@ def _compile_level(
         given = [k for k in ("rate_limit", "rate_limits", "rate_limit_by")
                  if getattr(desc, k) is not None]
         if len(given) > 1:
-            raise LocatedError((*here, given[1]), f"use one of {', '.join(given)}, not both")
+            raise LocatedError((*here, given[1]), f"use only one of {' / '.join(given)}")
         keys = (*ancestors, desc.key)
         rule = selector = None
         if desc.rate_limit is not None:

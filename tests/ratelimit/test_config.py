@@ -44,6 +44,19 @@ INVALID = {
     "can only be used with wildcard values (containing '*'), but found key 'files_exact'",
     "unlimited_with_unit.yaml": "6: descriptors[0].rate_limit.unit: "
     "should not specify rate limit unit when unlimited",
+    # Tollgate's extensions
+    "stacked_both.yaml": "5: descriptors[0].rate_limits: use only one of rate_limit / rate_limits",
+    "stacked_same_unit.yaml": "6: descriptors[0].rate_limits[1].unit: two windows with unit "
+    "'minute' (windows 0 and 1): one counter per unit",
+    "stacked_empty.yaml": "4: descriptors[0].rate_limits: needs at least one window",
+    "stacked_unlimited.yaml": "6: descriptors[0].rate_limits[1].unlimited: a window cannot be "
+    "unlimited (use rate_limit: {unlimited: true})",
+    "stacked_bad_unit.yaml": "6: descriptors[0].rate_limits[1].unit: "
+    "invalid rate limit unit 'fortnight'",
+    "charge_all_windows_alone.yaml": "4: descriptors[0].charge_all_windows: "
+    "charge_all_windows needs rate_limits (several windows)",
+    "burst_without_bucket.yaml": "7: descriptors[0].rate_limit.burst: "
+    "fixed_window has no burst (algorithms with one: token_bucket)",
 }
 
 
@@ -60,7 +73,8 @@ def test_invalid_config_names_file_line_and_key(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["basic_config", "wildcard", "shadowmode_config", "share_threshold", "metadata"]
+    "name",
+    ["basic_config", "wildcard", "shadowmode_config", "share_threshold", "metadata", "stacked"],
 )
 def test_reference_configs_load_unchanged(name: str) -> None:
     rules = load_rules(FIXTURES / "valid" / f"{name}.yaml")
