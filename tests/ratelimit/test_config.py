@@ -57,6 +57,15 @@ INVALID = {
     "charge_all_windows needs rate_limits (several windows)",
     "burst_without_bucket.yaml": "7: descriptors[0].rate_limit.burst: "
     "fixed_window has no burst (algorithms with one: token_bucket)",
+    "limit_by_unknown_key.yaml": "7: descriptors[0].descriptors[0].rate_limit_by.key: "
+    "'tier' is not an entry of this descriptor (entries: plan, subject)",
+    "limit_by_no_default.yaml": "6: descriptors[0].descriptors[0].rate_limit_by: rate_limit_by "
+    "needs a default for values it does not list (default: {unlimited: true} to leave them "
+    "unlimited)",
+    "limit_by_bad_unit.yaml": "8: descriptors[0].rate_limit_by.values.globex[0].unit: "
+    "invalid rate limit unit 'moon'",
+    "limit_by_unknown_field.yaml": "6: descriptors[0].rate_limit_by.default[0].per: "
+    "unknown key 'per'",
 }
 
 
@@ -74,7 +83,8 @@ def test_invalid_config_names_file_line_and_key(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["basic_config", "wildcard", "shadowmode_config", "share_threshold", "metadata", "stacked"],
+    ["basic_config", "wildcard", "shadowmode_config", "share_threshold", "metadata", "stacked",
+     "limit_by_plan"],
 )
 def test_reference_configs_load_unchanged(name: str) -> None:
     rules = load_rules(FIXTURES / "valid" / f"{name}.yaml")
