@@ -2,16 +2,19 @@
 
 One command, one run, side by side on the same machine:
 
-    .venv/bin/python bench/ratelimit_bench.py [--seconds 5] [--clients 4] [--streams 16]
+    .venv/bin/python bench/ratelimit_bench.py [--seconds 4] [--rounds 3] [--clients 4] [--streams 16]
 
-Starts its own redis-server and a 3-master Redis Cluster on free ports, then for each
-store runs `ratelimit-service` as its own process and drives ShouldRateLimit with
-h2load (gRPC over h2c, `clients x streams` in flight). Every request carries the
-demo's two descriptors ([plan, subject] and [remote_address]) under limits high
-enough never to trip, so every decision really goes to the store (no local-cache
-shortcut). Reports decisions/s, the ratio to memory, the service's CPU microseconds
-per decision (/proc/PID/stat), Redis commands per decision (INFO commandstats over
-all nodes) and the pure decision cost without transport. Prints a Markdown table.
+Starts its own redis-server and a 3-master Redis Cluster on free ports and one
+`ratelimit-service` process per store (all started first, idle while another is
+measured), then drives ShouldRateLimit with h2load (gRPC over h2c, `clients x
+streams` in flight), the stores alternated over `--rounds` rounds so that a busy
+moment on the shared machine hits every store alike; each round's ratio to memory is
+reported and their median. Every request carries the demo's two descriptors
+([plan, subject] and [remote_address]) under limits high enough never to trip, so
+every decision really goes to the store (no local-cache shortcut). Also reports the
+service's CPU microseconds per decision (/proc/PID/stat), the script calls sent per
+decision (EVALSHA/EVAL on the wire, INFO commandstats over all nodes) and the pure
+decision cost without transport. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import struct
 import subprocess
 import sys
@@ -37,10 +41,9 @@ from tests.ratelimit.redis_procs import RedisProcess, cli, start_cluster  # noqa
 from tests.ratelimit.support import descriptor, request, rules_from  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# What the service sends: one script per request (single Redis) or per slot (cluster).
-# commandstats also lists the INCRBY/EXPIRE the scripts run inside Redis; those are
-# not commands on the wire. (A sliding-window limit on a cluster adds a GET; the
-# bench has none.)
+# What the service sends: script calls, each carrying the counters of one or more
+# requests (single Redis) or of one slot (cluster). commandstats also lists the
+# INCRBY/EXPIRE the scripts run inside Redis; those are not commands on the wire.
 CLIENT_COMMANDS = {"evalsha", "eval"}
 PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
@@ -123,27 +126,35 @@ def reset_stats(ports: list[int]) -> None:
         cli(port, "CONFIG", "RESETSTAT")
 
 
-def measure(name: str, config: Path, body: Path, *, redis_url: str, ports: list[int],
-            args: argparse.Namespace, commands: set[str] | None = None) -> dict[str, object]:
-    proc, address = start_service(config, redis_url)
-    try:
-        h2load(address, body, 1, args.clients, args.streams)  # warm-up, connections
-        reset_stats(ports)
-        cpu0 = cpu_seconds(proc.pid)
+class Service:
+    """One ratelimit-service process on one store."""
+
+    def __init__(self, name: str, config: Path, redis_url: str, ports: list[int]) -> None:
+        self.name = name
+        self.ports = ports
+        self.proc, self.address = start_service(config, redis_url)
+        self.rounds: list[dict[str, float]] = []
+
+    def measure(self, body: Path, args: argparse.Namespace, *, warm_up: bool = False) -> None:
+        if warm_up:
+            h2load(self.address, body, 1, args.clients, args.streams)  # connections, scripts
+            return
+        reset_stats(self.ports)
+        cpu0 = cpu_seconds(self.proc.pid)
         started = time.monotonic()
-        done = h2load(address, body, args.seconds, args.clients, args.streams)
+        done = h2load(self.address, body, args.seconds, args.clients, args.streams)
         elapsed = time.monotonic() - started
-        cpu = cpu_seconds(proc.pid) - cpu0
-        calls = redis_calls(ports, commands or set()) if ports else 0
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return {
-        "store": name,
-        "rps": done / elapsed,
-        "cpu_us": cpu / done * 1e6 if done else 0.0,
-        "cmds": calls / done if ports and done else 0.0,
-    }
+        cpu = cpu_seconds(self.proc.pid) - cpu0
+        calls = redis_calls(self.ports, CLIENT_COMMANDS) if self.ports else 0
+        self.rounds.append({
+            "rps": done / elapsed,
+            "cpu_us": cpu / done * 1e6 if done else 0.0,
+            "calls": calls / done if done else 0.0,
+        })
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def pure_decision_us(n: int = 20000) -> float:
@@ -167,7 +178,8 @@ def pure_decision_us(n: int = 20000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--streams", type=int, default=16)
     args = parser.parse_args()
@@ -182,28 +194,41 @@ def main() -> None:
         single = RedisProcess(work / "single")
         single.start()
         cluster = start_cluster(work / "cluster")
+        services: list[Service] = []
         try:
-            rows = [
-                measure("memory", config, body, redis_url="", ports=[], args=args),
-                measure("redis", config, body, redis_url=single.url, ports=[single.port],
-                        args=args, commands=CLIENT_COMMANDS),
-                measure("redis cluster (3 masters)", config, body, redis_url=cluster.url,
-                        ports=[n.port for n in cluster.nodes], args=args,
-                        commands=CLIENT_COMMANDS),
+            services = [
+                Service("memory", config, "", []),
+                Service("redis", config, single.url, [single.port]),
+                Service("redis cluster (3 masters)", config, cluster.url,
+                        [n.port for n in cluster.nodes]),
             ]
+            for service in services:
+                service.measure(body, args, warm_up=True)
+            for _ in range(args.rounds):
+                for service in services:
+                    service.measure(body, args)
         finally:
+            for service in services:
+                service.stop()
             single.stop()
             cluster.stop()
     pure = pure_decision_us()
-    base = float(rows[0]["rps"])  # type: ignore[arg-type]
-    print(f"ratelimit-service, {args.seconds:g} s per store, h2load "
-          f"{args.clients} clients x {args.streams} streams, 2 descriptors per request\n")
-    print("| store | decisions/s | vs memory | service CPU µs/decision | Redis commands/decision |")
-    print("|---|---:|---:|---:|---:|")
-    for row in rows:
-        rps = float(row["rps"])  # type: ignore[arg-type]
-        cmds = f"{row['cmds']:.2f}" if row["store"] != "memory" else "-"
-        print(f"| {row['store']} | {rps:,.0f} | {rps / base:.2f}x | {row['cpu_us']:.0f} | {cmds} |")
+    print(f"ratelimit-service, {args.seconds:g} s per store per round, {args.rounds} rounds "
+          f"alternated, h2load {args.clients} clients x {args.streams} streams, "
+          f"2 descriptors per request\n")
+    print("| store | decisions/s (median) | vs memory, per round | vs memory (median) "
+          "| service CPU µs/decision | script calls/decision |")
+    print("|---|---:|---:|---:|---:|---:|")
+    memory = services[0].rounds
+    for service in services:
+        rounds = service.rounds
+        ratios = [r["rps"] / m["rps"] for r, m in zip(rounds, memory, strict=True)]
+        rps = statistics.median(r["rps"] for r in rounds)
+        cpu = statistics.median(r["cpu_us"] for r in rounds)
+        calls = "-" if not service.ports else f"{statistics.median(r['calls'] for r in rounds):.2f}"
+        per_round = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"| {service.name} | {rps:,.0f} | {per_round} | {statistics.median(ratios):.2f}x "
+              f"| {cpu:.0f} | {calls} |")
     print(f"\nPure decision (parse + rule lookup + memory count + decide), no transport: "
           f"{pure:.1f} µs")
 

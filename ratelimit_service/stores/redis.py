@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ratelimit_service import charging
-from ratelimit_service.algorithms import CountingAlgorithm, algorithm_for
+from ratelimit_service.algorithms import REGISTRY, CountingAlgorithm, algorithm_for
 from ratelimit_service.algorithms.base import ScriptOp
 from ratelimit_service.model import CounterOp, Usage, uncounted
 from ratelimit_service.stores import StoreUnavailable
@@ -119,7 +119,7 @@ class RedisStore:
         *,
         local_cache_bytes: int = 0,
         stop_when_over: bool = False,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
     ) -> None:
         self.link = link
         self.stop_when_over = stop_when_over  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
@@ -133,7 +133,7 @@ class RedisStore:
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         deadline = self.link.deadline()
         n = len(ops)
-        algorithms = [algorithm_for(op.limit.algorithm) for op in ops]
+        algorithms = [REGISTRY[op.limit.algorithm] for op in ops]
         scripts = [a.script_op(op.key, op.limit, now)
                    for a, op in zip(algorithms, ops, strict=True)]
         usages: list[Usage | None] = [None] * n
@@ -146,28 +146,30 @@ class RedisStore:
                     known[i] = True
                     over = ops[i].limit.capacity + ops[i].hits
                     usages[i] = Usage(over, over, math.ceil(until - now), from_local_cache=True)
-        groups = charging.groups_of(ops, stop_when_over=self.stop_when_over)
-        many = charging.grouped(groups)
         hits = [op.hits for op in ops]
-        if many and any(known):
-            hits = charging.charges(hits, groups, [False] * n, known)
-        known_groups = {g for g, k in zip(groups, known, strict=True) if k}
-        send = [i for i in range(n) if not known[i]]
+        send = [i for i in range(n) if not known[i]] if cache.max_entries else list(range(n))
         if not send:
             return [u for u in usages if u is not None]
-        self._sequence += 1
-        names = [
-            f"{self._sequence}.{g}" if g in many and g not in known_groups else _ALONE
-            for g in groups
-        ]
+        link = self.link
+        slots = {i: link.slot(scripts[i].keys[0]) for i in send}
+        names = [_ALONE] * n
         counters = _Counters(ops, algorithms, scripts, hits, names)
-        slots = {i: self.link.slot(scripts[i].keys[0]) for i in send}
-        crossing = _crossing_groups(send, groups, names, slots)
-        if crossing:
-            await self._charge_across_slots(
-                counters, [i for i in send if groups[i] in crossing], groups, slots,
-                deadline=deadline,
-            )
+        if self.stop_when_over or any(op.group != charging.ALONE for op in ops):
+            groups = charging.groups_of(ops, stop_when_over=self.stop_when_over)
+            many = charging.grouped(groups)
+            if many and any(known):
+                counters.hits = hits = charging.charges(hits, groups, [False] * n, known)
+            known_groups = {g for g, k in zip(groups, known, strict=True) if k}
+            self._sequence += 1
+            for i, g in enumerate(groups):
+                if g in many and g not in known_groups:
+                    names[i] = f"{self._sequence}.{g}"
+            crossing = _crossing_groups(send, groups, names, slots)
+            if crossing:
+                await self._charge_across_slots(
+                    counters, [i for i in send if groups[i] in crossing], groups, slots,
+                    deadline=deadline,
+                )
         by_slot: dict[int, list[int]] = {}
         for i in send:
             by_slot.setdefault(slots[i], []).append(i)
