@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
@@ -21,8 +21,10 @@ from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
 from ratelimit_service.grpc_service import service_spec
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.metrics import register_stats
+from ratelimit_service.readiness import Probed, StoreReadiness
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, factory
+from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES
 from ratelimit_service.stores.target import StoreTarget, TargetError
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="files naming the same domain are merged instead of rejected")
     p.add_argument("--check-config", metavar="PATH",
                    help="validate PATH (file or directory) and exit")
+    flag(p, "--allow-empty-config", env=["RATELIMIT_ALLOW_EMPTY_CONFIG"], default=False,
+         kind=bool, help="accept a config directory with no *.yaml file (no limits at all)")
     flag(p, "--grpc-address", env=["RATELIMIT_GRPC_ADDRESS"],
          help=f"HOST:PORT or unix:PATH (also GRPC_UDS, GRPC_HOST + GRPC_PORT); "
               f"default {DEFAULT_ADDRESS}")
@@ -59,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--redis-socket-type", env=["RATELIMIT_REDIS_SOCKET_TYPE", "REDIS_SOCKET_TYPE"],
          default="tcp", help="tcp or unix, for a bare single --redis-url")
     flag(p, "--redis-auth", env=["RATELIMIT_REDIS_AUTH", "REDIS_AUTH"], default="",
-         help="password or user:password")
+         help="password, user:password, or :password for a password containing ':'")
+    flag(p, "--redis-username", env=["RATELIMIT_REDIS_USERNAME"], default="",
+         help="Redis ACL user; when set, --redis-auth is the whole password")
     flag(p, "--redis-tls", env=["RATELIMIT_REDIS_TLS", "REDIS_TLS"], default=False, kind=bool,
          help="TLS to Redis")
+    flag(p, "--redis-tls-ca-file", env=["RATELIMIT_REDIS_TLS_CA_FILE", "REDIS_TLS_CACERT"],
+         default="", help="CA file to verify the Redis server's certificate (rediss://); "
+         "default: the system's CAs")
     flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
          help="seconds to connect to / wait for Redis before the store counts as down")
     flag(p, "--store-failure-mode", env=["RATELIMIT_STORE_FAILURE_MODE"], default="open",
@@ -77,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="a request over one fixed-window limit does not use up its other limits")
     flag(p, "--memory-max-keys", env=["RATELIMIT_MEMORY_MAX_KEYS"], default=1_000_000,
          kind=int, help="bound on counters kept by the in-memory store")
+    flag(p, "--memory-max-bytes", env=["RATELIMIT_MEMORY_MAX_BYTES"], default=DEFAULT_MAX_BYTES,
+         kind=int, help="bound on the memory the in-memory store's counters take")
     flag(p, "--near-limit-ratio", env=["RATELIMIT_NEAR_LIMIT_RATIO", "NEAR_LIMIT_RATIO"],
          default=0.8, kind=float, help="fraction of a limit counted as near the limit")
     flag(p, "--cache-key-prefix", env=["RATELIMIT_CACHE_KEY_PREFIX", "CACHE_KEY_PREFIX"],
@@ -148,13 +159,14 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
     (`tollgate check-config ratelimit` calls this; MERGE_DOMAIN_CONFIG comes from the
     environment, as for the service.)
     """
-    merge = bool(build_parser().parse_args([]).merge_domain_config)
-    return _check(path, out, err, merge)
+    defaults = build_parser().parse_args([])
+    return _check(path, out, err, bool(defaults.merge_domain_config),
+                  bool(defaults.allow_empty_config))
 
 
-def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool) -> int:
+def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool, allow_empty: bool) -> int:
     try:
-        rules = load_rules(path, merge_domains=merge_domains)
+        rules = load_rules(path, merge_domains=merge_domains, allow_empty=allow_empty)
     except ConfigError as exc:
         print(str(exc), file=err)
         return 1
@@ -175,6 +187,8 @@ def store_settings(args: argparse.Namespace) -> factory.StoreSettings:
         local_cache_bytes=args.local_cache_size_bytes,
         memory_max_keys=args.memory_max_keys,
         stop_when_over=args.stop_cache_key_increment_when_overlimit,
+        memory_max_bytes=args.memory_max_bytes, tls_ca_file=args.redis_tls_ca_file,
+        username=args.redis_username,
     )
 
 
@@ -196,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.check_config:
-        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config)
+        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config,
+                      args.allow_empty_config)
     configure_logging(args.log_level, args.log_format)
     try:
         address = resolve_address(args.grpc_address)
@@ -204,12 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not 0.0 <= args.near_limit_ratio <= 1.0:
         parser.error("--near-limit-ratio must be between 0 and 1")
-    if args.memory_max_keys < 1 or args.redis_timeout <= 0 or args.local_cache_size_bytes < 0:
-        parser.error("--memory-max-keys >= 1, --redis-timeout > 0 and "
-                     "--local-cache-size-bytes >= 0 are required")
+    if (args.memory_max_keys < 1 or args.memory_max_bytes < 1 or args.redis_timeout <= 0
+            or args.local_cache_size_bytes < 0):
+        parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0 "
+                     "and --local-cache-size-bytes >= 0 are required")
+    if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
+        parser.error(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
     config_path = resolve_config_path(args.config)
+    merge, allow_empty = args.merge_domain_config, args.allow_empty_config
     try:
-        rules = (load_rules(config_path, merge_domains=args.merge_domain_config)
+        rules = (load_rules(config_path, merge_domains=merge, allow_empty=allow_empty)
                  if config_path else default_rules())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -231,17 +250,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         watcher: ConfigWatcher[RuleSet] | None = None
         if config_path:
             path = config_path
-            merge = args.merge_domain_config
-            watcher = ConfigWatcher(path, holder,
-                                    lambda: load_rules(path, merge_domains=merge),
-                                    interval=args.reload_interval)
+            watcher = ConfigWatcher(
+                path, holder,
+                lambda: load_rules(path, merge_domains=merge, allow_empty=allow_empty),
+                interval=args.reload_interval,
+            )
             background.append(watcher.run)
         log.info(
             "starting",
             extra={"config": config_path or f"<embedded> {DEFAULT_CONFIG}", "store": target.kind,
                    "domains": sorted(rules.domains)},
         )
-        app = GrpcApp(address, [service_spec(limiter, tracer)])
+        # A Redis store must answer before health says SERVING (readiness.py).
+        app = GrpcApp(address, [service_spec(limiter, tracer)],
+                      serving=target.kind == "memory")
+        if target.kind != "memory":
+            readiness = StoreReadiness(
+                cast(Probed, store), app.health, app.health_names,  # both stores can ping
+                failure_mode=FailureMode(args.store_failure_mode),
+            )
+            background.append(readiness.run)
         await serve_until_signal(
             app,
             drain_seconds=args.drain_seconds,

@@ -163,8 +163,9 @@ def decide(
             statuses.append(DescriptorStatus(Code.OK))
             continue
         window_usages = [next(usage_iter) for _ in limits]
-        if any(u.error for u in window_usages):
-            statuses.append(DescriptorStatus(Code.OK))
+        error = next((u.error for u in window_usages if u.error), "")
+        if error:
+            statuses.append(DescriptorStatus(Code.OK, error=error))
             continue
         if len(limits) == 1:
             status = _status(applied, limit=limits[0], usage=window_usages[0], hits=check.hits,

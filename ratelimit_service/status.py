@@ -27,7 +27,9 @@ class DescriptorStatus:
     """One descriptor's answer: the most restrictive of its windows.
 
     `windows` lists every window's own status when the descriptor has several
-    (stacked limits), in config order; empty for a single limit.
+    (stacked limits), in config order; empty for a single limit. `error` is set when
+    the store could not count this descriptor (answered OK under FailureMode.OPEN;
+    a caller with its own per-descriptor failure rule can read it).
     """
 
     code: Code
@@ -35,6 +37,7 @@ class DescriptorStatus:
     limit_remaining: int = 0
     duration_until_reset: int | None = None
     windows: tuple[DescriptorStatus, ...] = ()
+    error: str = ""
 
     def each_window(self) -> tuple[DescriptorStatus, ...]:
         """Every window of this descriptor (itself when it has one)."""

@@ -117,6 +117,9 @@ class MemoryStore:
         self._next_expiry = min(self._windows, default=0)
         return found
 
+    async def ping(self) -> None:
+        """Always answers: the memory store is always ready."""
+
     async def close(self) -> None:
         self._windows.clear()
         self._states.clear()

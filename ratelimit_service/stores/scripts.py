@@ -8,7 +8,8 @@ ARGV[7i-6 .. 7i] = algorithm, group, hits, capacity, p1, p2, p3:
 - `group` is `-` (a counter of its own), `p` (peek: answer without writing) or a
   group name: the stop-increment rule of `ratelimit_service.charging`, applied here
   so it stays one round trip: within a group of several counters, if some would go
-  over (asked first, without writing), only those are charged;
+  over (asked first, without writing), only those are charged. Each group is decided
+  whole before the next counter, so requests merged into one call stay separate;
 - each operation runs under pcall, so a counter Redis refuses (a wrong type, a
   number out of range) answers {'E', reason, 0} and the other counters still count.
 
@@ -32,29 +33,44 @@ local function run(i, commit, hits)
   return ops[ARGV[b + 1]](KEYS[2 * i - 1], KEYS[2 * i], hits, tonumber(ARGV[b + 4]), commit,
     tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]))
 end
-local size, over, going = {}, {}, {}
-for i = 1, n do
-  local g = ARGV[7 * i - 5]
-  if g ~= '-' and g ~= 'p' then size[g] = (size[g] or 0) + 1 end
-end
-for i = 1, n do
-  local g = ARGV[7 * i - 5]
-  if (size[g] or 0) > 1 then
-    local ok, r = pcall(run, i, false, tonumber(ARGV[7 * i - 4]))
-    if ok and r[2] > tonumber(ARGV[7 * i - 3]) then over[i] = true; going[g] = true end
-  end
-end
-local out = {}
-for i = 1, n do
-  local g = ARGV[7 * i - 5]
-  local hits = tonumber(ARGV[7 * i - 4])
-  if going[g] and not over[i] then hits = 0 end
-  local ok, r = pcall(run, i, g ~= 'p', hits)
+local out, done, members = {}, {}, {}
+local function answer(i, commit, hits)
+  local ok, r = pcall(run, i, commit, hits)
   if ok then
     out[3 * i - 2], out[3 * i - 1], out[3 * i] = r[1], r[2], r[3]
   else
     if type(r) == 'table' then r = r.err end
     out[3 * i - 2], out[3 * i - 1], out[3 * i] = 'E', tostring(r), 0
+  end
+  done[i] = true
+end
+for i = 1, n do
+  local g = ARGV[7 * i - 5]
+  if g ~= '-' and g ~= 'p' then
+    members[g] = members[g] or {}
+    table.insert(members[g], i)
+  end
+end
+-- In order; a group is decided as a whole (ask, then charge) before the next counter,
+-- so the groups of requests merged into one call never interleave.
+for i = 1, n do
+  if not done[i] then
+    local g = ARGV[7 * i - 5]
+    local group = members[g]
+    if group ~= nil and #group > 1 then
+      local over, going = {}, false
+      for _, j in ipairs(group) do
+        local ok, r = pcall(run, j, false, tonumber(ARGV[7 * j - 4]))
+        if ok and r[2] > tonumber(ARGV[7 * j - 3]) then over[j] = true; going = true end
+      end
+      for _, j in ipairs(group) do
+        local hits = tonumber(ARGV[7 * j - 4])
+        if going and not over[j] then hits = 0 end
+        answer(j, true, hits)
+      end
+    else
+      answer(i, g ~= 'p', tonumber(ARGV[7 * i - 4]))
+    end
   end
 end
 return out

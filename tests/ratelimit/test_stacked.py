@@ -188,6 +188,36 @@ def test_stacked_windows_share_one_slot_and_one_script_on_a_cluster(
     "kind", ["memory", pytest.param("redis", marks=pytest.mark.integration),
              pytest.param("cluster", marks=pytest.mark.integration)]
 )
+def test_requests_merged_into_one_script_call_keep_their_own_windows(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """200 decisions started together share script calls; each request's windows are
+    still decided on their own: exactly 20 admitted, and the 180 rejected ones left
+    the hour window alone (10 of its 30 remain)."""
+    store = store_for(kind, request)
+    clock = Clock()
+    limiter = make_limiter(rules_from(CONFIG), store=store, clock=clock,
+                           failure_mode=FailureMode.CLOSED)
+    key = tag()
+
+    async def main() -> None:
+        query = to_query(globals()["request"]("st", descriptor(("tenant", key))))
+        decisions = await asyncio.gather(*(limiter.should_rate_limit(query) for _ in range(200)))
+        assert sum(1 for d in decisions if d.overall_code is Code.OK) == 20
+        if isinstance(store, RedisStore):
+            assert store.calls_sent <= 2
+        clock.advance(60)
+        decisions = await asyncio.gather(*(limiter.should_rate_limit(query) for _ in range(50)))
+        assert sum(1 for d in decisions if d.overall_code is Code.OK) == 10
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "kind", ["memory", pytest.param("redis", marks=pytest.mark.integration),
+             pytest.param("cluster", marks=pytest.mark.integration)]
+)
 def test_stacked_limits_are_exact_under_concurrency(
     kind: str, request: pytest.FixtureRequest
 ) -> None:
