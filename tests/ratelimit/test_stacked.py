@@ -34,6 +34,7 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+from tests.ratelimit.support import request as rls_request
 
 CONFIG = """
 domain: st
@@ -201,7 +202,7 @@ def test_requests_merged_into_one_script_call_keep_their_own_windows(
     key = tag()
 
     async def main() -> None:
-        query = to_query(globals()["request"]("st", descriptor(("tenant", key))))
+        query = to_query(rls_request("st", descriptor(("tenant", key))))
         decisions = await asyncio.gather(*(limiter.should_rate_limit(query) for _ in range(200)))
         assert sum(1 for d in decisions if d.overall_code is Code.OK) == 20
         if isinstance(store, RedisStore):
@@ -223,7 +224,6 @@ def test_stacked_limits_are_exact_under_concurrency(
 ) -> None:
     """Many concurrent clients (two replicas on the shared stores): exactly the minute
     window's 20 admitted, then, rejected hits not charged, exactly the 10 the hour has left."""
-    rls_request = globals()["request"]  # the builder; `request` here is pytest's fixture
     replicas = 1 if kind == "memory" else 2
     stores = [store_for(kind, request) for _ in range(replicas)]
     clock = Clock()
