@@ -29,7 +29,7 @@ from ratelimit_service.model import CounterOp, Usage
 # tracemalloc in tests/reliability/test_ratelimit_memory.py.
 COUNTER_OVERHEAD = 110
 # A state: the LRU's linked entry, a tuple of two ints and the expiry float.
-STATE_OVERHEAD = 260
+STATE_OVERHEAD = 340
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
