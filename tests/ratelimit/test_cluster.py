@@ -30,6 +30,8 @@ from tests.ratelimit.support import (
     serve,
 )
 
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
+
 CONFIG = """
 domain: cl
 descriptors:

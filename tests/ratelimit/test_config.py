@@ -138,6 +138,7 @@ def test_check_config_reports_ok_and_failure() -> None:
     assert err.getvalue() == ""
 
 
+@pytest.mark.integration
 def test_check_config_command_line_exit_code() -> None:
     bad = FIXTURES / "invalid" / "bad_limit_unit.yaml"
     done = subprocess.run(
@@ -190,3 +191,20 @@ def test_merge_domain_config_adds_files_and_still_rejects_duplicates(tmp_path: P
         f"{tmp_path / 'c.yaml'}: duplicate descriptor composite key 'shop.user' "
         f"(also in {tmp_path / 'a.yaml'}) while merging domain 'shop'"
     )
+
+
+EMPTY_DIRECTORY = ("no *.yaml or *.yml file in this directory: every rate limit would be off "
+                   "(--allow-empty-config to serve with no limits)")
+
+
+def test_a_directory_without_config_files_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """Issue 15 item 3: renaming the only *.yaml away used to load as zero domains."""
+    (tmp_path / "limits.yaml.bak").write_text("domain: a\n")
+    (tmp_path / ".hidden.yaml").write_text("domain: b\n")
+    with pytest.raises(ConfigError) as err:
+        load_rules(tmp_path)
+    assert str(err.value) == f"{tmp_path}: {EMPTY_DIRECTORY}"
+    assert load_rules(tmp_path, allow_empty=True).domains == {}
+    out, err_text = io.StringIO(), io.StringIO()
+    assert check_config(str(tmp_path), out, err_text) == 1
+    assert err_text.getvalue().strip() == f"{tmp_path}: {EMPTY_DIRECTORY}"

@@ -15,6 +15,8 @@ from ratelimit_service.stores.resp import RespConnection, _connected_to_itself, 
 from ratelimit_service.stores.target import parse_redis_url
 from tests.ratelimit.redis_procs import RedisProcess
 
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
+
 
 def connect(url: str, timeout: float = 1.0) -> RespConnection:
     return RespConnection(parse_redis_url(url), timeout=timeout)

@@ -15,6 +15,8 @@ from tests.ratelimit.redis_procs import RedisCluster, RedisProcess
 from tests.ratelimit.support import OK, OVER, descriptor, make_limiter, rules_from, serve
 from tests.ratelimit.support import request as request_for
 
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
+
 CONFIG = """
 domain: stop
 descriptors:
