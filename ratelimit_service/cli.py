@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO, cast
 
+from ratelimit_service.admin import AdminServer, admin_address
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
@@ -117,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--drain-announce-seconds", env=["RATELIMIT_DRAIN_ANNOUNCE_SECONDS"], default=1.0,
          kind=float, help="part of the drain spent still answering, health NOT_SERVING, so "
          "probes and Envoy see it before new RPCs are refused")
+    flag(p, "--admin-address", env=["RATELIMIT_ADMIN_ADDRESS"], default="",
+         help="serve the admin API (read and reset counters) on HOST:PORT, or PORT for "
+              "127.0.0.1:PORT; off when empty")
+    flag(p, "--admin-allow-remote", env=["RATELIMIT_ADMIN_ALLOW_REMOTE"], default=False,
+         kind=bool, help="let non-loopback peers use the admin API (refused by default)")
     flag(p, "--metrics-address", env=["RATELIMIT_METRICS_ADDRESS"], default="",
          help="serve Prometheus /metrics on HOST:PORT (off when empty)")
     flag(p, "--otlp-endpoint", env=["RATELIMIT_OTLP_ENDPOINT"], default="",
@@ -223,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             or args.local_cache_size_bytes < 0):
         parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0 "
                      "and --local-cache-size-bytes >= 0 are required")
+    if args.admin_address:
+        try:
+            admin_address(args.admin_address)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
         parser.error(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
     config_path = resolve_config_path(args.config)
@@ -270,13 +281,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failure_mode=FailureMode(args.store_failure_mode),
             )
             background.append(readiness.run)
+        admin = None
+        if args.admin_address:
+            admin = AdminServer(args.admin_address, limiter,
+                                allow_remote=args.admin_allow_remote)
+            await admin.start()
+
+        async def stop() -> None:
+            if admin is not None:
+                await admin.stop()
+            await store.close()
+
         await serve_until_signal(
             app,
             drain_seconds=args.drain_seconds,
             announce_seconds=args.drain_announce_seconds,
             background=background,
             on_reload_signal=watcher.request_reload if watcher is not None else None,
-            on_stop=store.close,
+            on_stop=stop,
         )
 
     run(serve)
