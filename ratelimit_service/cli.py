@@ -34,6 +34,7 @@ from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tracing import configure_tracing
+from tollgate.workers import port_for, run_workers, socket_path_for, worker_index
 
 log = logging.getLogger("ratelimit_service")
 
@@ -111,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
          default="X-RateLimit-Remaining", help="name of the remaining header")
     flag(p, "--header-reset", env=["RATELIMIT_HEADER_RESET", "LIMIT_RESET_HEADER"],
          default="X-RateLimit-Reset", help="name of the reset header")
+    flag(p, "--workers", env=["RATELIMIT_WORKERS"], default=1, kind=int,
+         help="worker processes on one address (SO_REUSEPORT; unix:PATH -> PATH, PATH.1, ...); "
+              "needs a Redis store")
     flag(p, "--reload-interval", env=["RATELIMIT_RELOAD_INTERVAL"], default=1.0, kind=float,
          help="seconds between config change checks")
     flag(p, "--drain-seconds", env=["RATELIMIT_DRAIN_SECONDS"], default=5.0, kind=float,
@@ -226,9 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.near_limit_ratio <= 1.0:
         parser.error("--near-limit-ratio must be between 0 and 1")
     if (args.memory_max_keys < 1 or args.memory_max_bytes < 1 or args.redis_timeout <= 0
-            or args.local_cache_size_bytes < 0):
-        parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0 "
-                     "and --local-cache-size-bytes >= 0 are required")
+            or args.local_cache_size_bytes < 0 or args.workers < 1):
+        parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0, "
+                     "--local-cache-size-bytes >= 0 and --workers >= 1 are required")
     if args.admin_address:
         try:
             admin_address(args.admin_address)
@@ -248,12 +252,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         store, target = build_store(args)
     except TargetError as exc:
         parser.error(str(exc))
+    worker = worker_index()
+    if args.workers > 1 and worker is None:
+        return _supervise(parser, args, address, target, argv)
+    if worker is not None:
+        address = socket_path_for(address, worker)
     holder: ConfigHolder[RuleSet] = ConfigHolder(rules)
     limiter = RateLimiter(
         holder, store, settings_from(args), failure_mode=FailureMode(args.store_failure_mode)
     )
     register_stats(limiter.stats)
-    serve_metrics(args.metrics_address)
+    serve_metrics(port_for(args.metrics_address, worker))
     tracer = configure_tracing("ratelimit-service", args.otlp_endpoint)
 
     async def serve() -> None:
@@ -270,11 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info(
             "starting",
             extra={"config": config_path or f"<embedded> {DEFAULT_CONFIG}", "store": target.kind,
-                   "domains": sorted(rules.domains)},
+                   "domains": sorted(rules.domains), "worker": worker, "pid": os.getpid()},
         )
         # A Redis store must answer before health says SERVING (readiness.py).
         app = GrpcApp(address, [service_spec(limiter, tracer)],
-                      serving=target.kind == "memory")
+                      serving=target.kind == "memory", reuse_port=worker is not None)
         if target.kind != "memory":
             readiness = StoreReadiness(
                 cast(Probed, store), app.health, app.health_names,  # both stores can ping
@@ -284,7 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin = None
         if args.admin_address:
             admin = AdminServer(args.admin_address, limiter,
-                                allow_remote=args.admin_allow_remote)
+                                allow_remote=args.admin_allow_remote,
+                                reuse_port=worker is not None)
             await admin.start()
 
         async def stop() -> None:
@@ -303,6 +313,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     run(serve)
     return 0
+
+
+def _supervise(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, address: str,
+    target: StoreTarget, argv: Sequence[str] | None,
+) -> int:
+    """--workers N: the checks that need every worker, then the supervisor."""
+    if target.kind == "memory":
+        parser.error(f"--workers {args.workers} needs a shared store: the memory store counts "
+                     "in each process, so every limit would be multiplied by the workers "
+                     "(use --redis-url, or --workers 1)")
+    if not address.startswith("unix:") and address.rpartition(":")[2] == "0":
+        parser.error("--workers needs a fixed port: with port 0 each worker would get its own")
+    log.info("starting workers", extra={"workers": args.workers, "address": address})
+    return run_workers(args.workers, "ratelimit_service.cli",
+                       list(sys.argv[1:] if argv is None else argv),
+                       drain_seconds=args.drain_seconds)
 
 
 if __name__ == "__main__":
