@@ -39,6 +39,7 @@ from ratelimit_service.decision import DecisionSettings, counter_ops, decide, pl
 from ratelimit_service.stores.memory import MemoryStore  # noqa: E402
 from tests.ratelimit.redis_procs import RedisProcess, cli, start_cluster  # noqa: E402
 from tests.ratelimit.support import descriptor, request, rules_from  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # What the service sends: script calls, each carrying the counters of one or more
@@ -47,13 +48,17 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLIENT_COMMANDS = {"evalsha", "eval"}
 PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
+# [plan, subject] has stacked windows (per second and per day), [remote_address] one:
+# three counters per request, which must still cost at most one script call.
 CONFIG = """
 domain: bench
 descriptors:
   - key: plan
     descriptors:
       - key: subject
-        rate_limit: {unit: second, requests_per_unit: 4000000000}
+        rate_limits:
+          - {unit: second, requests_per_unit: 4000000000}
+          - {unit: day, requests_per_unit: 4000000000}
   - key: remote_address
     rate_limit: {unit: second, requests_per_unit: 4000000000}
 """
@@ -69,14 +74,31 @@ def bench_request() -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of a process and its children still alive (a supervisor's workers)."""
+    total = 0.0
+    for one in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
-def start_service(config: Path, redis_url: str) -> tuple[subprocess.Popen[str], str]:
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def start_service(config: Path, redis_url: str, workers: int = 1,
+                  address: str = "127.0.0.1:0") -> tuple[subprocess.Popen[str], str]:
     # Info level: the bound address is read from the "serving" log line.
     args = [str(ROOT / ".venv/bin/ratelimit-service"), "--config", str(config),
-            "--grpc-address", "127.0.0.1:0", "--log-level", "info", "--log-format", "json"]
+            "--grpc-address", address, "--log-level", "info", "--log-format", "json",
+            "--workers", str(workers)]
     if redis_url:
         args += ["--redis-url", redis_url]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -157,6 +179,33 @@ class Service:
         self.proc.wait(timeout=30)
 
 
+def workers_ratio(config: Path, body: Path, redis_url: str,
+                  args: argparse.Namespace) -> list[tuple[float, float, float]]:
+    """--workers 1 vs 2 on Redis, alternated: (rps with 1, rps with 2, h2load+redis CPU
+    share of the 2-worker run); 8 connections so SO_REUSEPORT spreads them."""
+    services = []
+    for workers in (1, 2):
+        address = f"127.0.0.1:{free_port()}"
+        proc, bound = start_service(config, redis_url, workers, address)
+        services.append((proc, bound))
+    rounds = []
+    try:
+        for _, bound in services:
+            h2load(bound, body, 1, 8, args.streams)
+        for _ in range(args.rounds):
+            rps = []
+            for _, bound in services:
+                started = time.monotonic()
+                done = h2load(bound, body, args.seconds, 8, args.streams)
+                rps.append(done / (time.monotonic() - started))
+            rounds.append((rps[0], rps[1], rps[1] / rps[0]))
+    finally:
+        for proc, _ in services:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return rounds
+
+
 def pure_decision_us(n: int = 20000) -> float:
     """plan + counter ops + in-memory apply + decide, with the adapter's parse."""
     rules = rules_from(CONFIG)
@@ -182,7 +231,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only compare --workers 1 and 2 (on Redis)")
     args = parser.parse_args()
+    if args.workers_only:
+        workers_main(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config = work / "bench.yaml"
@@ -231,6 +285,30 @@ def main() -> None:
               f"| {cpu:.0f} | {calls} |")
     print(f"\nPure decision (parse + rule lookup + memory count + decide), no transport: "
           f"{pure:.1f} µs")
+
+
+def workers_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        config = work / "bench.yaml"
+        config.write_text(CONFIG)
+        body = work / "request.bin"
+        payload = bench_request()
+        body.write_bytes(b"\x00" + struct.pack(">I", len(payload)) + payload)
+        (work / "single").mkdir()
+        single = RedisProcess(work / "single")
+        single.start()
+        try:
+            rounds = workers_ratio(config, body, single.url, args)
+        finally:
+            single.stop()
+    print(f"ratelimit-service on Redis, --workers 1 vs 2, {args.seconds:g} s each, "
+          f"{args.rounds} rounds alternated, h2load 8 clients x {args.streams} streams\n")
+    print("| round | 1 worker decisions/s | 2 workers decisions/s | 2 vs 1 |")
+    print("|---|---:|---:|---:|")
+    for i, (one, two, ratio) in enumerate(rounds, start=1):
+        print(f"| {i} | {one:,.0f} | {two:,.0f} | {ratio:.2f}x |")
+    print(f"| median | | | {statistics.median(r[2] for r in rounds):.2f}x |")
 
 
 if __name__ == "__main__":

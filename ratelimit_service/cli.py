@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--redis-tls-ca-file", env=["RATELIMIT_REDIS_TLS_CA_FILE", "REDIS_TLS_CACERT"],
          default="", help="CA file to verify the Redis server's certificate (rediss://); "
          "default: the system's CAs")
+    flag(p, "--redis-pipeline-window",
+         env=["RATELIMIT_REDIS_PIPELINE_WINDOW", "REDIS_PIPELINE_WINDOW"], default="0",
+         help="under load, how long a request may wait for others to share its Redis call "
+              "(e.g. 500us, 1ms; 0: never waits)")
+    flag(p, "--redis-pipeline-limit",
+         env=["RATELIMIT_REDIS_PIPELINE_LIMIT", "REDIS_PIPELINE_LIMIT"], default=512, kind=int,
+         help="counters per Redis call at most (0: 512)")
     flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
          help="seconds to connect to / wait for Redis before the store counts as down")
     flag(p, "--store-failure-mode", env=["RATELIMIT_STORE_FAILURE_MODE"], default="open",
@@ -199,7 +207,22 @@ def store_settings(args: argparse.Namespace) -> factory.StoreSettings:
         stop_when_over=args.stop_cache_key_increment_when_overlimit,
         memory_max_bytes=args.memory_max_bytes, tls_ca_file=args.redis_tls_ca_file,
         username=args.redis_username,
+        pipeline_window=duration(args.redis_pipeline_window),
+        pipeline_limit=args.redis_pipeline_limit,
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
+_SCALE = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from `150us`, `1ms`, `0.5s` or a bare number of seconds (as the
+    reference's Go durations read); ValueError otherwise."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise ValueError(f"'{text}' is not a duration such as 500us, 1ms or 0")
+    return float(found.group(1)) * _SCALE[found.group(2)]
 
 
 def settings_from(args: argparse.Namespace) -> DecisionSettings:
@@ -233,11 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             or args.local_cache_size_bytes < 0 or args.workers < 1):
         parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0, "
                      "--local-cache-size-bytes >= 0 and --workers >= 1 are required")
-    if args.admin_address:
-        try:
+    try:
+        if args.admin_address:
             admin_address(args.admin_address)
-        except ValueError as exc:
-            parser.error(str(exc))
+        if duration(args.redis_pipeline_window) > 1.0 or args.redis_pipeline_limit < 0:
+            parser.error("--redis-pipeline-window must be at most 1 s and "
+                         "--redis-pipeline-limit at least 0")
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
         parser.error(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
     config_path = resolve_config_path(args.config)

@@ -33,6 +33,8 @@ class StoreSettings:
     memory_max_bytes: int = DEFAULT_MAX_BYTES
     tls_ca_file: str = ""  # rediss://: the CA that signed the server's certificate
     username: str = ""  # set: `auth` is the whole password, even with ':' in it
+    pipeline_window: float = 0.0  # seconds a busy store waits for requests to share a call
+    pipeline_limit: int = 512  # counters per script call at most
 
 
 def build_store(settings: StoreSettings) -> tuple[CounterStore, StoreTarget]:
@@ -68,5 +70,7 @@ def build_store(settings: StoreSettings) -> tuple[CounterStore, StoreTarget]:
         link = connect_sentinel(target.nodes, target.master, options)
     else:
         link = connect_single(target.url, options)
-    store = RedisStore(link, local_cache_bytes=settings.local_cache_bytes, stop_when_over=stop)
+    store = RedisStore(link, local_cache_bytes=settings.local_cache_bytes, stop_when_over=stop,
+                       pipeline_window=settings.pipeline_window,
+                       pipeline_limit=settings.pipeline_limit or 512)
     return store, target

@@ -12,7 +12,11 @@ cluster, all slots in parallel). Concurrent requests share calls: per slot at mo
 together in the next one, merged into one script call, as soon as one returns (an
 idle store sends at the end of the current loop turn). So each request still costs
 one round trip, and a busy store pays the per-call costs (syscalls, Lua call, reply
-parse) once per batch.
+parse) once per batch. With a `pipeline_window` (the reference's
+REDIS_PIPELINE_WINDOW) a request arriving within the window of the previous one
+waits up to the window for others to join it: more requests per call under load,
+at most the window of added latency, none for a request that comes alone.
+`pipeline_limit` counters fill a call, which then leaves at once.
 
 Keys found over their limit are remembered locally until their algorithm says they
 can be under again (a window's end, a bucket's next free slot): a client hammering
@@ -101,6 +105,7 @@ class _Batch:
     keys: list[str] = field(default_factory=list)
     args: list[Any] = field(default_factory=list)
     waiters: list[tuple[int, asyncio.Future[list[Any]]]] = field(default_factory=list)
+    counters: int = 0
 
 
 @dataclass(slots=True)
@@ -108,6 +113,7 @@ class _SlotQueue:
     batch: _Batch | None = None
     in_flight: int = 0
     scheduled: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 class RedisStore:
@@ -120,8 +126,13 @@ class RedisStore:
         local_cache_bytes: int = 0,
         stop_when_over: bool = False,
         max_in_flight: int = 1,
+        pipeline_window: float = 0.0,
+        pipeline_limit: int = 512,
     ) -> None:
         self.link = link
+        self.pipeline_window = pipeline_window
+        self.pipeline_limit = max(1, pipeline_limit)
+        self._last_submit = -1.0
         self.stop_when_over = stop_when_over  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
         self.local_cache = OverLimitCache(local_cache_bytes)
         self.max_in_flight = max_in_flight
@@ -245,15 +256,27 @@ class RedisStore:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         batch.waiters.append((len(indices), future))
-        if not queue.scheduled and queue.in_flight < self.max_in_flight:
+        batch.counters += len(indices)
+        now = loop.time()
+        if batch.counters >= self.pipeline_limit:
+            self._flush(slot, queue, force=True)  # full: leaves now, even beside one in flight
+        elif not queue.scheduled and queue.in_flight < self.max_in_flight:
             queue.scheduled = True
-            loop.call_soon(self._flush, slot, queue)
+            window = self.pipeline_window
+            if window and now - self._last_submit < window:
+                queue.timer = loop.call_later(window, self._flush, slot, queue)
+            else:
+                loop.call_soon(self._flush, slot, queue)
+        self._last_submit = now
         return future
 
-    def _flush(self, slot: int, queue: _SlotQueue) -> None:
+    def _flush(self, slot: int, queue: _SlotQueue, *, force: bool = False) -> None:
+        if queue.timer is not None:
+            queue.timer.cancel()
+            queue.timer = None
         queue.scheduled = False
         batch = queue.batch
-        if batch is None or queue.in_flight >= self.max_in_flight:
+        if batch is None or (queue.in_flight >= self.max_in_flight and not force):
             return  # a returning call sends what waits
         queue.batch = None
         queue.in_flight += 1
@@ -331,6 +354,8 @@ class RedisStore:
         for task in list(self._tasks):
             task.cancel()
         for queue in self._queues.values():
+            if queue.timer is not None:
+                queue.timer.cancel()
             if queue.batch is not None:
                 for _, future in queue.batch.waiters:
                     if not future.done():

@@ -208,3 +208,12 @@ def test_an_empty_config_directory_is_refused_at_start_and_on_reload(
         assert live.call(req).overall_code == OVER  # the last good limits still apply
     finally:
         live.stop()
+
+
+def test_durations_read_as_the_reference_writes_them() -> None:
+    from ratelimit_service.cli import duration
+
+    assert [duration(t) for t in ("0", "150us", "1ms", "0.5ms", "2s", "0.25")] == [
+        0.0, 150e-6, 1e-3, 0.5e-3, 2.0, 0.25]
+    with pytest.raises(ValueError, match="'fast' is not a duration such as 500us, 1ms or 0"):
+        duration("fast")

@@ -358,3 +358,38 @@ def test_monthly_quota_is_shared_and_visible_across_replicas(redis_server: Redis
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_pipeline_window_lets_close_requests_share_a_call_and_a_lone_one_go_at_once(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        for window, expected_calls in ((0.0, 3), (0.2, 2)):
+            store = RedisStore(connect_single(redis_server.url, RedisOptions(timeout=5)),
+                               pipeline_window=window)
+            op = CounterOp(f"rl_window_{window}_", 1, Limit(100, Unit.HOUR))
+            started = time.monotonic()
+            await store.apply([op], T0)  # alone: sent at once, window or not
+            assert time.monotonic() - started < 0.1
+            first = asyncio.ensure_future(store.apply([op], T0))
+            await asyncio.sleep(0.01)  # another loop turn, well inside the window
+            second = asyncio.ensure_future(store.apply([op], T0))
+            usages = [(await first)[0].after, (await second)[0].after]
+            assert sorted(usages) == [2, 3]
+            assert store.calls_sent == expected_calls
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_full_call_leaves_at_once(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        store = RedisStore(connect_single(redis_server.url, RedisOptions(timeout=5)),
+                           pipeline_limit=4)
+        ops = [CounterOp(f"rl_full_{i}_", 1, Limit(100, Unit.HOUR)) for i in range(10)]
+        results = await asyncio.gather(*(store.apply([op], T0) for op in ops))
+        assert [r[0].after for r in results] == [1] * 10
+        assert store.calls_sent == 3  # 4 + 4 + 2 counters
+        await store.close()
+
+    asyncio.run(main())
