@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import struct
 import subprocess
@@ -94,11 +95,12 @@ def children(pid: int) -> list[int]:
 
 
 def start_service(config: Path, redis_url: str, workers: int = 1,
-                  address: str = "127.0.0.1:0") -> tuple[subprocess.Popen[str], str]:
+                  address: str = "127.0.0.1:0",
+                  extra: list[str] | None = None) -> tuple[subprocess.Popen[str], str]:
     # Info level: the bound address is read from the "serving" log line.
     args = [str(ROOT / ".venv/bin/ratelimit-service"), "--config", str(config),
             "--grpc-address", address, "--log-level", "info", "--log-format", "json",
-            "--workers", str(workers)]
+            "--workers", str(workers), *(extra or [])]
     if redis_url:
         args += ["--redis-url", redis_url]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -149,12 +151,14 @@ def reset_stats(ports: list[int]) -> None:
 
 
 class Service:
-    """One ratelimit-service process on one store."""
+    """One ratelimit-service process on one store (and the Redis processes it uses)."""
 
-    def __init__(self, name: str, config: Path, redis_url: str, ports: list[int]) -> None:
+    def __init__(self, name: str, config: Path, redis_url: str, ports: list[int], *,
+                 redis_pids: list[int] | None = None, extra: list[str] | None = None) -> None:
         self.name = name
         self.ports = ports
-        self.proc, self.address = start_service(config, redis_url)
+        self.redis_pids = redis_pids or []
+        self.proc, self.address = start_service(config, redis_url, extra=extra)
         self.rounds: list[dict[str, float]] = []
 
     def measure(self, body: Path, args: argparse.Namespace, *, warm_up: bool = False) -> None:
@@ -163,14 +167,17 @@ class Service:
             return
         reset_stats(self.ports)
         cpu0 = cpu_seconds(self.proc.pid)
+        redis0 = sum(cpu_seconds(pid) for pid in self.redis_pids)
         started = time.monotonic()
         done = h2load(self.address, body, args.seconds, args.clients, args.streams)
         elapsed = time.monotonic() - started
         cpu = cpu_seconds(self.proc.pid) - cpu0
+        redis_cpu = sum(cpu_seconds(pid) for pid in self.redis_pids) - redis0
         calls = redis_calls(self.ports, CLIENT_COMMANDS) if self.ports else 0
         self.rounds.append({
             "rps": done / elapsed,
             "cpu_us": cpu / done * 1e6 if done else 0.0,
+            "redis_us": redis_cpu / done * 1e6 if done else 0.0,
             "calls": calls / done if done else 0.0,
         })
 
@@ -179,31 +186,50 @@ class Service:
         self.proc.wait(timeout=30)
 
 
-def workers_ratio(config: Path, body: Path, redis_url: str,
-                  args: argparse.Namespace) -> list[tuple[float, float, float]]:
-    """--workers 1 vs 2 on Redis, alternated: (rps with 1, rps with 2, h2load+redis CPU
-    share of the 2-worker run); 8 connections so SO_REUSEPORT spreads them."""
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
+def workers_ratio(config: Path, body: Path, single: RedisProcess,
+                  args: argparse.Namespace) -> list[dict[str, float]]:
+    """--workers 1 vs 2 on Redis, alternated; 8 connections so SO_REUSEPORT spreads them.
+    Per run: decisions/s, the service's CPU (all workers), redis-server's and h2load's,
+    and how busy the whole machine was (every core, whoever used it)."""
     services = []
     for workers in (1, 2):
         address = f"127.0.0.1:{free_port()}"
-        proc, bound = start_service(config, redis_url, workers, address)
-        services.append((proc, bound))
-    rounds = []
+        services.append(start_service(config, single.url, workers, address))
+    redis_pid = single.proc.pid if single.proc is not None else 0
+    runs: list[dict[str, float]] = []
     try:
         for _, bound in services:
             h2load(bound, body, 1, 8, args.streams)
         for _ in range(args.rounds):
-            rps = []
-            for _, bound in services:
+            for workers, (proc, bound) in enumerate(services, start=1):
+                service0, redis0 = cpu_seconds(proc.pid), cpu_seconds(redis_pid)
+                load0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                busy0, total0 = machine_busy()
                 started = time.monotonic()
                 done = h2load(bound, body, args.seconds, 8, args.streams)
-                rps.append(done / (time.monotonic() - started))
-            rounds.append((rps[0], rps[1], rps[1] / rps[0]))
+                elapsed = time.monotonic() - started
+                load1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                busy1, total1 = machine_busy()
+                runs.append({
+                    "workers": workers, "rps": done / elapsed,
+                    "service": (cpu_seconds(proc.pid) - service0) / elapsed,
+                    "redis": (cpu_seconds(redis_pid) - redis0) / elapsed,
+                    "h2load": (load1.ru_utime + load1.ru_stime - load0.ru_utime
+                               - load0.ru_stime) / elapsed,
+                    "machine": (busy1 - busy0) / (total1 - total0) * os.cpu_count(),  # type: ignore[operator]
+                })
     finally:
         for proc, _ in services:
             proc.terminate()
             proc.wait(timeout=30)
-    return rounds
+    return runs
 
 
 def pure_decision_us(n: int = 20000) -> float:
@@ -231,6 +257,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--window", default="2ms",
+                        help="the --redis-pipeline-window of the windowed rows")
     parser.add_argument("--workers-only", action="store_true",
                         help="only compare --workers 1 and 2 (on Redis)")
     args = parser.parse_args()
@@ -250,11 +278,19 @@ def main() -> None:
         cluster = start_cluster(work / "cluster")
         services: list[Service] = []
         try:
+            cluster_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            single_pid = [single.proc.pid] if single.proc is not None else []
+            window = ["--redis-pipeline-window", args.window]
             services = [
                 Service("memory", config, "", []),
-                Service("redis", config, single.url, [single.port]),
+                Service("redis", config, single.url, [single.port], redis_pids=single_pid),
+                Service(f"redis, --redis-pipeline-window {args.window}", config, single.url,
+                        [single.port], redis_pids=single_pid, extra=window),
                 Service("redis cluster (3 masters)", config, cluster.url,
-                        [n.port for n in cluster.nodes]),
+                        [n.port for n in cluster.nodes], redis_pids=cluster_pids),
+                Service(f"redis cluster, --redis-pipeline-window {args.window}", config,
+                        cluster.url, [n.port for n in cluster.nodes], redis_pids=cluster_pids,
+                        extra=window),
             ]
             for service in services:
                 service.measure(body, args, warm_up=True)
@@ -271,18 +307,20 @@ def main() -> None:
           f"alternated, h2load {args.clients} clients x {args.streams} streams, "
           f"2 descriptors per request\n")
     print("| store | decisions/s (median) | vs memory, per round | vs memory (median) "
-          "| service CPU µs/decision | script calls/decision |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "| service CPU µs/decision | redis-server CPU µs/decision | script calls/decision |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     memory = services[0].rounds
     for service in services:
         rounds = service.rounds
         ratios = [r["rps"] / m["rps"] for r, m in zip(rounds, memory, strict=True)]
         rps = statistics.median(r["rps"] for r in rounds)
         cpu = statistics.median(r["cpu_us"] for r in rounds)
+        redis_cpu = "-" if not service.ports else \
+            f"{statistics.median(r['redis_us'] for r in rounds):.0f}"
         calls = "-" if not service.ports else f"{statistics.median(r['calls'] for r in rounds):.2f}"
         per_round = ", ".join(f"{x:.2f}" for x in ratios)
         print(f"| {service.name} | {rps:,.0f} | {per_round} | {statistics.median(ratios):.2f}x "
-              f"| {cpu:.0f} | {calls} |")
+              f"| {cpu:.0f} | {redis_cpu} | {calls} |")
     print(f"\nPure decision (parse + rule lookup + memory count + decide), no transport: "
           f"{pure:.1f} µs")
 
@@ -299,16 +337,25 @@ def workers_main(args: argparse.Namespace) -> None:
         single = RedisProcess(work / "single")
         single.start()
         try:
-            rounds = workers_ratio(config, body, single.url, args)
+            runs = workers_ratio(config, body, single, args)
         finally:
             single.stop()
     print(f"ratelimit-service on Redis, --workers 1 vs 2, {args.seconds:g} s each, "
-          f"{args.rounds} rounds alternated, h2load 8 clients x {args.streams} streams\n")
-    print("| round | 1 worker decisions/s | 2 workers decisions/s | 2 vs 1 |")
-    print("|---|---:|---:|---:|")
-    for i, (one, two, ratio) in enumerate(rounds, start=1):
-        print(f"| {i} | {one:,.0f} | {two:,.0f} | {ratio:.2f}x |")
-    print(f"| median | | | {statistics.median(r[2] for r in rounds):.2f}x |")
+          f"{args.rounds} rounds alternated, h2load 8 clients x {args.streams} streams, "
+          f"{os.cpu_count()} cores\n")
+    print("| round | workers | decisions/s | 2 vs 1 | cores used: service | redis-server "
+          "| h2load | whole machine (every process) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratios = []
+    for i in range(0, len(runs), 2):
+        one, two = runs[i], runs[i + 1]
+        ratios.append(two["rps"] / one["rps"])
+        for run in (one, two):
+            ratio = f"{ratios[-1]:.2f}x" if run is two else ""
+            print(f"| {i // 2 + 1} | {run['workers']:.0f} | {run['rps']:,.0f} | {ratio} "
+                  f"| {run['service']:.2f} | {run['redis']:.2f} | {run['h2load']:.2f} "
+                  f"| {run['machine']:.2f} |")
+    print(f"\nMedian 2 vs 1: {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -140,3 +140,24 @@ def test_stats_are_bounded() -> None:
     assert stats.get("d.user_0", "total_hits") == 1
     assert stats.get("overflow", "total_hits") == 7
     assert len(stats.counters) == 4
+
+
+def test_a_memory_decision_finishes_without_ever_suspending() -> None:
+    """authz drives the pipeline eagerly: one `send` must finish a memory-store decision."""
+    from ratelimit_service.model import Descriptor, Entry, RateLimitQuery
+    from tests.ratelimit.support import make_limiter, rules_from
+
+    limiter = make_limiter(rules_from(
+        "domain: e\ndescriptors:\n  - key: k\n    rate_limits:\n"
+        "      - {unit: second, requests_per_unit: 1}\n"
+        "      - {unit: day, requests_per_unit: 5, algorithm: token_bucket}\n"))
+    query = RateLimitQuery("e", (Descriptor((Entry("k", "v"),)),))
+    for expected in ("OK", "OVER_LIMIT"):
+        coroutine = limiter.should_rate_limit(query)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            assert done.value.overall_code.name == expected
+        else:
+            coroutine.close()
+            raise AssertionError("the memory store suspended")
