@@ -1,6 +1,6 @@
 """Our Redis fixed-window decision vs the `limits` library's, on the same Redis.
 
-    .venv/bin/python bench/limits_peer.py [--seconds 5] [--concurrency 32] [--subjects 1000]
+    .venv/bin/python bench/limits_peer.py [--seconds 4] [--runs 3] [--concurrency 32] [--subjects 1000]
 
 Both run in this process on one asyncio loop (uvloop), with no gRPC in front, so
 the figure is the rate-limit engine and its Redis client alone: ours is
@@ -8,14 +8,16 @@ RateLimiter + RedisStore (one EVALSHA per request over its pipelined RESP
 connection); the peer is limits' FixedWindowRateLimiter.hit on its async Redis
 storage (redis-py implementation). Same redis-server (started here on a free
 port), same subjects, same limit (never reached), same concurrency, alternated
-twice. Reports decisions/s, the ratio, and Redis commands per decision
-(INFO commandstats).
+`--runs` times; each pair's ratio and their median are reported, with the commands
+Redis ran per decision (INFO commandstats, a script's inner commands included) and,
+for ours, the script calls on the wire per decision (concurrent decisions share one).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import time
@@ -67,9 +69,13 @@ async def drive(decide: Callable[[int], Awaitable[object]], seconds: float,
     return done
 
 
+STORES: list[RedisStore] = []
+
+
 async def ours(url: str, args: argparse.Namespace) -> Callable[[int], Awaitable[object]]:
     rules = RuleSet({"bench": parse_config_text(CONFIG, "bench.yaml", build_domain)})
     store = RedisStore(connect_single(url, RedisOptions()))
+    STORES.append(store)
     limiter = RateLimiter(ConfigHolder(rules), store, DecisionSettings(), clock=time.time)
     queries = [
         RateLimitQuery("bench", (Descriptor((Entry("subject", f"user-{i}"),)),))
@@ -98,7 +104,8 @@ async def peer(url: str, args: argparse.Namespace) -> Callable[[int], Awaitable[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--subjects", type=int, default=1000)
     args = parser.parse_args()
@@ -108,7 +115,7 @@ def main() -> None:
          "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    results: dict[str, list[tuple[float, float]]] = {"tollgate": [], "limits": []}
+    results: dict[str, list[tuple[float, float, float]]] = {"tollgate": [], "limits": []}
     try:
         wait_for(lambda: subprocess.run([binary("redis-cli"), "-p", str(port), "ping"],
                                         capture_output=True, text=True, check=False
@@ -118,24 +125,33 @@ def main() -> None:
             engines = {"tollgate": await ours(url, args), "limits": await peer(url, args)}
             for decide in engines.values():  # warm-up: connections, scripts
                 await drive(decide, 1.0, args.concurrency)
-            for _ in range(2):
+            for _ in range(args.runs):
                 for name, decide in engines.items():
                     before = redis_commands(port)
+                    sent = STORES[0].calls_sent
                     done = await drive(decide, args.seconds, args.concurrency)
                     calls = redis_commands(port) - before
-                    results[name].append((done / args.seconds, calls / max(done, 1)))
+                    wire = (STORES[0].calls_sent - sent) / max(done, 1) if name == "tollgate" \
+                        else float("nan")
+                    results[name].append((done / args.seconds, calls / max(done, 1), wire))
 
         uvloop.run(run_all())
     finally:
         stop_process(redis)
-    best = {name: max(r[0] for r in runs) for name, runs in results.items()}
+    ratios = [ours_run[0] / peer_run[0]
+              for ours_run, peer_run in zip(results["tollgate"], results["limits"], strict=True)]
     print(f"\nconcurrency {args.concurrency}, {args.subjects} subjects, "
-          f"{args.seconds:.0f} s per run, best of 2 alternated runs\n")
-    print("| engine | decisions/s | vs limits | Redis commands/decision |")
-    print("|---|---:|---:|---:|")
+          f"{args.seconds:.0f} s per run, {args.runs} runs alternated\n")
+    print("| engine | decisions/s (median) | vs limits, per run | vs limits (median) "
+          "| Redis commands/decision | script calls on the wire/decision |")
+    print("|---|---:|---:|---:|---:|---:|")
     for name, runs in results.items():
-        print(f"| {name} | {best[name]:.0f} | {best[name] / best['limits']:.2f}x "
-              f"| {runs[-1][1]:.2f} |")
+        rps = statistics.median(r[0] for r in runs)
+        per = ", ".join(f"{x:.2f}" for x in ratios) if name == "tollgate" else "-"
+        median = f"{statistics.median(ratios):.2f}x" if name == "tollgate" else "1.00x"
+        wire = f"{statistics.median(r[2] for r in runs):.3f}" if name == "tollgate" else "-"
+        print(f"| {name} | {rps:,.0f} | {per} | {median} "
+              f"| {statistics.median(r[1] for r in runs):.2f} | {wire} |")
 
 
 if __name__ == "__main__":

@@ -2,16 +2,19 @@
 
 One command, one run, side by side on the same machine:
 
-    .venv/bin/python bench/ratelimit_bench.py [--seconds 5] [--clients 4] [--streams 16]
+    .venv/bin/python bench/ratelimit_bench.py [--seconds 4] [--rounds 3] [--clients 4] [--streams 16]
 
-Starts its own redis-server and a 3-master Redis Cluster on free ports, then for each
-store runs `ratelimit-service` as its own process and drives ShouldRateLimit with
-h2load (gRPC over h2c, `clients x streams` in flight). Every request carries the
-demo's two descriptors ([plan, subject] and [remote_address]) under limits high
-enough never to trip, so every decision really goes to the store (no local-cache
-shortcut). Reports decisions/s, the ratio to memory, the service's CPU microseconds
-per decision (/proc/PID/stat), Redis commands per decision (INFO commandstats over
-all nodes) and the pure decision cost without transport. Prints a Markdown table.
+Starts its own redis-server and a 3-master Redis Cluster on free ports and one
+`ratelimit-service` process per store (all started first, idle while another is
+measured), then drives ShouldRateLimit with h2load (gRPC over h2c, `clients x
+streams` in flight), the stores alternated over `--rounds` rounds so that a busy
+moment on the shared machine hits every store alike; each round's ratio to memory is
+reported and their median. Every request carries the demo's two descriptors
+([plan, subject] and [remote_address]) under limits high enough never to trip, so
+every decision really goes to the store (no local-cache shortcut). Also reports the
+service's CPU microseconds per decision (/proc/PID/stat), the script calls sent per
+decision (EVALSHA/EVAL on the wire, INFO commandstats over all nodes) and the pure
+decision cost without transport. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import argparse
 import json
 import os
 import re
+import resource
+import statistics
 import struct
 import subprocess
 import sys
@@ -35,22 +40,26 @@ from ratelimit_service.decision import DecisionSettings, counter_ops, decide, pl
 from ratelimit_service.stores.memory import MemoryStore  # noqa: E402
 from tests.ratelimit.redis_procs import RedisProcess, cli, start_cluster  # noqa: E402
 from tests.ratelimit.support import descriptor, request, rules_from  # noqa: E402
+from tests.support import free_port  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-# What the service sends: one script per request (single Redis) or per slot (cluster).
-# commandstats also lists the INCRBY/EXPIRE the scripts run inside Redis; those are
-# not commands on the wire. (A sliding-window limit on a cluster adds a GET; the
-# bench has none.)
+# What the service sends: script calls, each carrying the counters of one or more
+# requests (single Redis) or of one slot (cluster). commandstats also lists the
+# INCRBY/EXPIRE the scripts run inside Redis; those are not commands on the wire.
 CLIENT_COMMANDS = {"evalsha", "eval"}
 PATH = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit"
 
+# [plan, subject] has stacked windows (per second and per day), [remote_address] one:
+# three counters per request, which must still cost at most one script call.
 CONFIG = """
 domain: bench
 descriptors:
   - key: plan
     descriptors:
       - key: subject
-        rate_limit: {unit: second, requests_per_unit: 4000000000}
+        rate_limits:
+          - {unit: second, requests_per_unit: 4000000000}
+          - {unit: day, requests_per_unit: 4000000000}
   - key: remote_address
     rate_limit: {unit: second, requests_per_unit: 4000000000}
 """
@@ -66,14 +75,32 @@ def bench_request() -> bytes:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU time of a process and its children still alive (a supervisor's workers)."""
+    total = 0.0
+    for one in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
-def start_service(config: Path, redis_url: str) -> tuple[subprocess.Popen[str], str]:
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def start_service(config: Path, redis_url: str, workers: int = 1,
+                  address: str = "127.0.0.1:0",
+                  extra: list[str] | None = None) -> tuple[subprocess.Popen[str], str]:
     # Info level: the bound address is read from the "serving" log line.
     args = [str(ROOT / ".venv/bin/ratelimit-service"), "--config", str(config),
-            "--grpc-address", "127.0.0.1:0", "--log-level", "info", "--log-format", "json"]
+            "--grpc-address", address, "--log-level", "info", "--log-format", "json",
+            "--workers", str(workers), *(extra or [])]
     if redis_url:
         args += ["--redis-url", redis_url]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
@@ -123,27 +150,86 @@ def reset_stats(ports: list[int]) -> None:
         cli(port, "CONFIG", "RESETSTAT")
 
 
-def measure(name: str, config: Path, body: Path, *, redis_url: str, ports: list[int],
-            args: argparse.Namespace, commands: set[str] | None = None) -> dict[str, object]:
-    proc, address = start_service(config, redis_url)
-    try:
-        h2load(address, body, 1, args.clients, args.streams)  # warm-up, connections
-        reset_stats(ports)
-        cpu0 = cpu_seconds(proc.pid)
+class Service:
+    """One ratelimit-service process on one store (and the Redis processes it uses)."""
+
+    def __init__(self, name: str, config: Path, redis_url: str, ports: list[int], *,
+                 redis_pids: list[int] | None = None, extra: list[str] | None = None) -> None:
+        self.name = name
+        self.ports = ports
+        self.redis_pids = redis_pids or []
+        self.proc, self.address = start_service(config, redis_url, extra=extra)
+        self.rounds: list[dict[str, float]] = []
+
+    def measure(self, body: Path, args: argparse.Namespace, *, warm_up: bool = False) -> None:
+        if warm_up:
+            h2load(self.address, body, 1, args.clients, args.streams)  # connections, scripts
+            return
+        reset_stats(self.ports)
+        cpu0 = cpu_seconds(self.proc.pid)
+        redis0 = sum(cpu_seconds(pid) for pid in self.redis_pids)
         started = time.monotonic()
-        done = h2load(address, body, args.seconds, args.clients, args.streams)
+        done = h2load(self.address, body, args.seconds, args.clients, args.streams)
         elapsed = time.monotonic() - started
-        cpu = cpu_seconds(proc.pid) - cpu0
-        calls = redis_calls(ports, commands or set()) if ports else 0
+        cpu = cpu_seconds(self.proc.pid) - cpu0
+        redis_cpu = sum(cpu_seconds(pid) for pid in self.redis_pids) - redis0
+        calls = redis_calls(self.ports, CLIENT_COMMANDS) if self.ports else 0
+        self.rounds.append({
+            "rps": done / elapsed,
+            "cpu_us": cpu / done * 1e6 if done else 0.0,
+            "redis_us": redis_cpu / done * 1e6 if done else 0.0,
+            "calls": calls / done if done else 0.0,
+        })
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
+
+
+def workers_ratio(config: Path, body: Path, single: RedisProcess,
+                  args: argparse.Namespace) -> list[dict[str, float]]:
+    """--workers 1 vs 2 on Redis, alternated; 8 connections so SO_REUSEPORT spreads them.
+    Per run: decisions/s, the service's CPU (all workers), redis-server's and h2load's,
+    and how busy the whole machine was (every core, whoever used it)."""
+    services = []
+    for workers in (1, 2):
+        address = f"127.0.0.1:{free_port()}"
+        services.append(start_service(config, single.url, workers, address))
+    redis_pid = single.proc.pid if single.proc is not None else 0
+    runs: list[dict[str, float]] = []
+    try:
+        for _, bound in services:
+            h2load(bound, body, 1, 8, args.streams)
+        for _ in range(args.rounds):
+            for workers, (proc, bound) in enumerate(services, start=1):
+                service0, redis0 = cpu_seconds(proc.pid), cpu_seconds(redis_pid)
+                load0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                busy0, total0 = machine_busy()
+                started = time.monotonic()
+                done = h2load(bound, body, args.seconds, 8, args.streams)
+                elapsed = time.monotonic() - started
+                load1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                busy1, total1 = machine_busy()
+                runs.append({
+                    "workers": workers, "rps": done / elapsed,
+                    "service": (cpu_seconds(proc.pid) - service0) / elapsed,
+                    "redis": (cpu_seconds(redis_pid) - redis0) / elapsed,
+                    "h2load": (load1.ru_utime + load1.ru_stime - load0.ru_utime
+                               - load0.ru_stime) / elapsed,
+                    "machine": (busy1 - busy0) / (total1 - total0) * os.cpu_count(),  # type: ignore[operator]
+                })
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    return {
-        "store": name,
-        "rps": done / elapsed,
-        "cpu_us": cpu / done * 1e6 if done else 0.0,
-        "cmds": calls / done if ports and done else 0.0,
-    }
+        for proc, _ in services:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return runs
 
 
 def pure_decision_us(n: int = 20000) -> float:
@@ -167,10 +253,18 @@ def pure_decision_us(n: int = 20000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--streams", type=int, default=16)
+    parser.add_argument("--window", default="2ms",
+                        help="the --redis-pipeline-window of the windowed rows")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only compare --workers 1 and 2 (on Redis)")
     args = parser.parse_args()
+    if args.workers_only:
+        workers_main(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         config = work / "bench.yaml"
@@ -182,30 +276,86 @@ def main() -> None:
         single = RedisProcess(work / "single")
         single.start()
         cluster = start_cluster(work / "cluster")
+        services: list[Service] = []
         try:
-            rows = [
-                measure("memory", config, body, redis_url="", ports=[], args=args),
-                measure("redis", config, body, redis_url=single.url, ports=[single.port],
-                        args=args, commands=CLIENT_COMMANDS),
-                measure("redis cluster (3 masters)", config, body, redis_url=cluster.url,
-                        ports=[n.port for n in cluster.nodes], args=args,
-                        commands=CLIENT_COMMANDS),
+            cluster_pids = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            single_pid = [single.proc.pid] if single.proc is not None else []
+            window = ["--redis-pipeline-window", args.window]
+            services = [
+                Service("memory", config, "", []),
+                Service("redis", config, single.url, [single.port], redis_pids=single_pid),
+                Service(f"redis, --redis-pipeline-window {args.window}", config, single.url,
+                        [single.port], redis_pids=single_pid, extra=window),
+                Service("redis cluster (3 masters)", config, cluster.url,
+                        [n.port for n in cluster.nodes], redis_pids=cluster_pids),
+                Service(f"redis cluster, --redis-pipeline-window {args.window}", config,
+                        cluster.url, [n.port for n in cluster.nodes], redis_pids=cluster_pids,
+                        extra=window),
             ]
+            for service in services:
+                service.measure(body, args, warm_up=True)
+            for _ in range(args.rounds):
+                for service in services:
+                    service.measure(body, args)
         finally:
+            for service in services:
+                service.stop()
             single.stop()
             cluster.stop()
     pure = pure_decision_us()
-    base = float(rows[0]["rps"])  # type: ignore[arg-type]
-    print(f"ratelimit-service, {args.seconds:g} s per store, h2load "
-          f"{args.clients} clients x {args.streams} streams, 2 descriptors per request\n")
-    print("| store | decisions/s | vs memory | service CPU µs/decision | Redis commands/decision |")
-    print("|---|---:|---:|---:|---:|")
-    for row in rows:
-        rps = float(row["rps"])  # type: ignore[arg-type]
-        cmds = f"{row['cmds']:.2f}" if row["store"] != "memory" else "-"
-        print(f"| {row['store']} | {rps:,.0f} | {rps / base:.2f}x | {row['cpu_us']:.0f} | {cmds} |")
+    print(f"ratelimit-service, {args.seconds:g} s per store per round, {args.rounds} rounds "
+          f"alternated, h2load {args.clients} clients x {args.streams} streams, "
+          f"2 descriptors per request\n")
+    print("| store | decisions/s (median) | vs memory, per round | vs memory (median) "
+          "| service CPU µs/decision | redis-server CPU µs/decision | script calls/decision |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    memory = services[0].rounds
+    for service in services:
+        rounds = service.rounds
+        ratios = [r["rps"] / m["rps"] for r, m in zip(rounds, memory, strict=True)]
+        rps = statistics.median(r["rps"] for r in rounds)
+        cpu = statistics.median(r["cpu_us"] for r in rounds)
+        redis_cpu = "-" if not service.ports else \
+            f"{statistics.median(r['redis_us'] for r in rounds):.0f}"
+        calls = "-" if not service.ports else f"{statistics.median(r['calls'] for r in rounds):.2f}"
+        per_round = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"| {service.name} | {rps:,.0f} | {per_round} | {statistics.median(ratios):.2f}x "
+              f"| {cpu:.0f} | {redis_cpu} | {calls} |")
     print(f"\nPure decision (parse + rule lookup + memory count + decide), no transport: "
           f"{pure:.1f} µs")
+
+
+def workers_main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        config = work / "bench.yaml"
+        config.write_text(CONFIG)
+        body = work / "request.bin"
+        payload = bench_request()
+        body.write_bytes(b"\x00" + struct.pack(">I", len(payload)) + payload)
+        (work / "single").mkdir()
+        single = RedisProcess(work / "single")
+        single.start()
+        try:
+            runs = workers_ratio(config, body, single, args)
+        finally:
+            single.stop()
+    print(f"ratelimit-service on Redis, --workers 1 vs 2, {args.seconds:g} s each, "
+          f"{args.rounds} rounds alternated, h2load 8 clients x {args.streams} streams, "
+          f"{os.cpu_count()} cores\n")
+    print("| round | workers | decisions/s | 2 vs 1 | cores used: service | redis-server "
+          "| h2load | whole machine (every process) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    ratios = []
+    for i in range(0, len(runs), 2):
+        one, two = runs[i], runs[i + 1]
+        ratios.append(two["rps"] / one["rps"])
+        for run in (one, two):
+            ratio = f"{ratios[-1]:.2f}x" if run is two else ""
+            print(f"| {i // 2 + 1} | {run['workers']:.0f} | {run['rps']:,.0f} | {ratio} "
+                  f"| {run['service']:.2f} | {run['redis']:.2f} | {run['h2load']:.2f} "
+                  f"| {run['machine']:.2f} |")
+    print(f"\nMedian 2 vs 1: {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,12 @@ from ratelimit_service.model import Descriptor, Entry, Limit, RateLimitQuery, Un
 
 _Response = rls_pb2.RateLimitResponse
 _UNITS = {unit.value: unit for unit in Unit}
+_MAX_UINT32 = 2**32 - 1
+_MAX_SECONDS = 315_576_000_000  # google.protobuf.Duration's bound (10,000 years)
+
+
+def _uint32(value: int) -> int:
+    return min(max(value, 0), _MAX_UINT32)
 
 
 def to_query(request: rls_pb2.RateLimitRequest) -> RateLimitQuery:
@@ -35,17 +41,20 @@ def to_query(request: rls_pb2.RateLimitRequest) -> RateLimitQuery:
 def to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
     response = _Response(overall_code=int(decision.overall_code))
     for status in decision.statuses:
+        # Every number is kept inside its field's range: a value a client made huge
+        # must not turn an answer into an exception.
         item = response.statuses.add(
-            code=int(status.code), limit_remaining=status.limit_remaining
+            code=int(status.code), limit_remaining=_uint32(status.limit_remaining)
         )
         limit = status.current_limit
         if limit is not None:
-            item.current_limit.requests_per_unit = limit.requests_per_unit
+            item.current_limit.requests_per_unit = _uint32(limit.requests_per_unit)
             item.current_limit.unit = int(limit.unit)
             if limit.name:
                 item.current_limit.name = limit.name
         if status.duration_until_reset is not None:
-            item.duration_until_reset.seconds = status.duration_until_reset
+            item.duration_until_reset.seconds = min(max(status.duration_until_reset, 0),
+                                                    _MAX_SECONDS)
     for name, value in decision.headers:
         response.response_headers_to_add.append(base_pb2.HeaderValue(key=name, value=value))
     if decision.dynamic_metadata is not None:

@@ -10,19 +10,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
+from ratelimit_service.admin import AdminServer, admin_address
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
 from ratelimit_service.grpc_service import service_spec
 from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.metrics import register_stats
+from ratelimit_service.readiness import Probed, StoreReadiness
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, factory
+from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES
 from ratelimit_service.stores.target import StoreTarget, TargetError
 from tollgate.config import ConfigError
 from tollgate.logs import configure_logging
@@ -31,6 +35,7 @@ from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tracing import configure_tracing
+from tollgate.workers import port_for, run_workers, socket_path_for, worker_index
 
 log = logging.getLogger("ratelimit_service")
 
@@ -48,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="files naming the same domain are merged instead of rejected")
     p.add_argument("--check-config", metavar="PATH",
                    help="validate PATH (file or directory) and exit")
+    flag(p, "--allow-empty-config", env=["RATELIMIT_ALLOW_EMPTY_CONFIG"], default=False,
+         kind=bool, help="accept a config directory with no *.yaml file (no limits at all)")
     flag(p, "--grpc-address", env=["RATELIMIT_GRPC_ADDRESS"],
          help=f"HOST:PORT or unix:PATH (also GRPC_UDS, GRPC_HOST + GRPC_PORT); "
               f"default {DEFAULT_ADDRESS}")
@@ -59,11 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--redis-socket-type", env=["RATELIMIT_REDIS_SOCKET_TYPE", "REDIS_SOCKET_TYPE"],
          default="tcp", help="tcp or unix, for a bare single --redis-url")
     flag(p, "--redis-auth", env=["RATELIMIT_REDIS_AUTH", "REDIS_AUTH"], default="",
-         help="password or user:password")
+         help="password, user:password, or :password for a password containing ':'")
+    flag(p, "--redis-username", env=["RATELIMIT_REDIS_USERNAME"], default="",
+         help="Redis ACL user; when set, --redis-auth is the whole password")
     flag(p, "--redis-tls", env=["RATELIMIT_REDIS_TLS", "REDIS_TLS"], default=False, kind=bool,
          help="TLS to Redis")
-    flag(p, "--redis-pool-size", env=["RATELIMIT_REDIS_POOL_SIZE", "REDIS_POOL_SIZE"],
-         default=64, kind=int, help="connections per Redis node")
+    flag(p, "--redis-tls-ca-file", env=["RATELIMIT_REDIS_TLS_CA_FILE", "REDIS_TLS_CACERT"],
+         default="", help="CA file to verify the Redis server's certificate (rediss://); "
+         "default: the system's CAs")
+    flag(p, "--redis-pipeline-window",
+         env=["RATELIMIT_REDIS_PIPELINE_WINDOW", "REDIS_PIPELINE_WINDOW"], default="0",
+         help="under load, how long a request may wait for others to share its Redis call "
+              "(e.g. 500us, 1ms; 0: never waits)")
+    flag(p, "--redis-pipeline-limit",
+         env=["RATELIMIT_REDIS_PIPELINE_LIMIT", "REDIS_PIPELINE_LIMIT"], default=512, kind=int,
+         help="counters per Redis call at most (0: 512)")
     flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
          help="seconds to connect to / wait for Redis before the store counts as down")
     flag(p, "--store-failure-mode", env=["RATELIMIT_STORE_FAILURE_MODE"], default="open",
@@ -79,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
          help="a request over one fixed-window limit does not use up its other limits")
     flag(p, "--memory-max-keys", env=["RATELIMIT_MEMORY_MAX_KEYS"], default=1_000_000,
          kind=int, help="bound on counters kept by the in-memory store")
+    flag(p, "--memory-max-bytes", env=["RATELIMIT_MEMORY_MAX_BYTES"], default=DEFAULT_MAX_BYTES,
+         kind=int, help="bound on the memory the in-memory store's counters take")
     flag(p, "--near-limit-ratio", env=["RATELIMIT_NEAR_LIMIT_RATIO", "NEAR_LIMIT_RATIO"],
          default=0.8, kind=float, help="fraction of a limit counted as near the limit")
     flag(p, "--cache-key-prefix", env=["RATELIMIT_CACHE_KEY_PREFIX", "CACHE_KEY_PREFIX"],
@@ -101,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
          default="X-RateLimit-Remaining", help="name of the remaining header")
     flag(p, "--header-reset", env=["RATELIMIT_HEADER_RESET", "LIMIT_RESET_HEADER"],
          default="X-RateLimit-Reset", help="name of the reset header")
+    flag(p, "--workers", env=["RATELIMIT_WORKERS"], default=1, kind=int,
+         help="worker processes on one address (SO_REUSEPORT; unix:PATH -> PATH, PATH.1, ...); "
+              "needs a Redis store")
     flag(p, "--reload-interval", env=["RATELIMIT_RELOAD_INTERVAL"], default=1.0, kind=float,
          help="seconds between config change checks")
     flag(p, "--drain-seconds", env=["RATELIMIT_DRAIN_SECONDS"], default=5.0, kind=float,
@@ -108,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--drain-announce-seconds", env=["RATELIMIT_DRAIN_ANNOUNCE_SECONDS"], default=1.0,
          kind=float, help="part of the drain spent still answering, health NOT_SERVING, so "
          "probes and Envoy see it before new RPCs are refused")
+    flag(p, "--admin-address", env=["RATELIMIT_ADMIN_ADDRESS"], default="",
+         help="serve the admin API (read and reset counters) on HOST:PORT, or PORT for "
+              "127.0.0.1:PORT; off when empty")
+    flag(p, "--admin-allow-remote", env=["RATELIMIT_ADMIN_ALLOW_REMOTE"], default=False,
+         kind=bool, help="let non-loopback peers use the admin API (refused by default)")
     flag(p, "--metrics-address", env=["RATELIMIT_METRICS_ADDRESS"], default="",
          help="serve Prometheus /metrics on HOST:PORT (off when empty)")
     flag(p, "--otlp-endpoint", env=["RATELIMIT_OTLP_ENDPOINT"], default="",
@@ -150,13 +177,14 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
     (`tollgate check-config ratelimit` calls this; MERGE_DOMAIN_CONFIG comes from the
     environment, as for the service.)
     """
-    merge = bool(build_parser().parse_args([]).merge_domain_config)
-    return _check(path, out, err, merge)
+    defaults = build_parser().parse_args([])
+    return _check(path, out, err, bool(defaults.merge_domain_config),
+                  bool(defaults.allow_empty_config))
 
 
-def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool) -> int:
+def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool, allow_empty: bool) -> int:
     try:
-        rules = load_rules(path, merge_domains=merge_domains)
+        rules = load_rules(path, merge_domains=merge_domains, allow_empty=allow_empty)
     except ConfigError as exc:
         print(str(exc), file=err)
         return 1
@@ -174,10 +202,27 @@ def store_settings(args: argparse.Namespace) -> factory.StoreSettings:
     return factory.StoreSettings(
         url=args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
         auth=args.redis_auth, tls=args.redis_tls, timeout=args.redis_timeout,
-        pool_size=args.redis_pool_size, local_cache_bytes=args.local_cache_size_bytes,
+        local_cache_bytes=args.local_cache_size_bytes,
         memory_max_keys=args.memory_max_keys,
         stop_when_over=args.stop_cache_key_increment_when_overlimit,
+        memory_max_bytes=args.memory_max_bytes, tls_ca_file=args.redis_tls_ca_file,
+        username=args.redis_username,
+        pipeline_window=duration(args.redis_pipeline_window),
+        pipeline_limit=args.redis_pipeline_limit,
     )
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
+_SCALE = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from `150us`, `1ms`, `0.5s` or a bare number of seconds (as the
+    reference's Go durations read); ValueError otherwise."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise ValueError(f"'{text}' is not a duration such as 500us, 1ms or 0")
+    return float(found.group(1)) * _SCALE[found.group(2)]
 
 
 def settings_from(args: argparse.Namespace) -> DecisionSettings:
@@ -198,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.check_config:
-        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config)
+        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config,
+                      args.allow_empty_config)
     configure_logging(args.log_level, args.log_format)
     try:
         address = resolve_address(args.grpc_address)
@@ -206,12 +252,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if not 0.0 <= args.near_limit_ratio <= 1.0:
         parser.error("--near-limit-ratio must be between 0 and 1")
-    if args.memory_max_keys < 1 or args.redis_timeout <= 0 or args.local_cache_size_bytes < 0:
-        parser.error("--memory-max-keys >= 1, --redis-timeout > 0 and "
-                     "--local-cache-size-bytes >= 0 are required")
-    config_path = resolve_config_path(args.config)
+    if (args.memory_max_keys < 1 or args.memory_max_bytes < 1 or args.redis_timeout <= 0
+            or args.local_cache_size_bytes < 0 or args.workers < 1):
+        parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0, "
+                     "--local-cache-size-bytes >= 0 and --workers >= 1 are required")
     try:
-        rules = (load_rules(config_path, merge_domains=args.merge_domain_config)
+        if args.admin_address:
+            admin_address(args.admin_address)
+        if duration(args.redis_pipeline_window) > 1.0 or args.redis_pipeline_limit < 0:
+            parser.error("--redis-pipeline-window must be at most 1 s and "
+                         "--redis-pipeline-limit at least 0")
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
+        parser.error(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
+    config_path = resolve_config_path(args.config)
+    merge, allow_empty = args.merge_domain_config, args.allow_empty_config
+    try:
+        rules = (load_rules(config_path, merge_domains=merge, allow_empty=allow_empty)
                  if config_path else default_rules())
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
@@ -220,12 +278,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         store, target = build_store(args)
     except TargetError as exc:
         parser.error(str(exc))
+    worker = worker_index()
+    if args.workers > 1 and worker is None:
+        return _supervise(parser, args, address, target, argv)
+    if worker is not None:
+        address = socket_path_for(address, worker)
     holder: ConfigHolder[RuleSet] = ConfigHolder(rules)
     limiter = RateLimiter(
         holder, store, settings_from(args), failure_mode=FailureMode(args.store_failure_mode)
     )
     register_stats(limiter.stats)
-    serve_metrics(args.metrics_address)
+    serve_metrics(port_for(args.metrics_address, worker))
     tracer = configure_tracing("ratelimit-service", args.otlp_endpoint)
 
     async def serve() -> None:
@@ -233,28 +296,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         watcher: ConfigWatcher[RuleSet] | None = None
         if config_path:
             path = config_path
-            merge = args.merge_domain_config
-            watcher = ConfigWatcher(path, holder,
-                                    lambda: load_rules(path, merge_domains=merge),
-                                    interval=args.reload_interval)
+            watcher = ConfigWatcher(
+                path, holder,
+                lambda: load_rules(path, merge_domains=merge, allow_empty=allow_empty),
+                interval=args.reload_interval,
+            )
             background.append(watcher.run)
         log.info(
             "starting",
             extra={"config": config_path or f"<embedded> {DEFAULT_CONFIG}", "store": target.kind,
-                   "domains": sorted(rules.domains)},
+                   "domains": sorted(rules.domains), "worker": worker, "pid": os.getpid()},
         )
-        app = GrpcApp(address, [service_spec(limiter, tracer)])
+        # A Redis store must answer before health says SERVING (readiness.py).
+        app = GrpcApp(address, [service_spec(limiter, tracer)],
+                      serving=target.kind == "memory", reuse_port=worker is not None)
+        if target.kind != "memory":
+            readiness = StoreReadiness(
+                cast(Probed, store), app.health, app.health_names,  # both stores can ping
+                failure_mode=FailureMode(args.store_failure_mode),
+            )
+            background.append(readiness.run)
+        admin = None
+        if args.admin_address:
+            admin = AdminServer(args.admin_address, limiter,
+                                allow_remote=args.admin_allow_remote,
+                                reuse_port=worker is not None)
+            await admin.start()
+
+        async def stop() -> None:
+            if admin is not None:
+                await admin.stop()
+            await store.close()
+
         await serve_until_signal(
             app,
             drain_seconds=args.drain_seconds,
             announce_seconds=args.drain_announce_seconds,
             background=background,
             on_reload_signal=watcher.request_reload if watcher is not None else None,
-            on_stop=store.close,
+            on_stop=stop,
         )
 
     run(serve)
     return 0
+
+
+def _supervise(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, address: str,
+    target: StoreTarget, argv: Sequence[str] | None,
+) -> int:
+    """--workers N: the checks that need every worker, then the supervisor."""
+    if target.kind == "memory":
+        parser.error(f"--workers {args.workers} needs a shared store: the memory store counts "
+                     "in each process, so every limit would be multiplied by the workers "
+                     "(use --redis-url, or --workers 1)")
+    if not address.startswith("unix:") and address.rpartition(":")[2] == "0":
+        parser.error("--workers needs a fixed port: with port 0 each worker would get its own")
+    log.info("starting workers", extra={"workers": args.workers, "address": address})
+    return run_workers(args.workers, "ratelimit_service.cli",
+                       list(sys.argv[1:] if argv is None else argv),
+                       drain_seconds=args.drain_seconds)
 
 
 if __name__ == "__main__":

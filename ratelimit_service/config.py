@@ -1,72 +1,42 @@
-"""The envoyproxy/ratelimit YAML format as pydantic models, and loading a file or directory.
+"""Loading envoyproxy/ratelimit YAML files and directories into a RuleSet.
 
-Reference files load unchanged. The one addition is the optional
-`rate_limit.algorithm` key (`fixed_window`, the default, `sliding_window` or `gcra`).
-Schema errors come from pydantic; semantic errors (bad unit, duplicate composite key,
-...) are raised as `LocatedError` so the message names the file, line and key.
+Reference files load unchanged; the optional extensions are described in schema.py
+and docs/ratelimit.md. Schema errors come from pydantic; semantic errors (bad unit,
+duplicate composite key, ...) from the compiler, both as `file:line: reason`.
+A directory with no `*.yaml`/`*.yml` file would silently turn every limit off, so it
+is refused unless the caller allows it (`--allow-empty-config`).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import pydantic
-from pydantic import BeforeValidator, ConfigDict, Field
-
-from ratelimit_service.model import Algorithm
-from ratelimit_service.rules import RuleSet, RuleTree, compile_domain
+from ratelimit_service.compiler import compile_domain
+from ratelimit_service.rules import RuleSet, RuleTree
+from ratelimit_service.schema import (
+    DescriptorYaml,
+    DomainYaml,
+    RateLimitByYaml,
+    RateLimitYaml,
+    ReplacesYaml,
+    WindowYaml,
+)
 from tollgate.config import ConfigError, load_config_file
 
-MAX_UINT32 = 2**32 - 1
-
-
-def _scalar_to_str(value: Any) -> Any:
-    # Go's yaml.v2 reads `value: 123` or `value: true` into a string field; do the same.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-Text = Annotated[str, BeforeValidator(_scalar_to_str)]
-
-
-class _Model(pydantic.BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReplacesYaml(_Model):
-    name: Text = ""
-
-
-class RateLimitYaml(_Model):
-    requests_per_unit: Annotated[int, Field(ge=0, le=MAX_UINT32)] = 0
-    unit: Text = ""
-    unlimited: bool = False
-    name: Text = ""
-    replaces: list[ReplacesYaml] | None = None
-    algorithm: Algorithm = Algorithm.FIXED_WINDOW
-
-
-class DescriptorYaml(_Model):
-    key: Text = ""
-    value: Text = ""
-    rate_limit: RateLimitYaml | None = None
-    descriptors: list[DescriptorYaml] | None = None
-    shadow_mode: bool = False
-    quota_mode: bool = False
-    detailed_metric: bool = False
-    value_to_metric: bool = False
-    share_threshold: bool = False
-    metadata: dict[str, Any] | None = None
-
-
-class DomainYaml(_Model):
-    domain: Text = ""
-    descriptors: list[DescriptorYaml] | None = None
+__all__ = [
+    "DescriptorYaml",
+    "DomainYaml",
+    "RateLimitByYaml",
+    "RateLimitYaml",
+    "ReplacesYaml",
+    "WindowYaml",
+    "build_domain",
+    "config_files",
+    "load_domain_file",
+    "load_rules",
+]
 
 
 def build_domain(data: Any) -> RuleTree:
@@ -105,17 +75,25 @@ def config_files(directory: Path) -> list[Path]:
     )
 
 
-def load_rules(path: str | Path, *, merge_domains: bool = False) -> RuleSet:
+def load_rules(
+    path: str | Path, *, merge_domains: bool = False, allow_empty: bool = False
+) -> RuleSet:
     """Load a file or a directory of YAML files (one domain per file) into a RuleSet.
 
     With `merge_domains` (the reference's MERGE_DOMAIN_CONFIG) files naming the same
     domain add their top-level descriptors to it; a descriptor defined twice is still
-    an error.
+    an error. A directory without config files is an error unless `allow_empty`.
     """
     p = Path(path)
     if not p.exists():
         raise ConfigError(str(p), None, "file not found")
     files = config_files(p) if p.is_dir() else [p]
+    if not files and not allow_empty:
+        raise ConfigError(
+            str(p), None,
+            "no *.yaml or *.yml file in this directory: every rate limit would be off "
+            "(--allow-empty-config to serve with no limits)",
+        )
     domains: dict[str, RuleTree] = {}
     for file in files:
         tree = load_domain_file(file)

@@ -1,18 +1,19 @@
 """Pure decision: which limits apply, then thresholds, shadow and quota modes, headers.
 
-No I/O and no clock of its own: `plan` turns a query into checks, a store turns the
-counter operations into `Usage`s, and `decide` turns those into a `Decision` exactly
-as envoyproxy/ratelimit does (its base_limiter and service code), case by case.
+No I/O and no clock of its own: `plan` turns a query into checks, `counter_ops` into
+the counters a store must count, a store turns those into `Usage`s, and `decide`
+turns them into a `Decision` exactly as envoyproxy/ratelimit does (its base_limiter
+and service code), case by case. A descriptor with stacked windows gets one counter
+per window and the status of its most restrictive window.
 """
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
+from ratelimit_service.headers import HeaderStyle, rate_limit_headers
 from ratelimit_service.model import (
     AppliedLimit,
     CounterOp,
@@ -22,16 +23,23 @@ from ratelimit_service.model import (
     Usage,
 )
 from ratelimit_service.rules import RuleSet
+from ratelimit_service.status import Code, Decision, DescriptorStatus, most_restrictive
+
+__all__ = [
+    "Check",
+    "Code",
+    "Decision",
+    "DecisionSettings",
+    "DescriptorStatus",
+    "HeaderNames",
+    "RequestError",
+    "counter_ops",
+    "decide",
+    "fail_open",
+    "plan",
+]
 
 MAX_UINT32 = 2**32 - 1
-
-
-class Code(enum.IntEnum):
-    """Envoy's `RateLimitResponse.Code` values."""
-
-    UNKNOWN = 0
-    OK = 1
-    OVER_LIMIT = 2
 
 
 class RequestError(ValueError):
@@ -59,7 +67,7 @@ class DecisionSettings:
 
 @dataclass(frozen=True, slots=True)
 class Check:
-    """One descriptor after lookup: the limit to count (if any) and its cost."""
+    """One descriptor after lookup: the limit(s) to count (if any) and its cost."""
 
     applied: AppliedLimit | None
     unlimited: bool
@@ -69,22 +77,9 @@ class Check:
     def limit(self) -> Limit | None:
         return self.applied.rule.limit if self.applied is not None else None
 
-
-@dataclass(frozen=True, slots=True)
-class DescriptorStatus:
-    code: Code
-    current_limit: Limit | None = None
-    limit_remaining: int = 0
-    duration_until_reset: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    overall_code: Code
-    statuses: tuple[DescriptorStatus, ...]
-    headers: tuple[tuple[str, str], ...] = ()
-    dynamic_metadata: Mapping[str, Any] | None = None
-    failed_open: bool = False  # the store was down and the operator chose fail-open
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        return self.applied.rule.limits if self.applied is not None else ()
 
 
 def plan(rules: RuleSet, query: RateLimitQuery) -> list[Check]:
@@ -118,12 +113,30 @@ def counter_base(prefix: str, domain: str, applied: AppliedLimit) -> str:
 
 
 def counter_ops(checks: Sequence[Check], domain: str, prefix: str = "") -> list[CounterOp]:
-    """The store operations for the checks that have a limit, in order."""
+    """The store operations for the checks that have a limit, in order (one per window).
+
+    Hits beyond a limit's capacity + 1 cannot change any answer (the request is over
+    either way, and every algorithm treats it alike), so they are capped there: no
+    client-chosen number (hits_addend is up to 2^64) reaches a store's arithmetic.
+    Stacked windows share a Redis Cluster hash tag (one slot: one atomic script) and
+    form one stop-increment group unless the rule charges all windows.
+    """
     ops: list[CounterOp] = []
-    for check in checks:
-        if check.applied is not None and check.applied.rule.limit is not None:
-            base = counter_base(prefix, domain, check.applied)
-            ops.append(CounterOp(base, check.hits, check.applied.rule.limit))
+    for index, check in enumerate(checks):
+        applied = check.applied
+        if applied is None or not applied.rule.limits:
+            continue
+        base = counter_base(prefix, domain, applied)
+        limits = applied.rule.limits
+        if len(limits) == 1:
+            limit = limits[0]
+            ops.append(CounterOp(base, min(check.hits, limit.capacity + 1), limit))
+            continue
+        group = -1 if applied.rule.charge_all_windows else index + 1
+        tagged = "{" + base + "}"
+        for limit in limits:
+            ops.append(CounterOp(f"{tagged}{limit.unit.name.lower()}_",
+                                 min(check.hits, limit.capacity + 1), limit, group))
     return ops
 
 
@@ -133,38 +146,49 @@ def decide(
     settings: DecisionSettings,
     stats: Stats | None = None,
 ) -> Decision:
-    """Statuses, overall code and headers from the store's usages (one per limited check)."""
+    """Statuses, overall code and headers from the store's usages (one per window).
+
+    A descriptor whose counters the store could not count (`Usage.error`) is answered
+    OK without a limit: the caller applies its failure mode before getting here.
+    """
     statuses: list[DescriptorStatus] = []
-    header_source: DescriptorStatus | None = None
-    min_remaining = MAX_UINT32
     failed_rate = failed_quota = total_quota = 0
     usage_iter = iter(usages)
     for check in checks:
         if check.unlimited:
             statuses.append(DescriptorStatus(Code.OK, None, MAX_UINT32))
             continue
-        limit = check.limit
-        if check.applied is None or limit is None:
+        applied, limits = check.applied, check.limits
+        if applied is None or not limits:
             statuses.append(DescriptorStatus(Code.OK))
             continue
-        status = _status(
-            check.applied,
-            limit=limit,
-            usage=next(usage_iter),
-            hits=check.hits,
-            settings=settings,
-            stats=stats,
-        )
+        window_usages = [next(usage_iter) for _ in limits]
+        error = next((u.error for u in window_usages if u.error), "")
+        if error:
+            statuses.append(DescriptorStatus(Code.OK, error=error))
+            continue
+        if len(limits) == 1:
+            status = _status(applied, limit=limits[0], usage=window_usages[0], hits=check.hits,
+                             settings=settings, stats=stats)
+        else:
+            windows = tuple(
+                _status(applied, limit=limit, usage=usage, hits=check.hits, settings=settings,
+                        stats=None)
+                for limit, usage in zip(limits, window_usages, strict=True)
+            )
+            chosen = most_restrictive(windows)
+            deciding = windows.index(chosen)
+            # Stats count the deciding window (one count per request, as for one limit).
+            _status(applied, limit=limits[deciding], usage=window_usages[deciding],
+                    hits=check.hits, settings=settings, stats=stats)
+            status = replace(chosen, windows=windows)
         statuses.append(status)
-        if settings.headers is not None and status.limit_remaining < min_remaining:
-            header_source, min_remaining = status, status.limit_remaining
-        quota = settings.quota_mode or check.applied.rule.quota_mode
+        quota = settings.quota_mode or applied.rule.quota_mode
         if status.code is Code.OVER_LIMIT:
             if quota:
                 failed_quota += 1
             else:
                 failed_rate += 1
-                header_source, min_remaining = status, 0
         if quota:
             total_quota += 1
     over = failed_rate > 0 or (total_quota > 0 and failed_quota == total_quota)
@@ -174,8 +198,10 @@ def decide(
         if stats is not None:
             stats.add("service", "global_shadow_mode")
     headers: tuple[tuple[str, str], ...] = ()
-    if settings.headers is not None and header_source is not None:
-        headers = _headers(settings.headers, header_source)
+    if settings.headers is not None:
+        names = settings.headers
+        headers = rate_limit_headers(statuses, HeaderStyle.REFERENCE,
+                                     (names.limit, names.remaining, names.reset))
     return Decision(code, tuple(statuses), headers)
 
 
@@ -190,7 +216,7 @@ def _status(
 ) -> DescriptorStatus:
     rule = applied.rule
     key = applied.stats_key
-    threshold = limit.requests_per_unit
+    threshold = limit.capacity
     near = math.floor(threshold * settings.near_limit_ratio)
     if stats is not None:
         stats.add(key, "total_hits", hits)
@@ -226,17 +252,6 @@ def _status(
                 shadowed = usage.after - threshold
             stats.add(key, "shadow_mode", shadowed)
     return status
-
-
-def _headers(names: HeaderNames, status: DescriptorStatus) -> tuple[tuple[str, str], ...]:
-    limit = status.current_limit
-    if limit is None:  # only statuses with a limit are chosen; keep mypy and -O honest
-        return ()
-    return (
-        (names.limit, str(limit.requests_per_unit)),
-        (names.remaining, str(status.limit_remaining)),
-        (names.reset, str(status.duration_until_reset or 0)),
-    )
 
 
 def fail_open(query: RateLimitQuery) -> Decision:

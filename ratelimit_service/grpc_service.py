@@ -55,6 +55,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
         started = time.perf_counter()
         try:
             decision = await self.limiter.should_rate_limit(to_query(request))
+            response = to_response(decision)
         except RequestError as exc:
             metrics.INVALID.inc()
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -72,7 +73,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
             metrics.OVER_LIMIT.inc()
         else:
             metrics.OK.inc()
-        return to_response(decision)
+        return response
 
 
 def service_spec(limiter: RateLimiter, tracer: Tracer | None = None) -> ServiceSpec:

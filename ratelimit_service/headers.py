@@ -8,6 +8,10 @@
 - `ietf`: the IETF httpapi draft's structured fields, `RateLimit-Policy` (every
   policy: `"daily";q=1000;w=86400`) and `RateLimit` (the most restrictive: `"daily";r=3;t=30`).
 
+A descriptor with stacked windows contributes every window: each is a quota policy
+of its own, and the most restrictive window of all may be the one reported. A
+limit's number is its capacity (`requests_per_unit`, or a token bucket's burst).
+
 `Retry-After` (RFC 9110 §10.2.3) goes with an over-limit answer: the seconds until the
 limiting counter has room again.
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from ratelimit_service.decision import Code, DescriptorStatus
+from ratelimit_service.status import Code, DescriptorStatus
 
 Header = tuple[str, str]
 
@@ -30,16 +34,21 @@ class HeaderStyle(enum.StrEnum):
 
 
 def _limited(statuses: Sequence[DescriptorStatus]) -> list[DescriptorStatus]:
-    return [s for s in statuses if s.current_limit is not None]
+    """Every window with a limit, stacked windows expanded, in order."""
+    return [w for s in statuses for w in s.each_window() if w.current_limit is not None]
 
 
 def _most_restrictive(statuses: Sequence[DescriptorStatus]) -> DescriptorStatus | None:
-    """The over-limit status if any (the first), else the one with the least remaining."""
+    """As the reference picks: the last over-limit status if any, else the first with
+    the least remaining."""
     chosen: DescriptorStatus | None = None
     for status in statuses:
-        if status.code is Code.OVER_LIMIT:
-            return status
-        if chosen is None or status.limit_remaining < chosen.limit_remaining:
+        if (
+            chosen is None
+            or status.code is Code.OVER_LIMIT
+            or (chosen.code is not Code.OVER_LIMIT
+                and status.limit_remaining < chosen.limit_remaining)
+        ):
             chosen = status
     return chosen
 
@@ -75,20 +84,20 @@ def rate_limit_headers(
     reset = str(top.duration_until_reset or 0)
     if style is HeaderStyle.IETF:
         policies = ", ".join(
-            f"{_sf_string(_policy_name(s))};q={s.current_limit.requests_per_unit};"
+            f"{_sf_string(_policy_name(s))};q={s.current_limit.capacity};"
             f"w={s.current_limit.unit.seconds}"
             for s in limited
             if s.current_limit is not None
         )
         current = f"{_sf_string(_policy_name(top))};r={top.limit_remaining};t={reset}"
         return (("RateLimit-Policy", policies), ("RateLimit", current))
-    limit_value = str(top.current_limit.requests_per_unit)
+    limit_value = str(top.current_limit.capacity)
     if style is HeaderStyle.DRAFT03:
         for s in limited:
             limit = s.current_limit
             if limit is None:
                 continue
-            limit_value += f", {limit.requests_per_unit};w={limit.unit.seconds}"
+            limit_value += f", {limit.capacity};w={limit.unit.seconds}"
             if limit.name:
                 limit_value += f";name={_sf_string(limit.name)}"
     return ((names[0], limit_value), (names[1], str(top.limit_remaining)), (names[2], reset))
@@ -96,7 +105,8 @@ def rate_limit_headers(
 
 def retry_after(statuses: Sequence[DescriptorStatus]) -> int | None:
     """Seconds until every over-limit counter has room (None when nothing is over)."""
-    waits = [s.duration_until_reset or 0 for s in statuses if s.code is Code.OVER_LIMIT]
+    waits = [w.duration_until_reset or 0 for s in statuses for w in s.each_window()
+             if w.code is Code.OVER_LIMIT]
     if not waits:
         return None
     return max(1, *waits)

@@ -1,7 +1,9 @@
 """One ShouldRateLimit decision: rule snapshot -> plan -> store -> decide.
 
 The only await is the store call; the clock is injected so tests pin window edges.
-What happens when the store fails is the operator's choice (`FailureMode`).
+What happens when the store fails is the operator's choice (`FailureMode`), applied
+per descriptor: a counter the store could not count opens (or refuses) only its own
+descriptor, so a descriptor already over its limit still answers OVER_LIMIT.
 """
 
 from __future__ import annotations
@@ -62,29 +64,49 @@ class RateLimiter:
         checks = plan(self.rules.current, query)
         ops = counter_ops(checks, query.domain, self.settings.key_prefix)
         usages = []
+        uncounted = False
         if ops:
             now = self.clock()
             try:
                 usages = await self.store.apply(ops, now)
             except Exception as exc:  # any store failure is an outage, never a crash
                 return self._store_failed(query, exc)
+            error = next((u.error for u in usages if u.error), "")
+            if error:
+                self._counter_failed(error)  # raises StoreUnavailable when failing closed
+                uncounted = True
         decision = decide(checks, usages, self.settings, self.stats)
+        if uncounted:
+            decision = dataclasses.replace(decision, failed_open=True)
         if self.settings.dynamic_metadata:
             metadata = dynamic_metadata(query, checks, decision.statuses)
             decision = dataclasses.replace(decision, dynamic_metadata=metadata)
         return decision
 
-    def _store_failed(self, query: RateLimitQuery, exc: Exception) -> Decision:
+    def _counter_failed(self, error: str) -> None:
+        """Some counters of this request could not be counted: log, count, and fail
+        closed (the whole request) or open (those descriptors only)."""
         self.stats.add("service", "store_error")
+        self._log_failure(error, None)
+        if self.failure_mode is FailureMode.CLOSED:
+            raise StoreUnavailable(error)
+        self.stats.add("service", "failure_mode_open")
+
+    def _log_failure(self, error: str, exc: Exception | None) -> None:
         now = time.monotonic()
         if now - self._last_failure_log >= 1.0:  # one line per second, not per request
             self._last_failure_log = now
             log.warning(
                 "counter store unavailable",
-                extra={"error": str(exc), "failure_mode": str(self.failure_mode)},
+                extra={"error": error, "failure_mode": str(self.failure_mode)},
                 # Anything but an outage is a bug in the store: keep its traceback.
-                exc_info=not isinstance(exc, StoreUnavailable),
+                exc_info=exc if exc is not None and not isinstance(exc, StoreUnavailable)
+                else None,
             )
+
+    def _store_failed(self, query: RateLimitQuery, exc: Exception) -> Decision:
+        self.stats.add("service", "store_error")
+        self._log_failure(str(exc), exc)
         if self.failure_mode is FailureMode.OPEN:
             self.stats.add("service", "failure_mode_open")
             return fail_open(query)

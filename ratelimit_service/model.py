@@ -37,29 +37,50 @@ _UNIT_SECONDS = {
 
 
 class Algorithm(enum.StrEnum):
-    """How hits are counted; `fixed_window` is the reference's behaviour."""
+    """Names of the built-in algorithms (`fixed_window` is the reference's behaviour).
+
+    The registry in `ratelimit_service.algorithms` is the source of truth: a `Limit`
+    names its algorithm by string, so an algorithm added there needs no entry here.
+    """
 
     FIXED_WINDOW = "fixed_window"
     SLIDING_WINDOW = "sliding_window"
     GCRA = "gcra"
 
 
+MAX_UINT32 = 2**32 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """A number of requests per unit, with the algorithm that counts them."""
+    """A number of requests per unit, with the algorithm that counts them.
+
+    `burst` is the bucket size of algorithms that have one (token_bucket); 0 means
+    `requests_per_unit`. `capacity` is the number of hits a fresh limit admits at once.
+    """
 
     requests_per_unit: int
     unit: Unit
     name: str = ""
-    algorithm: Algorithm = Algorithm.FIXED_WINDOW
+    algorithm: str = Algorithm.FIXED_WINDOW
+    burst: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or self.requests_per_unit
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A compiled `rate_limit` node of the config tree."""
+    """A compiled `rate_limit` (or `rate_limits`) node of the config tree.
+
+    `limits` holds one window for a reference `rate_limit`, several for stacked limits
+    (`rate_limits`), none when unlimited. With `charge_all_windows` false (the
+    default) a request over one window is not charged to the others.
+    """
 
     full_key: str  # "domain.key_value.subkey" as the reference names stats
-    limit: Limit | None  # None only when unlimited
+    limits: tuple[Limit, ...]
     name: str = ""
     unlimited: bool = False
     shadow_mode: bool = False
@@ -67,6 +88,12 @@ class Rule:
     replaces: tuple[str, ...] = ()
     detailed_metric: bool = False
     metadata: Mapping[str, Any] | None = None
+    charge_all_windows: bool = False
+
+    @property
+    def limit(self) -> Limit | None:
+        """The first window (the only one for a reference `rate_limit`); None if unlimited."""
+        return self.limits[0] if self.limits else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,23 +141,36 @@ class AppliedLimit:
 class Usage:
     """A counter's state around this request's hits, in the algorithm's own terms.
 
-    `after > limit` means over the limit; `before` is what was used before the hits.
-    `reset_seconds` is how long until the limit is fully available again.
+    `after > limit.capacity` means over the limit; `before` is what was used before
+    the hits. `reset_seconds` is how long until the limit is fully available again.
+    A non-empty `error` means the store could not count this one counter (the other
+    counters of the request are still answered): the operator's failure mode decides it.
     """
 
     before: int
     after: int
     reset_seconds: int
     from_local_cache: bool = False
+    error: str = ""
+
+
+def uncounted(error: str) -> Usage:
+    """The Usage of a counter the store could not count."""
+    return Usage(0, 0, 0, error=error)
 
 
 @dataclass(frozen=True, slots=True)
 class CounterOp:
-    """One counter update a store must perform atomically."""
+    """One counter update a store must perform atomically.
+
+    `group`: counters of one group follow the stop-increment rule together (see
+    `ratelimit_service.charging`); -1 is a counter of its own.
+    """
 
     key: str  # the counter's identity without the window (prefix + domain + entries)
     hits: int
     limit: Limit
+    group: int = -1
 
 
 @dataclass

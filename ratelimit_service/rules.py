@@ -3,40 +3,39 @@
 Per descriptor entry the lookup tries `key_value`, then the wildcard values of that
 level in config order (`foo*`, `a*b*c`), then the bare `key`. A limit applies only
 when the descriptor's last entry lands on a node with a `rate_limit`. A
-`share_threshold` wildcard makes every matching value share one counter.
+`share_threshold` wildcard makes every matching value share one counter. A node
+compiled from `rate_limit_by` picks its rule by the value of one of the descriptor's
+entries (a plan, a tenant), with a default for values it does not list.
+
+Compiled by `ratelimit_service.compiler`; this module knows nothing of YAML.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 
-from ratelimit_service.model import (
-    Algorithm,
-    AppliedLimit,
-    Descriptor,
-    Entry,
-    Limit,
-    Rule,
-    Unit,
-)
-from tollgate.config import LocatedError
+from ratelimit_service.model import AppliedLimit, Descriptor, Entry, Rule
 
-if TYPE_CHECKING:
-    from ratelimit_service.config import DescriptorYaml, DomainYaml, RateLimitYaml
 
-_UNITS = {unit.name.lower(): unit for unit in Unit}
-# GCRA keeps its state as `fill` in (hits x window-milliseconds); Redis Lua numbers are
-# doubles, exact only below 2^53.
-_GCRA_MAX = 2**53
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """`rate_limit_by`: the rule for the value of the entry at `depth` of the descriptor."""
+
+    depth: int
+    rules: Mapping[str, Rule]
+    default: Rule
+
+    def pick(self, entries: tuple[Entry, ...]) -> Rule:
+        return self.rules.get(entries[self.depth].value, self.default)
 
 
 @dataclass(slots=True)
-class _Node:
-    children: dict[str, _Node] = field(default_factory=dict)
+class Node:
+    children: dict[str, Node] = field(default_factory=dict)
     wildcards: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
     rule: Rule | None = None
+    selector: Selector | None = None
     value_to_metric: bool = False
     share_threshold: bool = False
 
@@ -46,7 +45,7 @@ class RuleTree:
     """The compiled rules of one domain."""
 
     domain: str
-    root: _Node
+    root: Node
     file: str = ""
     domain_line: int | None = None
 
@@ -59,7 +58,7 @@ class RuleTree:
 
     def merged_with(self, other: RuleTree) -> RuleTree:
         """This domain plus `other`'s top-level descriptors (they must not clash)."""
-        root = _Node(
+        root = Node(
             children={**self.root.children, **other.root.children},
             wildcards=[*self.root.wildcards, *other.root.wildcards],
         )
@@ -71,7 +70,7 @@ class RuleTree:
         if descriptor.limit_override is not None:
             # Envoy's per-descriptor override: never shadow, quota or unlimited.
             key = descriptor_key(self.domain, entries)
-            return AppliedLimit(Rule(key, descriptor.limit_override), entries, key)
+            return AppliedLimit(Rule(key, (descriptor.limit_override,)), entries, key)
         node = self.root
         found: Rule | None = None
         metric_parts = [self.domain]
@@ -103,8 +102,8 @@ class RuleTree:
                     matched_value=matched_value, shared=shared.get(i, ""),
                 )
             )
-            if nxt.rule is not None and i == last:
-                found = nxt.rule
+            if i == last:
+                found = nxt.rule if nxt.selector is None else nxt.selector.pick(entries)
             if not nxt.children:
                 break
             node = nxt
@@ -126,7 +125,7 @@ class RuleTree:
 
 
 def _metric_part(
-    entry: Entry, node: _Node, *, wildcard: str, pattern_value: str, matched_value: bool,
+    entry: Entry, node: Node, *, wildcard: str, pattern_value: str, matched_value: bool,
     shared: str,
 ) -> str:
     # value_to_metric puts the request's value in the stats key; a shared wildcard keeps
@@ -173,87 +172,3 @@ def wildcard_match(parts: tuple[str, ...], value: str) -> bool:
             return False
         remaining = remaining[index + len(part) :]
     return True
-
-
-def compile_domain(doc: DomainYaml) -> RuleTree:
-    """Compile a validated domain document; semantic errors are LocatedError."""
-    if not doc.domain:
-        raise LocatedError(("domain",), "config file cannot have empty domain")
-    root = _Node()
-    _compile_level(root, doc.descriptors or [], f"{doc.domain}.", ("descriptors",))
-    return RuleTree(doc.domain, root)
-
-
-def _compile_level(
-    node: _Node, descriptors: list[DescriptorYaml], parent_key: str, path: tuple[str | int, ...]
-) -> None:
-    for index, desc in enumerate(descriptors):
-        here = (*path, index)
-        if not desc.key:
-            raise LocatedError((*here, "key"), "descriptor has empty key")
-        final = f"{desc.key}_{desc.value}" if desc.value else desc.key
-        full_key = parent_key + final
-        if final in node.children:
-            raise LocatedError(here, f"duplicate descriptor composite key '{full_key}'")
-        rule = None
-        if desc.rate_limit is not None:
-            rule = _compile_rule(desc, desc.rate_limit, full_key, (*here, "rate_limit"))
-        if desc.share_threshold and "*" not in final:
-            raise LocatedError(
-                (*here, "share_threshold"),
-                "share_threshold can only be used with wildcard values (containing '*'), "
-                f"but found key '{final}'",
-            )
-        if "*" in final:
-            node.wildcards.append((final, tuple(final.split("*"))))
-        child = _Node(
-            rule=rule,
-            value_to_metric=desc.value_to_metric,
-            share_threshold=desc.share_threshold,
-        )
-        _compile_level(child, desc.descriptors or [], f"{full_key}.", (*here, "descriptors"))
-        node.children[final] = child
-
-
-def _compile_rule(
-    desc: DescriptorYaml, spec: RateLimitYaml, full_key: str, path: tuple[str | int, ...]
-) -> Rule:
-    unit = _UNITS.get(spec.unit.lower())
-    if spec.unlimited:
-        if unit is not None:
-            raise LocatedError((*path, "unit"), "should not specify rate limit unit when unlimited")
-    elif unit is None:
-        raise LocatedError((*path, "unit"), f"invalid rate limit unit '{spec.unit}'")
-    replaces: list[str] = []
-    for j, item in enumerate(spec.replaces or []):
-        if not item.name:
-            raise LocatedError((*path, "replaces", j), "should not have an empty replaces entry")
-        if item.name == spec.name:
-            raise LocatedError(
-                (*path, "replaces", j, "name"),
-                "replaces should not contain name of same descriptor",
-            )
-        replaces.append(item.name)
-    limit = None
-    if unit is not None:
-        if (
-            spec.algorithm is Algorithm.GCRA
-            and spec.requests_per_unit * unit.seconds * 1000 >= _GCRA_MAX
-        ):
-            raise LocatedError(
-                (*path, "algorithm"),
-                "gcra needs requests_per_unit x unit in milliseconds below 2^53; "
-                "use fixed_window for this limit",
-            )
-        limit = Limit(spec.requests_per_unit, unit, spec.name, spec.algorithm)
-    return Rule(
-        full_key=full_key,
-        limit=limit,
-        name=spec.name,
-        unlimited=spec.unlimited,
-        shadow_mode=desc.shadow_mode,
-        quota_mode=desc.quota_mode,
-        replaces=tuple(replaces),
-        detailed_metric=desc.detailed_metric,
-        metadata=desc.metadata,
-    )

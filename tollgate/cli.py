@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devcerts": ("tollgate.devcerts", "create or reuse the demo CA and certificates"),
     "demo-issuer": ("tollgate.demo_issuer", "serve the demo OIDC discovery and JWKS"),
     "demo-upstream": ("tollgate.demo_upstream", "serve the echo upstream"),
+    "limits": ("tollgate.limits", "show or reset a descriptor's rate-limit counters"),
 }
 
 

@@ -80,10 +80,21 @@ class GrpcApp:
     server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     bound: str = ""
+    serving: bool = True  # False: health starts NOT_SERVING (a readiness check flips it)
+    reuse_port: bool = False  # SO_REUSEPORT: worker processes share one TCP port
+
+    @property
+    def health_names(self) -> tuple[str, ...]:
+        """The names health answers for: the server ("") and each service."""
+        return ("", *(spec.name for spec in self.services))
 
     async def start(self) -> str:
         address = normalize_address(self.address)
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        options = _SERVER_OPTIONS
+        if self.reuse_port:
+            options = (*(o for o in options if o[0] != "grpc.so_reuseport"),
+                       ("grpc.so_reuseport", 1))
+        server = grpc.aio.server(options=options)
         for spec in self.services:
             spec.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -104,8 +115,11 @@ class GrpcApp:
             host = address.rpartition(":")[0]
             self.bound = f"{host}:{port}"
         await server.start()
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not self.serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self.health.set(name, status)
         self.server = server
         return self.bound
 

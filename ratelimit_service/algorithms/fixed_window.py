@@ -1,47 +1,73 @@
 """Fixed window, as the reference counts: one counter per (descriptor, window start).
 
 Window starts are `now // unit * unit` in Unix seconds, so every replica agrees on
-them and a key expires with its window.
+them and a key expires with its window. Keys are the reference's:
+`prefix + domain_key_value_..._` + window start. Rejected hits still count.
 """
 
 from __future__ import annotations
 
-from ratelimit_service.model import Unit, Usage
+from collections.abc import Sequence
+from typing import Any
 
-
-def window_start(now: float, unit: Unit) -> int:
-    seconds = unit.seconds
-    return int(now) // seconds * seconds
+from ratelimit_service.algorithms.base import (
+    MemoryCells,
+    ScriptOp,
+    reset_seconds,
+    window_start,
+)
+from ratelimit_service.model import Limit, Unit, Usage
 
 
 def window_key(base: str, now: float, unit: Unit) -> str:
     """The reference's cache key: `prefix + domain_key_value_..._` + window start."""
-    return f"{base}{window_start(now, unit)}"
+    return f"{base}{window_start(now, unit.seconds)}"
 
 
-def reset_seconds(now: float, unit: Unit) -> int:
-    seconds = unit.seconds
-    return seconds - int(now) % seconds
+class FixedWindow:
+    name = "fixed_window"
+    takes_burst = False
+    # p1: seconds the key lives (the window)
+    lua = """function(k1, k2, hits, cap, commit, ttl, _p2, _p3)
+  if not commit then
+    local count = tonumber(redis.call('GET', k1) or '0')
+    return {count, count + hits, 0}
+  end
+  local count = redis.call('INCRBY', k1, hits)
+  if count == hits then redis.call('EXPIRE', k1, ttl) end
+  return {count - hits, count, 0}
+end"""
+
+    def check(self, limit: Limit) -> str | None:
+        return None
+
+    def keys(self, base: str, limit: Limit, now: float) -> tuple[str, ...]:
+        return (window_key(base, now, limit.unit),)
+
+    def step(
+        self, cells: MemoryCells, base: str, hits: int, limit: Limit, now: float, *, commit: bool
+    ) -> Usage:
+        seconds = limit.unit.seconds
+        start = window_start(now, seconds)
+        key = f"{base}{start}"
+        if commit:
+            after = cells.add(key, hits, start + seconds)
+        else:
+            after = cells.count(key, start + seconds) + hits
+        return Usage(after - hits, after, reset_seconds(now, seconds))
+
+    def script_op(self, base: str, limit: Limit, now: float) -> ScriptOp:
+        key = window_key(base, now, limit.unit)
+        return ScriptOp((key, key), (limit.unit.seconds, 0, 0))
+
+    def usage(self, reply: Sequence[Any], hits: int, limit: Limit, now: float) -> Usage:
+        return Usage(int(reply[0]), int(reply[1]), reset_seconds(now, limit.unit.seconds))
+
+    def over_until(
+        self, reply: Sequence[Any], usage: Usage, limit: Limit, now: float
+    ) -> float | None:
+        # A window's count only grows: over now means over until the window ends.
+        return float(window_start(now, limit.unit.seconds) + limit.unit.seconds)
 
 
-def usage(count_after: int, hits: int, now: float, unit: Unit) -> Usage:
-    """Usage from the counter's value after adding `hits`."""
-    return Usage(count_after - hits, count_after, reset_seconds(now, unit))
-
-
-def charged_hits(
-    current: list[int], hits: list[int], limits: list[int], *, cached_over: bool
-) -> list[int]:
-    """Hits to add per fixed-window counter under STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT.
-
-    The reference's rule: if any counter of the request is already known over its
-    limit (local cache), add nothing; else if some counters would go over, add hits
-    only to those (a rejected request does not use up its other limits); else add
-    all. `current` are the counts before this request.
-    """
-    if cached_over:
-        return [0] * len(hits)
-    over = [c + h > lim for c, h, lim in zip(current, hits, limits, strict=True)]
-    if not any(over):
-        return list(hits)
-    return [h if o else 0 for h, o in zip(hits, over, strict=True)]
+FIXED_WINDOW = FixedWindow()

@@ -1,4 +1,4 @@
-"""Counter stores: where hits are counted (memory, Redis, Redis Cluster)."""
+"""Counter stores: where hits are counted (memory, Redis, Sentinel, Redis Cluster)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,27 @@ class StoreUnavailable(Exception):
 
 
 class CounterStore(Protocol):
-    """Applies all counter operations of one request; one Usage per op, in order."""
+    """Applies all counter operations of one request; one Usage per op, in order.
+
+    A counter that cannot be counted comes back as a Usage with `error` set (the
+    others are still answered); raising StoreUnavailable fails the whole request.
+    """
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]: ...
 
     async def close(self) -> None: ...
 
 
-__all__ = ["CounterStore", "StoreUnavailable"]
+class InspectableStore(CounterStore, Protocol):
+    """A store the admin API can read and reset."""
+
+    async def peek(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
+        """Each counter's usage with its op's hits added hypothetically; nothing written."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Forget these keys; how many existed."""
+        ...
+
+
+__all__ = ["CounterStore", "InspectableStore", "StoreUnavailable"]

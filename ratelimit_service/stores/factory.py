@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ratelimit_service.stores import CounterStore
-from ratelimit_service.stores.memory import MemoryStore
+from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES, MemoryStore
 from ratelimit_service.stores.target import StoreTarget, parse_target
 
 
@@ -21,48 +21,56 @@ class StoreSettings:
     url: str = ""  # empty: in memory; see stores.target for the accepted forms
     redis_type: str = "single"
     socket_type: str = "tcp"
-    auth: str = ""
+    auth: str = ""  # password or user:password (see username)
     tls: bool = False
     timeout: float = 1.0
+    # Unused, kept so callers that set it keep working: every Redis node is reached
+    # over one pipelined connection, where a pool would only add syscalls.
     pool_size: int = 64
     local_cache_bytes: int = 1_048_576
     memory_max_keys: int = 1_000_000
     stop_when_over: bool = False  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
+    memory_max_bytes: int = DEFAULT_MAX_BYTES
+    tls_ca_file: str = ""  # rediss://: the CA that signed the server's certificate
+    username: str = ""  # set: `auth` is the whole password, even with ':' in it
+    pipeline_window: float = 0.0  # seconds a busy store waits for requests to share a call
+    pipeline_limit: int = 512  # counters per script call at most
 
 
 def build_store(settings: StoreSettings) -> tuple[CounterStore, StoreTarget]:
     """The store the settings select; TargetError when the URL cannot be used."""
     target = parse_target(
         settings.url, redis_type=settings.redis_type, socket_type=settings.socket_type,
-        auth=settings.auth, tls=settings.tls,
+        auth=settings.auth, tls=settings.tls, username=settings.username,
     )
     stop = settings.stop_when_over
     if target.kind == "memory":
-        return MemoryStore(settings.memory_max_keys, stop_when_over=stop), target
-    from ratelimit_service.stores.redis import (  # noqa: PLC0415 - memory users skip redis
+        memory = MemoryStore(settings.memory_max_keys, stop_when_over=stop,
+                             max_bytes=settings.memory_max_bytes)
+        return memory, target
+    from ratelimit_service.stores.link import RedisLink  # noqa: PLC0415 - memory users skip redis
+    from ratelimit_service.stores.redis import (  # noqa: PLC0415
         RedisOptions,
         RedisStore,
-        connect_sentinel,
         connect_single,
     )
 
     options = RedisOptions(
-        timeout=settings.timeout, pool_size=settings.pool_size,
-        username=target.username, password=target.password, tls=target.tls,
+        timeout=settings.timeout, username=target.username, password=target.password,
+        tls=target.tls, tls_ca_file=settings.tls_ca_file,
     )
-    cache = settings.local_cache_bytes
+    link: RedisLink
     if target.kind == "cluster":
-        from ratelimit_service.stores.cluster import (  # noqa: PLC0415
-            ClusterStore,
-            connect_cluster,
-        )
+        from ratelimit_service.stores.cluster import connect_cluster  # noqa: PLC0415
 
-        router = connect_cluster(target.nodes, options)
-        return ClusterStore(router, local_cache_bytes=cache, stop_when_over=stop), target
-    if target.kind == "sentinel":
-        client, sentinels = connect_sentinel(target.nodes, target.master, options)
-        store = RedisStore(client, local_cache_bytes=cache, also_close=sentinels,
-                           stop_when_over=stop)
-        return store, target
-    connection = connect_single(target.url, options)
-    return RedisStore(connection, local_cache_bytes=cache, stop_when_over=stop), target
+        link = connect_cluster(target.nodes, options)
+    elif target.kind == "sentinel":
+        from ratelimit_service.stores.sentinel import connect_sentinel  # noqa: PLC0415
+
+        link = connect_sentinel(target.nodes, target.master, options)
+    else:
+        link = connect_single(target.url, options)
+    store = RedisStore(link, local_cache_bytes=settings.local_cache_bytes, stop_when_over=stop,
+                       pipeline_window=settings.pipeline_window,
+                       pipeline_limit=settings.pipeline_limit or 512)
+    return store, target

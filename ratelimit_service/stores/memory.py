@@ -1,14 +1,18 @@
 """In-memory counters for a single replica: bounded, expiring, exact under asyncio.
 
-`apply` never awaits, so all operations of one request run without interleaving on
-the event loop: counts are exact however many requests are in flight.
+`apply` never awaits (it returns without suspending), so all operations of one
+request run without interleaving on the event loop: counts are exact however many
+requests are in flight, and a caller driving the coroutine by hand finishes it in
+one `send`.
 
-Window counters live in one dict per expiry time (a window's end, or two windows
-for the sliding window's current counter): a key costs one dict slot plus its
-string, and a whole window expires by dropping its dict. When `max_keys` is reached
-the store drops keys from the window closest to expiring (the least useful ones),
-which can only under-count. GCRA states, whose expiry moves with every hit, sit in
-a small LRU of their own.
+The store only runs operations: each counter's algorithm steps its own state through
+the `MemoryCells` methods here. Window counters live in one dict per expiry time (a
+window's end): a key costs one dict slot plus its string, and a whole window expires
+by dropping its dict. States whose expiry moves with every hit (GCRA, token bucket)
+sit in an LRU of their own. Both are bounded by a number of keys and by a byte
+budget (an estimate per key: its string plus the containers' overhead); when either
+is reached the store drops keys from the window closest to expiring, then the
+least recently used states, which can only under-count.
 """
 
 from __future__ import annotations
@@ -16,25 +20,53 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from ratelimit_service.algorithms import fixed_window, gcra, sliding_window
-from ratelimit_service.model import Algorithm, CounterOp, Usage
+from ratelimit_service import charging
+from ratelimit_service.algorithms import algorithm_for
+from ratelimit_service.model import CounterOp, Usage
+
+# Bytes of a window counter beyond its key's characters: the str header, the dict
+# slot (entry + index, at the dicts' usual fill) and the count. Measured with
+# tracemalloc in tests/reliability/test_ratelimit_memory.py.
+COUNTER_OVERHEAD = 110
+# A state: the LRU's linked entry, a tuple of two ints and the expiry float.
+STATE_OVERHEAD = 340
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _counter_cost(key: str) -> int:
+    return COUNTER_OVERHEAD + len(key)
+
+
+def _state_cost(key: str) -> int:
+    return STATE_OVERHEAD + len(key)
 
 
 class MemoryStore:
     """A CounterStore in this process's memory."""
 
-    def __init__(self, max_keys: int = 1_000_000, *, stop_when_over: bool = False) -> None:
+    def __init__(
+        self,
+        max_keys: int = 1_000_000,
+        *,
+        stop_when_over: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.max_keys = max_keys
+        self.max_bytes = max_bytes
         self.stop_when_over = stop_when_over  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT
+        self.bytes = 0  # estimated bytes held by counters and states
+        self.evicted = 0
         self._windows: dict[int, dict[str, int]] = {}  # expiry -> counters
         self._counters = 0
         self._next_expiry = 0
-        self._gcra: OrderedDict[str, tuple[gcra.State, float]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[tuple[int, int], float]] = OrderedDict()
 
     def __len__(self) -> int:
-        return self._counters + len(self._gcra)
+        return self._counters + len(self._states)
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         return self.apply_now(ops, now)
@@ -43,96 +75,129 @@ class MemoryStore:
         """The synchronous core of apply (also used by tests and benchmarks)."""
         if self._windows and now >= self._next_expiry:
             self._expire(now)
-        if self.stop_when_over:
-            return self._apply_stopping(ops, now)
-        return [self._apply_one(op, now) for op in ops]
+        hits = [op.hits for op in ops]
+        groups = charging.groups_of(ops, stop_when_over=self.stop_when_over)
+        many = charging.grouped(groups)
+        if many:
+            over = [
+                g in many
+                and algorithm_for(op.limit.algorithm)
+                .step(self, op.key, op.hits, op.limit, now, commit=False)
+                .after > op.limit.capacity
+                for op, g in zip(ops, groups, strict=True)
+            ]
+            hits = charging.charges(hits, groups, over)
+        return [
+            algorithm_for(op.limit.algorithm).step(self, op.key, h, op.limit, now, commit=True)
+            for op, h in zip(ops, hits, strict=True)
+        ]
 
-    def _apply_stopping(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
-        fixed = [i for i, op in enumerate(ops) if op.limit.algorithm is Algorithm.FIXED_WINDOW]
-        keys, current = [], []
-        for i in fixed:
-            start = fixed_window.window_start(now, ops[i].limit.unit)
-            keys.append((f"{ops[i].key}{start}", start + ops[i].limit.unit.seconds))
-            current.append(self._windows.get(keys[-1][1], {}).get(keys[-1][0], 0))
-        charge = fixed_window.charged_hits(
-            current, [ops[i].hits for i in fixed],
-            [ops[i].limit.requests_per_unit for i in fixed], cached_over=False,
-        )
-        usages = [self._apply_one(op, now) if op.limit.algorithm is not Algorithm.FIXED_WINDOW
-                  else None for op in ops]
-        for i, (key, expires), add in zip(fixed, keys, charge, strict=True):
-            after = self._incr(key, add, now, expires)
-            usages[i] = fixed_window.usage(after, ops[i].hits, now, ops[i].limit.unit)
-        return [u for u in usages if u is not None]
+    async def peek(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
+        """Each counter's usage with its op's hits added hypothetically; nothing written."""
+        return [
+            algorithm_for(op.limit.algorithm).step(self, op.key, op.hits, op.limit, now,
+                                                   commit=False)
+            for op in ops
+        ]
+
+    async def delete(self, keys: Sequence[str]) -> int:
+        """Forget these counters and states (admin reset); how many existed."""
+        found = 0
+        for key in keys:
+            for expires, window in list(self._windows.items()):
+                if window.pop(key, None) is not None:
+                    found += 1
+                    self._counters -= 1
+                    self.bytes -= _counter_cost(key)
+                    if not window:
+                        del self._windows[expires]
+            if self._states.pop(key, None) is not None:
+                found += 1
+                self.bytes -= _state_cost(key)
+        self._next_expiry = min(self._windows, default=0)
+        return found
+
+    async def ping(self) -> None:
+        """Always answers: the memory store is always ready."""
 
     async def close(self) -> None:
         self._windows.clear()
-        self._gcra.clear()
+        self._states.clear()
         self._counters = 0
+        self.bytes = 0
 
-    def _apply_one(self, op: CounterOp, now: float) -> Usage:
-        unit = op.limit.unit
-        if op.limit.algorithm is Algorithm.GCRA:
-            return self._gcra_step(op, now)
-        start = fixed_window.window_start(now, unit)
-        if op.limit.algorithm is Algorithm.SLIDING_WINDOW:
-            current, previous = sliding_window.keys(op.key, now, unit)
-            after = self._incr(current, op.hits, now, start + 2 * unit.seconds)
-            # The previous window's counter was kept until the end of this window.
-            prev = self._windows.get(start + unit.seconds, {}).get(previous, 0)
-            return sliding_window.usage(after, prev, op.hits, now, unit)
-        after = self._incr(f"{op.key}{start}", op.hits, now, start + unit.seconds)
-        return fixed_window.usage(after, op.hits, now, unit)
+    # MemoryCells: what the algorithms read and write.
 
-    def _incr(self, key: str, hits: int, now: float, expires: int) -> int:
+    def count(self, key: str, expires: int) -> int:
+        window = self._windows.get(expires)
+        return window.get(key, 0) if window is not None else 0
+
+    def add(self, key: str, hits: int, expires: int) -> int:
         window = self._windows.get(expires)
         if window is not None and key in window:
             count = window[key] + hits
             window[key] = count
             return count
-        if len(self) >= self.max_keys:
-            self._evict_one()
-            window = self._windows.get(expires)
+        if hits == 0:
+            return 0  # a check-only request never creates a counter
+        cost = _counter_cost(key)
+        self._make_room(cost)
+        window = self._windows.get(expires)
         if window is None:
             window = self._windows[expires] = {}
             if len(self._windows) == 1 or expires < self._next_expiry:
                 self._next_expiry = expires
         self._counters += 1
+        self.bytes += cost
         window[key] = hits
         return hits
 
-    def _gcra_step(self, op: CounterOp, now: float) -> Usage:
-        now_ms = round(now * 1000)
-        found = self._gcra.get(op.key)
-        state = found[0] if found is not None and found[1] > now else gcra.EMPTY
-        if found is None and len(self) >= self.max_keys:
+    def state(self, key: str, now: float) -> tuple[int, int] | None:
+        found = self._states.get(key)
+        if found is None or found[1] <= now:
+            return None
+        return found[0]
+
+    def set_state(self, key: str, state: tuple[int, int], until: float) -> None:
+        if key not in self._states:
+            cost = _state_cost(key)
+            self._make_room(cost)
+            self.bytes += cost
+        self._states[key] = (state, until)
+        self._states.move_to_end(key)
+
+    def _make_room(self, cost: int) -> None:
+        while self and (len(self) >= self.max_keys or self.bytes + cost > self.max_bytes):
             self._evict_one()
-        new_state, usage = gcra.step(state, now_ms, op.hits, op.limit)
-        self._gcra[op.key] = (new_state, now + gcra.expiry_ms(new_state, op.limit) / 1000)
-        self._gcra.move_to_end(op.key)
-        return usage
 
     def _expire(self, now: float) -> None:
         for expires in [e for e in self._windows if e <= now]:
-            self._counters -= len(self._windows.pop(expires))
+            window = self._windows.pop(expires)
+            self._counters -= len(window)
+            self.bytes -= sum(_counter_cost(key) for key in window)
         self._next_expiry = min(self._windows, default=0)
-        # A few GCRA states from the cold end of their LRU per sweep.
+        # A few states from the cold end of their LRU per sweep.
         for _ in range(8):
-            if not self._gcra:
+            if not self._states:
                 break
-            key, (_, until) = next(iter(self._gcra.items()))
+            key, (_, until) = next(iter(self._states.items()))
             if until > now:
                 break
-            del self._gcra[key]
+            del self._states[key]
+            self.bytes -= _state_cost(key)
 
     def _evict_one(self) -> None:
+        self.evicted += 1
         if self._windows:
             soonest = min(self._windows)
             window = self._windows[soonest]
-            del window[next(iter(window))]
+            key = next(iter(window))
+            del window[key]
             self._counters -= 1
+            self.bytes -= _counter_cost(key)
             if not window:
                 del self._windows[soonest]
                 self._next_expiry = min(self._windows, default=0)
-        elif self._gcra:
-            self._gcra.popitem(last=False)
+        elif self._states:
+            key, _ = self._states.popitem(last=False)
+            self.bytes -= _state_cost(key)

@@ -1,80 +1,92 @@
-"""The Lua scripts the Redis stores run, with their SHA1s for EVALSHA.
+"""The one Lua script the Redis stores run, assembled from the algorithms' operations.
 
-Lua numbers are doubles: every value here stays an integer below 2^53 (the config
-rejects GCRA limits that would not), so the arithmetic is exact and matches
-`ratelimit_service.algorithms`.
+Every counter of a request (on a cluster: of one slot; under load: of several
+requests at once) runs in one EVALSHA. Counter i uses KEYS[2i-1], KEYS[2i] and
+ARGV[7i-6 .. 7i] = algorithm, group, hits, capacity, p1, p2, p3:
+
+- `algorithm` selects the operation (`ops[name]`, each algorithm's own Lua function);
+- `group` is `-` (a counter of its own), `p` (peek: answer without writing) or a
+  group name: the stop-increment rule of `ratelimit_service.charging`, applied here
+  so it stays one round trip: within a group of several counters, if some would go
+  over (asked first, without writing), only those are charged. Each group is decided
+  whole before the next counter, so requests merged into one call stay separate;
+- each operation runs under pcall, so a counter Redis refuses (a wrong type, a
+  number out of range) answers {'E', reason, 0} and the other counters still count.
+
+The reply is three values per counter: {before, after, extra}.
+Lua numbers are doubles: hits are capped below 2^32 + 1 by the decision and the
+algorithms keep their state below 2^53 (checked at config load), so it stays exact.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-# The GCRA step on one key: now_ms, hits, rate, window_ms -> {before, after, fill}.
-# State: hash {f: fill, t: last_ms}.
-GCRA_STEP = """
-local function gcra(key, now, hits, rate, window)
-  local state = redis.call('HMGET', key, 'f', 't')
-  local fill = tonumber(state[1]) or 0
-  local last = tonumber(state[2]) or now
-  local elapsed = now - last
-  if elapsed < 0 then elapsed = 0 end
-  fill = fill - elapsed * rate
-  if fill < 0 then fill = 0 end
-  local before = math.ceil(fill / window)
-  local wanted = fill + hits * window
-  if wanted <= rate * window then fill = wanted end
-  redis.call('HSET', key, 'f', string.format('%.0f', fill), 't', string.format('%.0f', now))
-  redis.call('PEXPIRE', key, math.ceil(fill / math.max(rate, 1)) + 1000)
-  return {before, before + hits, string.format('%.0f', fill)}
-end
-"""
+from ratelimit_service.algorithms import REGISTRY
 
-# All counters of one request in one command (a single Redis, where a script may
-# touch any key; on a cluster, all counters of one slot).
-# Op i uses KEYS[2i-1], KEYS[2i] and ARGV[4i-2 .. 4i+1] = kind, hits, p1, p2:
-#   f (fixed window):   INCRBY key hits, EXPIRE key p1 when created -> {count, 0, 0}
-#   F (fixed window, STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT, p2 = limit): as f, but
-#                       when some F counter would go over its limit, only those add
-#   s (sliding window): the same, plus GET KEYS[2i] (previous)      -> {count, previous, 0}
-#   g (gcra):           rate p1, window_ms p2                        -> {before, after, fill}
-# ARGV[1] is now in milliseconds. The reply is 3 values per op.
-REQUEST_SCRIPT = GCRA_STEP + """
-local now = tonumber(ARGV[1])
+ARGS_PER_OP = 7
+
+_DISPATCH = """
 local n = #KEYS / 2
-local some_over = false
-local over = {}
-for i = 1, n do
-  if ARGV[4 * i - 2] == 'F' then
-    local current = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
-    over[i] = current + tonumber(ARGV[4 * i - 1]) > tonumber(ARGV[4 * i + 1])
-    if over[i] then some_over = true end
-  end
+local function run(i, commit, hits)
+  local b = 7 * (i - 1)
+  return ops[ARGV[b + 1]](KEYS[2 * i - 1], KEYS[2 * i], hits, tonumber(ARGV[b + 4]), commit,
+    tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]))
 end
-local out = {}
-for i = 1, n do
-  local key = KEYS[2 * i - 1]
-  local kind = ARGV[4 * i - 2]
-  local hits = tonumber(ARGV[4 * i - 1])
-  local p1 = tonumber(ARGV[4 * i])
-  local p2 = tonumber(ARGV[4 * i + 1])
-  if kind == 'g' then
-    local r = gcra(key, now, hits, p1, p2)
+local out, done, members = {}, {}, {}
+local function answer(i, commit, hits)
+  local ok, r = pcall(run, i, commit, hits)
+  if ok then
     out[3 * i - 2], out[3 * i - 1], out[3 * i] = r[1], r[2], r[3]
   else
-    if kind == 'F' and some_over and not over[i] then hits = 0 end
-    local count = redis.call('INCRBY', key, hits)
-    if count == hits then redis.call('EXPIRE', key, p1) end
-    local previous = 0
-    if kind == 's' then previous = tonumber(redis.call('GET', KEYS[2 * i]) or '0') end
-    out[3 * i - 2], out[3 * i - 1], out[3 * i] = count, previous, 0
+    if type(r) == 'table' then r = r.err end
+    out[3 * i - 2], out[3 * i - 1], out[3 * i] = 'E', tostring(r), 0
+  end
+  done[i] = true
+end
+for i = 1, n do
+  local g = ARGV[7 * i - 5]
+  if g ~= '-' and g ~= 'p' then
+    members[g] = members[g] or {}
+    table.insert(members[g], i)
+  end
+end
+-- In order; a group is decided as a whole (ask, then charge) before the next counter,
+-- so the groups of requests merged into one call never interleave.
+for i = 1, n do
+  if not done[i] then
+    local g = ARGV[7 * i - 5]
+    local group = members[g]
+    if group ~= nil and #group > 1 then
+      local over, going = {}, false
+      for _, j in ipairs(group) do
+        local ok, r = pcall(run, j, false, tonumber(ARGV[7 * j - 4]))
+        if ok and r[2] > tonumber(ARGV[7 * j - 3]) then over[j] = true; going = true end
+      end
+      for _, j in ipairs(group) do
+        local hits = tonumber(ARGV[7 * j - 4])
+        if going and not over[j] then hits = 0 end
+        answer(j, true, hits)
+      end
+    else
+      answer(i, g ~= 'p', tonumber(ARGV[7 * i - 4]))
+    end
   end
 end
 return out
 """
 
 
+def build_script() -> str:
+    parts = ["local ops = {}"]
+    for name, algorithm in REGISTRY.items():
+        parts.append(f"ops['{name}'] = {algorithm.lua}")
+    return "\n".join(parts) + _DISPATCH
+
+
 def sha1(script: str) -> str:
     return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
+REQUEST_SCRIPT = build_script()
 REQUEST_SHA = sha1(REQUEST_SCRIPT)

@@ -13,7 +13,9 @@ Accepted forms:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qs, quote, unquote
+
+from ratelimit_service.stores.resp import Endpoint
 
 
 class TargetError(ValueError):
@@ -38,13 +40,33 @@ def parse_target(
     socket_type: str = "tcp",
     auth: str = "",
     tls: bool = False,
+    username: str = "",
 ) -> StoreTarget:
-    """Turn the operator's settings into a StoreTarget (TargetError if malformed)."""
+    """Turn the operator's settings into a StoreTarget (TargetError if malformed).
+
+    `auth` is `password` or `user:password`; with `username` set (or a leading
+    `:`), `auth` is the whole password, colons and all.
+    """
+    target = _parse_target(url, redis_type=redis_type, socket_type=socket_type, auth=auth,
+                           tls=tls, user_flag=username)
+    if target.kind == "single":
+        parse_redis_url(target.url)  # every malformed part is a TargetError now, not later
+    return target
+
+
+def _parse_target(
+    url: str, *, redis_type: str, socket_type: str, auth: str, tls: bool, user_flag: str
+) -> StoreTarget:
     url = url.strip()
     redis_type = redis_type.strip().lower() or "single"
     if redis_type not in ("single", "sentinel", "cluster"):
         raise TargetError(f"redis type '{redis_type}' is not single, sentinel or cluster")
-    username, password = _split_auth(auth)
+    username: str | None
+    password: str | None
+    if user_flag:
+        username, password = user_flag, auth or None
+    else:
+        username, password = _split_auth(auth)
     if not url:
         return StoreTarget("memory")
     scheme, sep, rest = url.partition("://")
@@ -97,11 +119,63 @@ def _bare(
     return StoreTarget("single", url=full, username=username, password=password)
 
 
+def parse_redis_url(url: str, *, tls_ca_file: str = "") -> Endpoint:
+    """A single Redis URL as an Endpoint: `redis://[user:pass@]host[:port][/db]`,
+    `rediss://...`, `unix:///path.sock[?db=N&password=...&username=...]`."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("redis", "rediss", "unix"):
+        raise TargetError(f"'{_mask(url)}': not a redis://, rediss:// or unix:// URL")
+    rest, _, query_text = rest.partition("?")
+    query = {k: v[-1] for k, v in parse_qs(query_text).items()}
+    creds, at, location = rest.rpartition("@")
+    username, password = _url_auth(creds) if at else (None, None)
+    username = query.get("username", username) or None
+    password = query.get("password", password) or None
+    db_text = query.get("db", "")
+    if scheme == "unix":
+        path = unquote(location)
+        if not path.startswith("/"):
+            raise TargetError(f"'{_mask(url)}': unix:// needs an absolute socket path")
+        return Endpoint(path=path, username=username, password=password,
+                        db=_db(db_text, url))
+    hostport, _, db_path = location.partition("/")
+    host, port = _host_port(hostport, url)
+    return Endpoint(host, port, username=username, password=password,
+                    db=_db(db_path or db_text, url), tls=scheme == "rediss",
+                    tls_ca_file=tls_ca_file)
+
+
+def _host_port(text: str, url: str) -> tuple[str, int]:
+    if text.startswith("["):
+        host, _, after = text[1:].partition("]")
+        port_text = after.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise TargetError(f"'{_mask(url)}': no host")
+    if not port_text:
+        return host, 6379
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise TargetError(f"'{_mask(url)}': port '{port_text}' is not a number in 1-65535")
+    return host, int(port_text)
+
+
+def _db(text: str, url: str) -> int:
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise TargetError(f"'{_mask(url)}': database '{text}' is not a number")
+    return int(text)
+
+
 def _nodes(text: str) -> list[tuple[str, int]]:
     nodes = []
     for item in text.split(","):
         host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise TargetError(f"'{item}' is not host:port")
         nodes.append((host.strip("[]"), int(port)))
     return nodes

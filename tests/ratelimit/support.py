@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -70,6 +70,13 @@ def request(
     return rls_pb2.RateLimitRequest(domain=domain, descriptors=descriptors, hits_addend=hits)
 
 
+# The store a limiter gets when a test names none (tests/ratelimit/conftest.py runs the
+# conformance suite once per store kind by setting it). Stores made here are closed
+# when `serve` ends.
+default_store: Callable[[], CounterStore] = MemoryStore
+_made_here: list[CounterStore] = []
+
+
 def make_limiter(
     rules: RuleSet,
     *,
@@ -78,9 +85,12 @@ def make_limiter(
     settings: DecisionSettings | None = None,
     failure_mode: FailureMode = FailureMode.OPEN,
 ) -> RateLimiter:
+    if store is None:
+        store = default_store()
+        _made_here.append(store)
     return RateLimiter(
         ConfigHolder(rules),
-        store if store is not None else MemoryStore(),
+        store,
         settings or DecisionSettings(),
         failure_mode=failure_mode,
         clock=clock or Clock(),
@@ -113,3 +123,6 @@ async def serve(limiters: Sequence[RateLimiter] | RateLimiter) -> AsyncIterator[
     finally:
         await channel.close()
         await app.drain(0)
+        if limiter.store in _made_here:
+            _made_here.remove(limiter.store)
+            await limiter.store.close()

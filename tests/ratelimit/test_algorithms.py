@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ratelimit_service.algorithms import fixed_window, gcra, sliding_window
+from ratelimit_service.algorithms import REGISTRY, fixed_window, gcra, sliding_window
+from ratelimit_service.algorithms.base import reset_seconds
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
 from tests.ratelimit.support import T0
@@ -13,7 +14,7 @@ from tests.ratelimit.support import T0
 MINUTE = int(T0) // 60 * 60  # start of T0's minute
 
 
-def op(limit: int, unit: Unit = Unit.MINUTE, algorithm: Algorithm = Algorithm.FIXED_WINDOW,
+def op(limit: int, unit: Unit = Unit.MINUTE, algorithm: str = Algorithm.FIXED_WINDOW,
        hits: int = 1, key: str = "d_k_v_") -> CounterOp:
     return CounterOp(key, hits, Limit(limit, unit, algorithm=algorithm))
 
@@ -21,8 +22,8 @@ def op(limit: int, unit: Unit = Unit.MINUTE, algorithm: Algorithm = Algorithm.FI
 def test_fixed_window_keys_align_to_unix_time() -> None:
     assert fixed_window.window_key("p_", MINUTE + 59.9, Unit.MINUTE) == f"p_{MINUTE}"
     assert fixed_window.window_key("p_", MINUTE + 60, Unit.MINUTE) == f"p_{MINUTE + 60}"
-    assert fixed_window.reset_seconds(MINUTE + 59.9, Unit.MINUTE) == 1
-    assert fixed_window.reset_seconds(MINUTE, Unit.MINUTE) == 60
+    assert reset_seconds(MINUTE + 59.9, 60) == 1
+    assert reset_seconds(MINUTE, 60) == 60
     assert Unit.MONTH.seconds == 30 * 86400 and Unit.YEAR.seconds == 365 * 86400
 
 
@@ -88,11 +89,11 @@ requests = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(requests=requests, limit=st.integers(0, 8), algorithm=st.sampled_from(list(Algorithm)))
+@given(requests=requests, limit=st.integers(0, 8), algorithm=st.sampled_from(sorted(REGISTRY)))
 def test_no_algorithm_admits_more_than_its_bound(
-    requests: list[tuple[int, int]], limit: int, algorithm: Algorithm
+    requests: list[tuple[int, int]], limit: int, algorithm: str
 ) -> None:
-    """Admitted hits per fixed window <= limit; in any span T, GCRA and sliding admit at
+    """Admitted hits per fixed window <= limit; in any span T, the others admit at
     most limit * (1 + T / window) + limit. Fixed-window counts are exact."""
     store = MemoryStore()
     window = 60_000
@@ -139,3 +140,24 @@ def test_stats_are_bounded() -> None:
     assert stats.get("d.user_0", "total_hits") == 1
     assert stats.get("overflow", "total_hits") == 7
     assert len(stats.counters) == 4
+
+
+def test_a_memory_decision_finishes_without_ever_suspending() -> None:
+    """authz drives the pipeline eagerly: one `send` must finish a memory-store decision."""
+    from ratelimit_service.model import Descriptor, Entry, RateLimitQuery
+    from tests.ratelimit.support import make_limiter, rules_from
+
+    limiter = make_limiter(rules_from(
+        "domain: e\ndescriptors:\n  - key: k\n    rate_limits:\n"
+        "      - {unit: second, requests_per_unit: 1}\n"
+        "      - {unit: day, requests_per_unit: 5, algorithm: token_bucket}\n"))
+    query = RateLimitQuery("e", (Descriptor((Entry("k", "v"),)),))
+    for expected in ("OK", "OVER_LIMIT"):
+        coroutine = limiter.should_rate_limit(query)
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            assert done.value.overall_code.name == expected
+        else:
+            coroutine.close()
+            raise AssertionError("the memory store suspended")

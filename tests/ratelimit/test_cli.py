@@ -2,78 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
-import grpc
 import pytest
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ratelimit_service.cli import build_parser, resolve_address, resolve_config_path
 from ratelimit_service.stores.target import TargetError, parse_target
+from tests.ratelimit.service_proc import ServiceProcess
 from tests.ratelimit.support import OK, OVER, descriptor, request
+from tests.ratelimit.test_config import EMPTY_DIRECTORY
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
-
-
-class ServiceProcess:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ratelimit_service.cli", "--grpc-address", "127.0.0.1:0",
-             "--log-format", "json", *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.logs: list[dict[str, object]] = []
-        self.address = str(self.wait_log(lambda e: e.get("msg") == "serving")["address"])
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = rls_pb2_grpc.RateLimitServiceStub(self.channel)
-
-    def wait_log(self, match: object, timeout: float = 20) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        stream: IO[str] | None = self.proc.stderr
-        assert stream is not None
-        os.set_blocking(stream.fileno(), False)
-        for entry in self.logs:
-            if match(entry):  # type: ignore[operator]
-                return entry
-        while time.monotonic() < deadline:
-            line = stream.readline()
-            if not line:
-                if self.proc.poll() is not None:
-                    pytest.fail(f"ratelimit-service exited with {self.proc.returncode}")
-                time.sleep(0.02)
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            self.logs.append(entry)
-            if match(entry):  # type: ignore[operator]
-                return entry
-        pytest.fail("expected log line did not appear")
-
-    def call(self, req: rls_pb2.RateLimitRequest) -> rls_pb2.RateLimitResponse:
-        response: rls_pb2.RateLimitResponse = self.stub.ShouldRateLimit(req, timeout=10)
-        return response
-
-    def stop(self) -> int:
-        self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=20)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        return code
 
 
 @pytest.fixture
@@ -232,3 +178,42 @@ def test_store_targets(url: str, kwargs: dict[str, object], kind: str, detail: s
 def test_bad_store_targets(url: str, kwargs: dict[str, object]) -> None:
     with pytest.raises(TargetError):
         parse_target(url, **kwargs)  # type: ignore[arg-type]
+
+
+def test_an_empty_config_directory_is_refused_at_start_and_on_reload(
+    tmp_path: Path, config_dir: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "ratelimit_service.cli", "--config", str(empty)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"{empty}: {EMPTY_DIRECTORY}"
+    allowed = ServiceProcess(["--config", str(empty), "--allow-empty-config"])
+    try:
+        assert allowed.wait_log(lambda e: e.get("msg") == "starting")["domains"] == []
+    finally:
+        assert allowed.stop() == 0
+    live = ServiceProcess(["--config", str(config_dir), "--reload-interval", "0.05"])
+    try:
+        req = request("a", descriptor(("k", "v")))
+        assert live.call(req).overall_code == OK
+        for name in ("a.yaml", "b.yaml"):  # the ConfigMap lost its files
+            (config_dir / name).rename(config_dir / f"{name}.old")
+        rejected = live.wait_log(
+            lambda e: str(e.get("msg", "")).startswith("config reload rejected"))
+        assert rejected["error"] == f"{config_dir}: {EMPTY_DIRECTORY}"
+        assert live.call(req).overall_code == OVER  # the last good limits still apply
+    finally:
+        live.stop()
+
+
+def test_durations_read_as_the_reference_writes_them() -> None:
+    from ratelimit_service.cli import duration
+
+    assert [duration(t) for t in ("0", "150us", "1ms", "0.5ms", "2s", "0.25")] == [
+        0.0, 150e-6, 1e-3, 0.5e-3, 2.0, 0.25]
+    with pytest.raises(ValueError, match="'fast' is not a duration such as 500us, 1ms or 0"):
+        duration("fast")

@@ -14,9 +14,9 @@ from redis.crc import key_slot
 from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
-from ratelimit_service.stores.cluster import ClusterStore, connect_cluster
-from ratelimit_service.stores.redis import RedisOptions
-from ratelimit_service.stores.resp import RespConnection
+from ratelimit_service.stores.cluster import ClusterLink, connect_cluster
+from ratelimit_service.stores.redis import RedisOptions, RedisStore
+from ratelimit_service.stores.resp import Endpoint, RespConnection
 from tests.ratelimit.redis_procs import RedisCluster, cli, wait_until
 from tests.ratelimit.support import (
     OK,
@@ -29,6 +29,8 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 
 CONFIG = """
 domain: cl
@@ -46,6 +48,10 @@ descriptors:
   - key: smooth
     rate_limit: {unit: minute, requests_per_unit: 2, algorithm: sliding_window}
 """
+
+
+class ClusterStore(RedisStore):
+    link: ClusterLink
 
 
 def cluster_store(cluster: RedisCluster) -> ClusterStore:
@@ -138,7 +144,8 @@ def test_cluster_url_selects_the_cluster_store(redis_cluster: RedisCluster) -> N
     async def main() -> None:
         args = build_parser().parse_args(["--redis-url", redis_cluster.url])
         store, target = build_store(args)
-        assert target.kind == "cluster" and isinstance(store, ClusterStore)
+        assert target.kind == "cluster"
+        assert isinstance(store, RedisStore) and isinstance(store.link, ClusterLink)
         op = CounterOp("cl_url_x_", 1, Limit(5, Unit.HOUR, algorithm=Algorithm.FIXED_WINDOW))
         assert (await store.apply([op], T0))[0].after == 1
         await store.close()
@@ -151,7 +158,7 @@ def test_a_stale_slot_map_follows_moved(redis_cluster: RedisCluster) -> None:
         store = cluster_store(redis_cluster)
         op = CounterOp("cl_moved_x_", 1, Limit(5, Unit.HOUR))
         assert (await store.apply([op], T0))[0].after == 1
-        router = store.router
+        router = store.link
         # Point every slot at one master, as if the map predated a resharding.
         first = router.slots[0]
         router.slots = [first] * len(router.slots)
@@ -174,8 +181,8 @@ def test_a_migrating_slot_follows_ask(redis_cluster: RedisCluster) -> None:
 
     async def main() -> None:
         store = cluster_store(redis_cluster)
-        await store.router.refresh()
-        source = store.router.slots[slot]
+        await store.link.refresh()
+        source = store.link.slots[slot]
         assert source is not None
         target = next(p for p in ports if p != source[1])
         source_id = cli(source[1], "CLUSTER", "MYID").strip()
@@ -187,7 +194,7 @@ def test_a_migrating_slot_follows_ask(redis_cluster: RedisCluster) -> None:
             # The key is not on the source: it answers ASK, the target counts.
             usages = [(await store.apply([op], T0))[0].after for _ in range(3)]
             assert usages == [1, 2, 3]
-            direct = RespConnection(f"redis://127.0.0.1:{target}")
+            direct = RespConnection(Endpoint("127.0.0.1", target))
             _, count = await direct.call_many([("ASKING",), ("GET", key)])
             assert count == b"3"
             await direct.call_many([("ASKING",), ("DEL", key)])

@@ -18,8 +18,8 @@ from tollgate.config import ConfigError
 FIXTURES = Path(__file__).parent / "fixtures"
 
 INVALID = {
-    "bad_algorithm.yaml": "7: descriptors[0].rate_limit.algorithm: "
-    "Input should be 'fixed_window', 'sliding_window' or 'gcra'",
+    "bad_algorithm.yaml": "7: descriptors[0].rate_limit.algorithm: unknown algorithm "
+    "'leaky_faucet' (known: fixed_window, gcra, sliding_window, token_bucket)",
     "bad_limit_unit.yaml": "5: descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight'",
     "bad_yaml.yaml": "5: invalid YAML: expected ',' or ']', but got '<stream end>'",
     "duplicate_key.yaml": "8: descriptors[1]: "
@@ -44,6 +44,28 @@ INVALID = {
     "can only be used with wildcard values (containing '*'), but found key 'files_exact'",
     "unlimited_with_unit.yaml": "6: descriptors[0].rate_limit.unit: "
     "should not specify rate limit unit when unlimited",
+    # Tollgate's extensions
+    "stacked_both.yaml": "5: descriptors[0].rate_limits: use only one of rate_limit / rate_limits",
+    "stacked_same_unit.yaml": "6: descriptors[0].rate_limits[1].unit: two windows with unit "
+    "'minute' (windows 0 and 1): one counter per unit",
+    "stacked_empty.yaml": "4: descriptors[0].rate_limits: needs at least one window",
+    "stacked_unlimited.yaml": "6: descriptors[0].rate_limits[1].unlimited: a window cannot be "
+    "unlimited (use rate_limit: {unlimited: true})",
+    "stacked_bad_unit.yaml": "6: descriptors[0].rate_limits[1].unit: "
+    "invalid rate limit unit 'fortnight'",
+    "charge_all_windows_alone.yaml": "4: descriptors[0].charge_all_windows: "
+    "charge_all_windows needs rate_limits (several windows)",
+    "burst_without_bucket.yaml": "7: descriptors[0].rate_limit.burst: "
+    "fixed_window has no burst (algorithms with one: token_bucket)",
+    "limit_by_unknown_key.yaml": "7: descriptors[0].descriptors[0].rate_limit_by.key: "
+    "'tier' is not an entry of this descriptor (entries: plan, subject)",
+    "limit_by_no_default.yaml": "6: descriptors[0].descriptors[0].rate_limit_by: rate_limit_by "
+    "needs a default for values it does not list (default: {unlimited: true} to leave them "
+    "unlimited)",
+    "limit_by_bad_unit.yaml": "8: descriptors[0].rate_limit_by.values.globex[0].unit: "
+    "invalid rate limit unit 'moon'",
+    "limit_by_unknown_field.yaml": "6: descriptors[0].rate_limit_by.default[0].per: "
+    "unknown key 'per'",
 }
 
 
@@ -60,7 +82,9 @@ def test_invalid_config_names_file_line_and_key(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["basic_config", "wildcard", "shadowmode_config", "share_threshold", "metadata"]
+    "name",
+    ["basic_config", "wildcard", "shadowmode_config", "share_threshold", "metadata", "stacked",
+     "limit_by_plan"],
 )
 def test_reference_configs_load_unchanged(name: str) -> None:
     rules = load_rules(FIXTURES / "valid" / f"{name}.yaml")
@@ -114,6 +138,7 @@ def test_check_config_reports_ok_and_failure() -> None:
     assert err.getvalue() == ""
 
 
+@pytest.mark.integration
 def test_check_config_command_line_exit_code() -> None:
     bad = FIXTURES / "invalid" / "bad_limit_unit.yaml"
     done = subprocess.run(
@@ -166,3 +191,20 @@ def test_merge_domain_config_adds_files_and_still_rejects_duplicates(tmp_path: P
         f"{tmp_path / 'c.yaml'}: duplicate descriptor composite key 'shop.user' "
         f"(also in {tmp_path / 'a.yaml'}) while merging domain 'shop'"
     )
+
+
+EMPTY_DIRECTORY = ("no *.yaml or *.yml file in this directory: every rate limit would be off "
+                   "(--allow-empty-config to serve with no limits)")
+
+
+def test_a_directory_without_config_files_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """Issue 15 item 3: renaming the only *.yaml away used to load as zero domains."""
+    (tmp_path / "limits.yaml.bak").write_text("domain: a\n")
+    (tmp_path / ".hidden.yaml").write_text("domain: b\n")
+    with pytest.raises(ConfigError) as err:
+        load_rules(tmp_path)
+    assert str(err.value) == f"{tmp_path}: {EMPTY_DIRECTORY}"
+    assert load_rules(tmp_path, allow_empty=True).domains == {}
+    out, err_text = io.StringIO(), io.StringIO()
+    assert check_config(str(tmp_path), out, err_text) == 1
+    assert err_text.getvalue().strip() == f"{tmp_path}: {EMPTY_DIRECTORY}"

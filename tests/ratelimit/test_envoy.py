@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.ratelimit.test_cli import ServiceProcess
+from tests.ratelimit.service_proc import ServiceProcess
 from tests.support import binary, free_port, stop_process, wait_for
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):

@@ -9,9 +9,11 @@ import grpc
 import pytest
 
 from tests.otlp_kit import PARENT_SPAN, TRACE_ID, Receiver
+from tests.ratelimit.service_proc import ServiceProcess
 from tests.ratelimit.support import descriptor, request
-from tests.ratelimit.test_cli import ServiceProcess
 from tests.support import free_port, wait_for
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 
 
 def test_metrics_and_a_span_joined_to_envoys_trace(

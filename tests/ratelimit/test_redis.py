@@ -12,10 +12,11 @@ import grpc
 import pytest
 import redis.asyncio as aioredis
 
+from ratelimit_service.adapter import to_query
 from ratelimit_service.cli import build_parser, build_store
+from ratelimit_service.decision import Code
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
-from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
 from tests.ratelimit.redis_procs import RedisProcess, binary, cli, free_port, wait_until
 from tests.ratelimit.support import (
@@ -29,6 +30,8 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 
 CONFIG = """
 domain: rl
@@ -99,8 +102,9 @@ def test_fixed_window_keys_counts_and_expiry_as_the_reference(
 
 def test_one_round_trip_and_one_command_per_request(redis_server: RedisProcess) -> None:
     async def main() -> None:
-        connection = connect_single(redis_server.url, RedisOptions())
-        store = RedisStore(connection)
+        link = connect_single(redis_server.url, RedisOptions())
+        connection = link.connection
+        store = RedisStore(link)
         limiter = make_limiter(rules_from(CONFIG), store=store)
         async with serve(limiter) as served:
             req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
@@ -121,25 +125,25 @@ def test_one_round_trip_and_one_command_per_request(redis_server: RedisProcess) 
     asyncio.run(main())
 
 
-def test_redis_py_path_shares_pipelines_one_command_per_request(
+def test_concurrent_requests_share_script_calls_and_stay_exact(
     redis_server: RedisProcess,
 ) -> None:
-    """The Sentinel path (a redis-py client): still one EVALSHA per request."""
+    """Requests in flight together leave in shared script calls: here 200 decisions
+    started in one loop turn cost one EVALSHA, and the counts stay exact."""
 
     async def main() -> None:
-        client = CountingClient(aioredis.Redis.from_url(redis_server.url))
-        store = RedisStore(client)
-        limiter = make_limiter(rules_from(CONFIG), store=store)
-        async with serve(limiter) as served:
-            req = request("rl", descriptor(("user", "rt")), descriptor(("ip", "9.9.9.9")),
-                          descriptor(("unknown", "x")))
-            assert await served.codes(req, 4) == [OK, OK, OK, OVER]
-            before = redis_server.command_calls()
-            responses = await asyncio.gather(*(served.call(req) for _ in range(50)))
-            assert all(r.overall_code == OVER for r in responses)
+        link = connect_single(redis_server.url, RedisOptions(timeout=5))
+        store = RedisStore(link)
+        limiter = make_limiter(rules_from(CONFIG), store=store, failure_mode=FailureMode.CLOSED)
+        query = to_query(request("rl", descriptor(("shared", "burst")),
+                                 descriptor(("ip", "9.9.9.9")), descriptor(("unknown", "x"))))
+        await limiter.should_rate_limit(query)  # loads the script
+        before = redis_server.command_calls()
+        decisions = await asyncio.gather(*(limiter.should_rate_limit(query) for _ in range(200)))
         after = redis_server.command_calls()
-        assert after["evalsha"] - before["evalsha"] == 50
-        assert client.round_trips <= 4 + 1 + 50
+        assert sum(1 for d in decisions if d.overall_code is Code.OK) == 25 - 1
+        assert after["evalsha"] - before["evalsha"] == 1
+        assert link.connection.calls == 2 + 1  # EVALSHA + EVAL of the first request
         await store.close()
 
     asyncio.run(main())
@@ -147,8 +151,9 @@ def test_redis_py_path_shares_pipelines_one_command_per_request(
 
 def test_local_cache_spares_redis_for_keys_over_the_limit(redis_server: RedisProcess) -> None:
     async def main() -> None:
-        client = connect_single(redis_server.url, RedisOptions())
-        store = RedisStore(client, local_cache_bytes=1 << 20)
+        link = connect_single(redis_server.url, RedisOptions())
+        client = link.connection
+        store = RedisStore(link, local_cache_bytes=1 << 20)
         clock = Clock()
         limiter = make_limiter(rules_from(CONFIG), store=store, clock=clock)
         async with serve(limiter) as served:
@@ -163,35 +168,6 @@ def test_local_cache_spares_redis_for_keys_over_the_limit(redis_server: RedisPro
             clock.advance(50)  # the next window: Redis again
             assert await served.codes(req, 1) == [OK]
             assert client.calls == trips + 1
-        await store.close()
-
-    asyncio.run(main())
-
-
-@pytest.mark.parametrize("algorithm", list(Algorithm))
-@pytest.mark.parametrize("client", ["resp", "redis-py"])
-def test_every_algorithm_and_client_path_matches_memory(
-    redis_server: RedisProcess, algorithm: Algorithm, client: str
-) -> None:
-    async def main() -> None:
-        if client == "resp":
-            store = store_for(redis_server, cache=1 << 20)
-        else:
-            store = RedisStore(aioredis.Redis.from_url(redis_server.url),
-                               local_cache_bytes=1 << 20)
-        memory = MemoryStore()
-        limit = Limit(4, Unit.MINUTE, algorithm=algorithm)
-        now = T0
-        for step in range(40):
-            hits = step % 3
-            op = CounterOp(f"rl_{client}_", hits, limit)
-            expected = memory.apply_now([op], now)[0]
-            got = (await store.apply([op], now))[0]
-            if not got.from_local_cache:
-                assert (got.before, got.after) == (expected.before, expected.after), step
-            else:
-                assert expected.after > limit.requests_per_unit
-            now += 7.3
         await store.close()
 
     asyncio.run(main())
@@ -380,5 +356,40 @@ def test_monthly_quota_is_shared_and_visible_across_replicas(redis_server: Redis
             assert over.statuses[0].limit_remaining == 0
         for store in stores:
             await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_pipeline_window_lets_close_requests_share_a_call_and_a_lone_one_go_at_once(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        for window, expected_calls in ((0.0, 3), (0.2, 2)):
+            store = RedisStore(connect_single(redis_server.url, RedisOptions(timeout=5)),
+                               pipeline_window=window)
+            op = CounterOp(f"rl_window_{window}_", 1, Limit(100, Unit.HOUR))
+            started = time.monotonic()
+            await store.apply([op], T0)  # alone: sent at once, window or not
+            assert time.monotonic() - started < 0.1
+            first = asyncio.ensure_future(store.apply([op], T0))
+            await asyncio.sleep(0.01)  # another loop turn, well inside the window
+            second = asyncio.ensure_future(store.apply([op], T0))
+            usages = [(await first)[0].after, (await second)[0].after]
+            assert sorted(usages) == [2, 3]
+            assert store.calls_sent == expected_calls
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_full_call_leaves_at_once(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        store = RedisStore(connect_single(redis_server.url, RedisOptions(timeout=5)),
+                           pipeline_limit=4)
+        ops = [CounterOp(f"rl_full_{i}_", 1, Limit(100, Unit.HOUR)) for i in range(10)]
+        results = await asyncio.gather(*(store.apply([op], T0) for op in ops))
+        assert [r[0].after for r in results] == [1] * 10
+        assert store.calls_sent == 3  # 4 + 4 + 2 counters
+        await store.close()
 
     asyncio.run(main())

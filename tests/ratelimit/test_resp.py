@@ -12,7 +12,14 @@ import pytest
 
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.resp import RespConnection, _connected_to_itself, encode
+from ratelimit_service.stores.target import parse_redis_url
 from tests.ratelimit.redis_procs import RedisProcess
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
+
+
+def connect(url: str, timeout: float = 1.0) -> RespConnection:
+    return RespConnection(parse_redis_url(url), timeout=timeout)
 
 
 def test_encode_is_resp_arrays_of_bulk_strings() -> None:
@@ -23,7 +30,7 @@ def test_encode_is_resp_arrays_of_bulk_strings() -> None:
 
 def test_concurrent_calls_are_answered_in_order(redis_server: RedisProcess) -> None:
     async def main() -> None:
-        conn = RespConnection(redis_server.url)
+        conn = connect(redis_server.url)
         replies = await asyncio.gather(*(conn.call("INCRBY", "c", 1) for _ in range(200)))
         assert replies == list(range(1, 201))
         error = await conn.call("NOSUCHCOMMAND")
@@ -44,7 +51,7 @@ def test_a_silent_server_times_out_and_a_dead_one_is_unavailable() -> None:
 
         server = await asyncio.start_server(swallow, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        conn = RespConnection(f"redis://127.0.0.1:{port}", timeout=0.2)
+        conn = connect(f"redis://127.0.0.1:{port}", timeout=0.2)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="no reply within"):
             await conn.call("PING")
@@ -88,7 +95,7 @@ def test_reconnects_after_a_restart_with_auth_and_db(tmp_path: Path) -> None:
     server.start()
     try:
         async def main() -> None:
-            conn = RespConnection(f"redis://:s3cret@127.0.0.1:{server.port}/3")
+            conn = connect(f"redis://:s3cret@127.0.0.1:{server.port}/3")
             assert await conn.call("SET", "k", "v") == b"OK"
             server.stop()
             with pytest.raises(StoreUnavailable):
@@ -96,7 +103,7 @@ def test_reconnects_after_a_restart_with_auth_and_db(tmp_path: Path) -> None:
             server.start()
             assert await conn.call("SET", "k", "w") == b"OK"
             assert await conn.call("GET", "k") == b"w"
-            wrong = RespConnection(f"redis://:nope@127.0.0.1:{server.port}")
+            wrong = connect(f"redis://:nope@127.0.0.1:{server.port}")
             with pytest.raises(StoreUnavailable, match=r"WRONGPASS|invalid"):
                 await wrong.call("PING")
             await conn.aclose()

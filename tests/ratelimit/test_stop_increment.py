@@ -6,14 +6,16 @@ import asyncio
 
 import pytest
 
-from ratelimit_service.algorithms.fixed_window import charged_hits
+from ratelimit_service.charging import charges
 from ratelimit_service.stores import CounterStore
-from ratelimit_service.stores.cluster import ClusterStore, connect_cluster
+from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
 from tests.ratelimit.redis_procs import RedisCluster, RedisProcess
 from tests.ratelimit.support import OK, OVER, descriptor, make_limiter, rules_from, serve
 from tests.ratelimit.support import request as request_for
+
+pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 
 CONFIG = """
 domain: stop
@@ -25,11 +27,16 @@ descriptors:
 """
 
 
-def test_charged_hits_follows_the_reference() -> None:
-    assert charged_hits([0, 0], [1, 1], [2, 10], cached_over=False) == [1, 1]
-    assert charged_hits([2, 2], [1, 1], [2, 10], cached_over=False) == [1, 0]
-    assert charged_hits([0, 0], [1, 1], [2, 10], cached_over=True) == [0, 0]
-    assert charged_hits([9, 1], [3, 3], [10, 2], cached_over=False) == [3, 3]
+def test_the_charging_rule_follows_the_reference() -> None:
+    one = [0, 0]  # both counters in one group, as under the reference's flag
+    # Nothing over: all charged. One would go over: only it. One known over: none.
+    assert charges([1, 1], one, [False, False]) == [1, 1]
+    assert charges([1, 1], one, [True, False]) == [1, 0]
+    assert charges([1, 1], one, [False, False], [True, False]) == [0, 0]
+    assert charges([3, 3], one, [True, True]) == [3, 3]
+    # Counters of their own, or alone in their group, are always charged.
+    assert charges([1, 1], [-1, -1], [True, False]) == [1, 1]
+    assert charges([1, 1, 1], [1, 2, 1], [False, True, False]) == [1, 1, 1]
 
 
 def make_store(kind: str, stop: bool, request: pytest.FixtureRequest) -> CounterStore:
@@ -42,7 +49,7 @@ def make_store(kind: str, stop: bool, request: pytest.FixtureRequest) -> Counter
                           stop_when_over=stop)
     cluster: RedisCluster = request.getfixturevalue("redis_cluster")
     nodes = [("127.0.0.1", n.port) for n in cluster.nodes]
-    return ClusterStore(connect_cluster(nodes, RedisOptions(timeout=5)), stop_when_over=stop)
+    return RedisStore(connect_cluster(nodes, RedisOptions(timeout=5)), stop_when_over=stop)
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis", "cluster"])
