@@ -9,12 +9,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 log = logging.getLogger("tollgate.metrics")
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 LOOPBACK = "127.0.0.1"
+
+# Requests gRPC could not deserialize, by method (only registered methods get that
+# far, so the label is bounded); the log shows one line per method per interval.
+MALFORMED_MESSAGES = Counter(
+    "tollgate_grpc_malformed_messages_total",
+    "Request messages that could not be decoded, refused before any handler ran",
+    ["method"],
+    registry=REGISTRY,
+)
 
 
 def metrics_bind(address: str) -> tuple[str, int]:
