@@ -2,6 +2,8 @@
 
 A reload that leaves an issuer's key settings unchanged keeps its provider, so a
 config edit does not refetch every JWKS. Providers no config uses are stopped.
+A reload compiles on the config watcher's thread: the provider table is locked,
+and refresh tasks are only ever started and stopped on the event loop.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,9 +35,15 @@ class KeyRegistry:
         self._by_name: dict[str, Provider] = {}
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> httpx.AsyncClient:
+        with self._lock:
+            return self._make_client()
+
+    def _make_client(self) -> httpx.AsyncClient:
         if self._client is None:
             import httpx  # noqa: PLC0415 - only file- or inline-keyed configs never get here
 
@@ -47,11 +56,12 @@ class KeyRegistry:
 
     def _provider(self, name: str, source: JwtSource, base_dir: Path) -> KeyProvider:
         key = (name, source.model_dump_json(), str(base_dir))
-        existing = self._providers.get(key)
-        if existing is None:
-            existing = self._build(name, source, base_dir)
-            self._providers[key] = existing
-        return existing
+        with self._lock:
+            existing = self._providers.get(key)
+            if existing is None:
+                existing = self._build(name, source, base_dir)
+                self._providers[key] = existing
+            return existing
 
     def _build(self, name: str, source: JwtSource, base_dir: Path) -> Provider:
         if source.shared_secret_env is not None:
@@ -59,20 +69,34 @@ class KeyRegistry:
         if source.jwks_file is not None:
             path = Path(source.jwks_file)
             return JwksFileKeys(path if path.is_absolute() else base_dir / path)
-        return RemoteJwks(name, source, self.client)
+        return RemoteJwks(name, source, self._make_client())
 
     def activate(self, names: dict[str, KeyProvider]) -> None:
-        """Make these providers current (after a successful compile); stop the rest."""
-        self._by_name = {name: p for name, p in names.items() if isinstance(p, Provider)}
-        in_use = {id(p) for p in self._by_name.values()}
-        for key in list(self._providers):
-            if id(self._providers[key]) not in in_use:
+        """Make these providers current (after a successful compile); stop the rest.
+
+        Called from any thread; the tasks change on the event loop, before the new
+        snapshot is swapped in there (call_soon_threadsafe keeps the order).
+        """
+        loop = self._loop
+        if loop is not None and not _on(loop):
+            loop.call_soon_threadsafe(self._activate, names)
+        else:
+            self._activate(names)
+
+    def _activate(self, names: dict[str, KeyProvider]) -> None:
+        with self._lock:
+            self._by_name = {name: p for name, p in names.items() if isinstance(p, Provider)}
+            in_use = {id(p) for p in self._by_name.values()}
+            stopped = [key for key in self._providers if id(self._providers[key]) not in in_use]
+            for key in stopped:
                 del self._providers[key]
-                task = self._tasks.pop(key, None)
-                if task is not None:
-                    task.cancel()
+            current = list(self._providers.items())
+        for key in stopped:
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
         if self._running:
-            for key, provider in self._providers.items():
+            for key, provider in current:
                 if key not in self._tasks:
                     self._start(key, provider)
 
@@ -88,17 +112,23 @@ class KeyRegistry:
 
     async def run(self) -> None:
         """Background work: remote refresh loops, and polling of JWKS files."""
+        self._loop = asyncio.get_running_loop()
         self._running = True
-        for key, provider in self._providers.items():
+        with self._lock:
+            current = list(self._providers.items())
+        for key, provider in current:
             self._start(key, provider)
         try:
             while True:
-                for provider in list(self._providers.values()):
+                with self._lock:
+                    providers = list(self._providers.values())
+                for provider in providers:
                     if isinstance(provider, JwksFileKeys):
                         provider.poll()
                 await asyncio.sleep(FILE_POLL_SECONDS)
         finally:
             self._running = False
+            self._loop = None
             for task in self._tasks.values():
                 task.cancel()
             for task in self._tasks.values():
@@ -109,6 +139,13 @@ class KeyRegistry:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 class _Factory:

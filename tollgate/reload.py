@@ -2,7 +2,10 @@
 
 A reload builds the whole compiled snapshot first and swaps one reference, so a
 request sees either the old config or the new one, never a mix. A file that fails
-to load leaves the last good snapshot serving and logs the located error.
+to load leaves the last good snapshot serving and logs the located error. The
+running watcher reads, parses and compiles on a thread of its own (the YAML
+loader's limits bound the cost) and swaps on the event loop: a hostile or merely
+large file never stops the service answering.
 
 The watcher polls a signature of the file (or directory) that changes on every
 way a deploy replaces it: an in-place write (mtime, size), an atomic rename (inode)
@@ -14,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -26,6 +32,38 @@ T = TypeVar("T")
 log = logging.getLogger("tollgate.reload")
 
 Signature = tuple[tuple[str, int, int, int], ...]
+
+class _GcPause:
+    """No cyclic GC pass while a config loads (reference counting goes on).
+
+    Parsing a large document keeps ~500k objects alive at once, and every full
+    collection walks all of them with the GIL held: 100-500 ms in which no other
+    thread (the event loop's included) runs. The loader leaves no cyclic garbage
+    behind (tollgate._yaml), so the pass can wait until the load is done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = True
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._was_enabled:
+                    gc.enable()
+
+
+cyclic_gc_paused = _GcPause()
 
 
 class ConfigHolder(Generic[T]):
@@ -82,6 +120,7 @@ class ConfigWatcher(Generic[T]):
         self.on_reload = on_reload
         self._signature = file_signature(self.path)
         self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
 
     def request_reload(self) -> None:
         """Reload at the next loop turn (SIGHUP), even if nothing seems changed."""
@@ -89,20 +128,49 @@ class ConfigWatcher(Generic[T]):
         self._wake.set()
 
     def check(self) -> bool:
-        """Reload if the file changed; True when a new snapshot was swapped in."""
+        """Reload if the file changed (on the caller's thread); True when swapped."""
+        if not self._changed():
+            return False
+        try:
+            new = self.load()
+        except ConfigError as exc:
+            return self._reject(exc)
+        return self._install(new)
+
+    async def check_off_loop(self) -> bool:
+        """check(), with the load on the watcher's thread and the swap on the loop."""
+        if not self._changed():
+            return False
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="config-reload")
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(self._executor, self._load_quietly)
+        except ConfigError as exc:
+            return self._reject(exc)
+        return self._install(new)
+
+    def _load_quietly(self) -> T:
+        with cyclic_gc_paused():
+            return self.load()
+
+    def _changed(self) -> bool:
         signature = file_signature(self.path)
         if signature == self._signature:
             return False
         self._signature = signature
-        try:
-            new = self.load()
-        except ConfigError as exc:
-            self.holder.last_error = exc
-            log.error(
-                "config reload rejected, keeping the last good config",
-                extra={"error": str(exc), "file": exc.file, "line": exc.line},
-            )
-            return False
+        return True
+
+    def _reject(self, exc: ConfigError) -> bool:
+        # Kept without its traceback, whose frames would keep the rejected document.
+        self.holder.last_error = exc.with_traceback(None)
+        log.error(
+            "config reload rejected, keeping the last good config",
+            extra={"error": str(exc), "file": exc.file, "line": exc.line},
+        )
+        return False
+
+    def _install(self, new: T) -> bool:
         self.holder.swap(new)
         log.info(
             "config reloaded",
@@ -113,11 +181,18 @@ class ConfigWatcher(Generic[T]):
         return True
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            try:
-                self.check()
-            except Exception:  # a watcher that dies silently is worse than a log line
-                log.exception("config watcher error")
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
+                try:
+                    await self.check_off_loop()
+                except Exception:  # a watcher that dies silently is worse than a log line
+                    log.exception("config watcher error")
+        finally:
+            if self._executor is not None:
+                # A load in progress finishes on its own (bounded by the loader's
+                # limits); nothing waits for it.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
