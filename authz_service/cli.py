@@ -78,7 +78,9 @@ async def serve(args: argparse.Namespace) -> None:
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
     service = AuthorizationService(holder, keys, tracer=tracer)
-    app = GrpcApp(args.grpc_address, [service_spec(service)])
+    # Health: "" and the service name say ready (every JWT source holds usable keys);
+    # "liveness" only says the process answers.
+    app = GrpcApp(args.grpc_address, [service_spec(service)], readiness=keys.readiness)
     log.info("config loaded", extra={"file": str(config_path)})
     try:
         await serve_until_signal(

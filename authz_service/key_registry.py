@@ -4,6 +4,10 @@ A reload that leaves an issuer's key settings unchanged keeps its provider, so a
 config edit does not refetch every JWKS. Providers no config uses are stopped.
 A reload compiles on the config watcher's thread: the provider table is locked,
 and refresh tasks are only ever started and stopped on the event loop.
+
+Readiness: every JWT source of the current config that holds no usable key (a
+remote one before its first good fetch) is a blocker `keys:NAME` in the
+Readiness given, cleared when its first usable key set arrives.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING
 from authz_service.config import JwtSource
 from authz_service.jwks import JwksFileKeys, RemoteJwks, StaticKeys
 from authz_service.jwt_source import KeyProvider
+from tollgate.health import Readiness
 
 if TYPE_CHECKING:
     import httpx  # imported when a remote key source needs a client: ~4 MB of RSS
@@ -29,8 +34,11 @@ Provider = StaticKeys | JwksFileKeys | RemoteJwks
 
 
 class KeyRegistry:
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient | None = None, readiness: Readiness | None = None
+    ) -> None:
         self._client = client
+        self.readiness = readiness if readiness is not None else Readiness()
         self._providers: dict[tuple[str, str, str], Provider] = {}
         self._by_name: dict[str, Provider] = {}
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
@@ -69,7 +77,9 @@ class KeyRegistry:
         if source.jwks_file is not None:
             path = Path(source.jwks_file)
             return JwksFileKeys(path if path.is_absolute() else base_dir / path)
-        return RemoteJwks(name, source, self._make_client())
+        remote = RemoteJwks(name, source, self._make_client())
+        remote.on_change = self._update_readiness
+        return remote
 
     def activate(self, names: dict[str, KeyProvider]) -> None:
         """Make these providers current (after a successful compile); stop the rest.
@@ -99,6 +109,21 @@ class KeyRegistry:
             for key, provider in current:
                 if key not in self._tasks:
                     self._start(key, provider)
+        self._update_readiness()
+
+    def _update_readiness(self) -> None:
+        with self._lock:
+            by_name = dict(self._by_name)
+        self.readiness.replace("keys:", {
+            f"keys:{name}": "no usable signing keys yet"
+            for name, provider in by_name.items()
+            if not provider.key_set.usable
+        })
+
+    def has_keys(self, name: str) -> bool:
+        """False while the named source holds no usable key (never fetched, or all bad)."""
+        provider = self._by_name.get(name)
+        return provider is None or provider.key_set.usable
 
     async def refresh_for_unknown_kid(self, name: str) -> bool:
         provider = self._by_name.get(name)

@@ -21,6 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tollgate.health import LIVENESS_SERVICE, Readiness
+
 log = logging.getLogger("tollgate.server")
 
 # Options tuned for a sidecar talking to one local Envoy over many streams.
@@ -80,6 +82,8 @@ class GrpcApp:
     server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     bound: str = ""
+    # "" and each service name report readiness; LIVENESS_SERVICE only liveness.
+    readiness: Readiness = field(default_factory=Readiness)
 
     async def start(self) -> str:
         address = normalize_address(self.address)
@@ -104,10 +108,25 @@ class GrpcApp:
             host = address.rpartition(":")[0]
             self.bound = f"{host}:{port}"
         await server.start()
-        for name in ("", *names):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._show_readiness()
+        loop = asyncio.get_running_loop()
+
+        def changed(_ready: bool) -> None:  # on whichever thread changed it
+            if not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(self._show_readiness(), loop)
+
+        self.readiness.subscribe(changed)
         self.server = server
         return self.bound
+
+    async def _show_readiness(self) -> None:
+        # Read now, not when scheduled: changes from other threads may interleave.
+        ready = self.readiness.ready
+        status = health_pb2.HealthCheckResponse.SERVING if ready else (
+            health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *(spec.name for spec in self.services)):
+            await self.health.set(name, status)
 
     async def drain(self, grace: float, announce: float = 0.0) -> None:
         """NOT_SERVING first, then let in-flight RPCs finish within grace seconds.
