@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from authz_service import denials
 from authz_service.compiled import CompiledPolicy
-from authz_service.errors import CredentialError, InvalidCredential, MalformedRequest, NotAllowed
+from authz_service.errors import CredentialError, KeysUnavailable, MalformedRequest, NotAllowed
 from authz_service.jwt_source import ForeignToken, KeysNeeded
 from authz_service.models import (
     ANONYMOUS,
@@ -72,7 +72,7 @@ def decide(
             identity = source.authenticate(ctx, now)
         except KeysNeeded as exc:
             needed = needed or exc
-            failure = _worse(failure, InvalidCredential("unknown key id"))
+            failure = _worse(failure, exc.error)
             continue
         except CredentialError as exc:
             failure = _worse(failure, exc)
@@ -141,6 +141,8 @@ def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
         return denials.access_denied(error.description, route, code="peer_not_allowed")
     if isinstance(error, ForeignToken):
         return denials.invalid_token(realm, "issuer not accepted", route)
+    if isinstance(error, KeysUnavailable):
+        return denials.keys_unavailable(route)
     return denials.invalid_token(realm, error.description, route)
 
 

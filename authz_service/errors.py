@@ -21,3 +21,8 @@ class InvalidCredential(CredentialError):
 
 class NotAllowed(CredentialError):
     """403 access_denied: a proven peer that this config does not accept."""
+
+
+class KeysUnavailable(CredentialError):
+    """503 keys_unavailable: the token's issuer holds no usable signing key (an IdP
+    outage since start, or only unusable keys published): nothing the client can fix."""

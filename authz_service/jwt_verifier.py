@@ -35,9 +35,16 @@ class TokenError(ValueError):
 class UnknownKeyId(TokenError):
     """No configured key has this kid: maybe the issuer rotated keys."""
 
-    def __init__(self, kid: str) -> None:
-        super().__init__("unknown key id")
+    def __init__(self, kid: str, message: str = "unknown key id") -> None:
+        super().__init__(message)
         self.kid = kid
+
+
+class NoKeys(UnknownKeyId):
+    """The key set is empty: the issuer's keys never arrived. Not the token's fault."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(kid, "signing keys unavailable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +144,12 @@ def _media_type(value: str) -> str:
 
 def verify_signature(token: ParsedToken, alg: str, keys: KeySet) -> None:
     kid = token.header.get("kid")
+    if not keys.keys:
+        raise NoKeys(kid if isinstance(kid, str) else "")
     candidates = keys.candidates(kid, alg)
     if not candidates:
-        if (kid is not None and not keys.has_kid(kid)) or not keys.keys:
-            raise UnknownKeyId(kid or "")
+        if kid is not None and not keys.has_kid(kid):
+            raise UnknownKeyId(kid)
         raise TokenError("no key accepts this algorithm")
     algorithm = _ALGORITHMS[alg]
     # Without a kid several keys may fit: bounded by the key set's size.

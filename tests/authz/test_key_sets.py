@@ -207,7 +207,8 @@ def test_not_ready_until_usable_keys_arrive_and_ready_through_a_bad_jwks_after(
         hits = idp.hits_for("/jwks")
         wait_for(lambda: idp.hits_for("/jwks") >= hits + 2, what="unusable documents fetched")
         assert health(client, "") == "NOT_SERVING"
-        assert not client.check(check_request(headers=bearer(token))).allowed
+        denied = client.check(check_request(headers=bearer(token)))
+        assert (denied.status, denied.body["error"]) == (503, "keys_unavailable")
         idp.set_json("/jwks", jwt_kit.jwks(RSA))
         wait_for(lambda: health(client, "") == "SERVING", what="ready after usable keys")
         assert health(client, SERVICE) == "SERVING"
