@@ -31,14 +31,14 @@ def test_a_live_service_keeps_answering_while_a_hostile_file_is_parsed(
     config.write_text(OPEN_CONFIG)
     log = tmp_path / "authz.log"
     with authz_process(config, tmp_path) as (_, client):
-        with calling(lambda: client.check(check_request(path="/open"))) as caller:
+        with calling(lambda: client.check(check_request(path="/open")).allowed) as caller:
             wait_for(lambda: caller.count() > 50, what="a steady stream of answers")
             started = time.monotonic()
             config.write_text(large_invalid_config())
             wait_for(lambda: "config reload rejected" in log.read_text(), timeout=120,
                      what="the hostile file rejected")
             ended = time.monotonic()
-            during = [allowed for t, allowed in caller.answers if started <= t <= ended]
+            during = [right for t, right in caller.answers if started <= t <= ended]
         assert caller.failures == []
         assert all(during)
         assert len(during) > 100  # it answered all along, not just before and after
