@@ -118,9 +118,14 @@ def load_yaml(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> YamlDocument:
     if len(text) > limits.max_bytes or len(text.encode("utf-8")) > limits.max_bytes:
         raise YamlError(None, f"document larger than {limits.max_bytes} bytes")
     budget = _Budget(limits)
-    loader = _Loader(text, budget)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text, budget)  # the reader refuses control characters here
         node = loader.get_single_node()
+    except yaml.reader.ReaderError as exc:
+        at = text[: exc.position].count("\n") + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise YamlError(at, f"invalid YAML: {exc.reason} (character #x{code:04x})") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -131,7 +136,8 @@ def load_yaml(text: str, limits: YamlLimits = DEFAULT_LIMITS) -> YamlDocument:
     except yaml.YAMLError as exc:
         raise YamlError(None, f"invalid YAML: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if node is None:
         return YamlDocument({}, {(): 1})
     _check_expansion(node, limits.max_values)

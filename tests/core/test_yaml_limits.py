@@ -22,6 +22,8 @@ INVALID = {
     "duplicate_anchor.yaml": "2: invalid YAML: found duplicate anchor 'x'",
     "bad_merge.yaml": "3: invalid value: expected a mapping for merging, but found scalar",
     "complex_key.yaml": "2: mapping keys must be scalars",
+    "control_character.yaml": "2: invalid YAML: special characters are not allowed "
+    "(character #x0007)",
 }
 
 
