@@ -125,12 +125,20 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     pipeline = Pipeline(holder, keys, counter)
     app = None
     if args.grpc_address != OFF:
-        app = GrpcApp(args.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))])
+        # Health: "" and the service name say ready (every JWT source holds usable keys);
+        # "liveness" only says the process answers.
+        app = GrpcApp(args.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))],
+                      readiness=keys.readiness)
     listeners: list[Listener] = []
     draining = False
+
+    def blockers() -> dict[str, str]:
+        if draining:
+            return {"draining": "the process is shutting down"}
+        return keys.readiness.blockers()
+
     if args.http_address != OFF:
-        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix,
-                             ready=lambda: not draining)
+        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers)
         listeners.append(HttpServer(args.http_address, door,
                                     HttpLimits(max_body_bytes=args.http_max_body_bytes)))
 

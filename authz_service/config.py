@@ -166,3 +166,26 @@ class AuthzConfig(Model):
     upstream: UpstreamHeaders = Field(default_factory=UpstreamHeaders)
     # Rate limits decided in the same Check (authz_service.limits).
     rate_limits: RateLimits | None = None
+    # Without routes every request gets the `unmatched` answer: the same one for
+    # all. That is what an empty, comment-only or half-written (truncated) file
+    # says too, so it is only accepted when the file says it on purpose.
+    no_routes: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_empty(cls, data: Any) -> Any:
+        if data is None or data == {}:
+            raise ValueError("empty config: nothing but comments or whitespace")
+        return data
+
+    @model_validator(mode="after")
+    def _decides_something(self) -> AuthzConfig:
+        if self.routes and self.no_routes:
+            raise ValueError(f"'no_routes: true' but {len(self.routes)} route(s) are configured")
+        if not self.routes and not self.no_routes:
+            every = "allow" if self.unmatched == "allow" else "deny"
+            raise ValueError(
+                f"no routes: this config would {every} every request "
+                "(add routes, or set 'no_routes: true' if that is intended)"
+            )
+        return self

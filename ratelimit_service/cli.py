@@ -29,6 +29,7 @@ from ratelimit_service.stores import CounterStore, factory
 from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES
 from ratelimit_service.stores.target import StoreTarget, TargetError
 from tollgate.config import ConfigError
+from tollgate.health import Readiness
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
@@ -308,14 +309,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "domains": sorted(rules.domains), "worker": worker, "pid": os.getpid()},
         )
         # A Redis store must answer before health says SERVING (readiness.py).
-        app = GrpcApp(address, [service_spec(limiter, tracer)],
-                      serving=target.kind == "memory", reuse_port=worker is not None)
+        readiness = Readiness()
         if target.kind != "memory":
-            readiness = StoreReadiness(
-                cast(Probed, store), app.health, app.health_names,  # both stores can ping
+            probe = StoreReadiness(
+                cast(Probed, store), readiness,  # both Redis stores can ping
                 failure_mode=FailureMode(args.store_failure_mode),
             )
-            background.append(readiness.run)
+            probe.block_until_probed()
+            background.append(probe.run)
+        app = GrpcApp(address, [service_spec(limiter, tracer)], readiness=readiness,
+                      reuse_port=worker is not None)
         admin = None
         if args.admin_address:
             admin = AdminServer(args.admin_address, limiter,

@@ -2,8 +2,9 @@
 
 A misconfigured Redis (wrong password, closed port, a TLS certificate that does not
 verify) used to start a service that answered SERVING and failed every call open.
-Now health starts NOT_SERVING; the store is probed (PING on every node) until it
-answers, and the reason it does not is logged, once per change. After that, with
+Now readiness (tollgate.health, which gRPC health reports) starts blocked by `store`;
+the store is probed (PING on every node) until it answers, and the reason it does
+not is logged, once per change. After that, with
 `--store-failure-mode closed` (calls fail while the store is down) health follows
 the store; with `open` it stays SERVING through an outage, since answering is then
 the operator's explicit choice (counted and logged by the limiter).
@@ -13,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Protocol
-
-from grpc_health.v1 import health, health_pb2
 
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.stores import StoreUnavailable
+from tollgate.health import Readiness
 
 log = logging.getLogger("ratelimit_service")
 
@@ -30,28 +30,33 @@ class Probed(Protocol):
         ...
 
 
+BLOCKER = "store"
+
+
 class StoreReadiness:
-    """Sets health from the store's answers to `ping`."""
+    """Blocks readiness (the `store` blocker) from the store's answers to `ping`."""
 
     def __init__(
         self,
         store: Probed,
-        health_servicer: health.aio.HealthServicer,
-        names: Sequence[str],
+        readiness: Readiness,
         *,
         failure_mode: FailureMode,
         interval: float = 1.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.store = store
-        self.health = health_servicer
-        self.names = tuple(names)
+        self.readiness = readiness
         self.failure_mode = failure_mode
         self.interval = interval
         self.sleep = sleep
         self.ready = False
         self.answered_once = False
         self.last_error = ""
+
+    def block_until_probed(self) -> None:
+        """Not ready before the first answer (called before the server starts)."""
+        self.readiness.block(BLOCKER, "the counter store has not answered yet")
 
     async def check(self) -> bool:
         """Probe once and set health; True when the store answered."""
@@ -68,22 +73,21 @@ class StoreReadiness:
             if not self.ready or self.last_error:
                 log.info("counter store ready")
             self.last_error = ""
-            await self._set(ready=True)
+            self._set(ready=True)
             return True
         if error != self.last_error:
             log.error("counter store not ready", extra={"error": error})
             self.last_error = error
-        await self._set(ready=self.answered_once and self.failure_mode is FailureMode.OPEN)
+        self._set(ready=self.answered_once and self.failure_mode is FailureMode.OPEN,
+                  reason=error)
         return False
 
-    async def _set(self, *, ready: bool) -> None:
-        if ready == self.ready:
-            return
+    def _set(self, *, ready: bool, reason: str = "") -> None:
         self.ready = ready
-        status = (health_pb2.HealthCheckResponse.SERVING if ready
-                  else health_pb2.HealthCheckResponse.NOT_SERVING)
-        for name in self.names:
-            await self.health.set(name, status)
+        if ready:
+            self.readiness.clear(BLOCKER)
+        else:
+            self.readiness.block(BLOCKER, reason or "the counter store has not answered yet")
 
     async def run(self) -> None:
         while True:

@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
 
-from tollgate._yaml import YamlError, line_of, load_yaml
+from tollgate._yaml import YamlDocument, YamlError, line_of, load_yaml, release
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class ConfigError(Exception):
-    """A config file that cannot be used; `str()` reads `file:line: reason`."""
+    """A config file that cannot be used; `str()` reads `file:line: reason`.
 
-    file: str
-    line: int | None
-    reason: str
+    Not a frozen dataclass: Python itself assigns an exception's __traceback__
+    (re-raising through a context manager does), which a frozen one refuses.
+    """
+
+    def __init__(self, file: str, line: int | None, reason: str) -> None:
+        super().__init__(file, line, reason)
+        self._where = (file, line, reason)
+
+    @property
+    def file(self) -> str:
+        return self._where[0]
+
+    @property
+    def line(self) -> int | None:
+        return self._where[1]
+
+    @property
+    def reason(self) -> str:
+        return self._where[2]
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.reason}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConfigError) and self._where == other._where
+
+    def __hash__(self) -> int:
+        return hash(self._where)
 
 
 def _loc_text(loc: tuple[Any, ...]) -> str:
@@ -48,10 +68,26 @@ def parse_config_text(
     pydantic.ValidationError (mapped to the line of the failing key) or
     ConfigError-like `LocatedError` for semantic checks done after validation.
     """
+    error: ConfigError
     try:
         doc = load_yaml(text)
     except YamlError as exc:
-        raise ConfigError(file, exc.line, exc.reason) from None
+        error = ConfigError(file, exc.line, exc.reason)
+    else:
+        result = _build_located(doc, file, build)
+        release(doc.lines)  # ours alone (a built config may share parts of doc.data)
+        if not isinstance(result, ConfigError):
+            return result
+        release(doc.data)  # a rejected document is dropped: a piece at a time
+        del doc
+        error = result
+    # Raised here, outside the handlers and without the document in this frame: a
+    # rejected reload keeps its ConfigError as last_error, and a __context__ (the
+    # pydantic error, its traceback, their frames) would keep the whole document.
+    raise error
+
+
+def _build_located(doc: YamlDocument, file: str, build: Callable[[Any], T]) -> T | ConfigError:
     try:
         return build(doc.data)
     except pydantic.ValidationError as exc:
@@ -62,11 +98,11 @@ def parse_config_text(
         line = line_of(doc.lines, _document_path(loc, doc.data))
         reason = _our_words(err["type"], err["msg"], loc)
         where = _loc_text(loc)
-        raise ConfigError(file, line, f"{where}: {reason}" if where else reason) from None
+        return ConfigError(file, line, f"{where}: {reason}" if where else reason)
     except LocatedError as exc:
         line = line_of(doc.lines, exc.path)
         where = _loc_text(exc.path)
-        raise ConfigError(file, line, f"{where}: {exc.reason}" if where else exc.reason) from None
+        return ConfigError(file, line, f"{where}: {exc.reason}" if where else exc.reason)
 
 
 def _our_words(kind: str, message: str, loc: tuple[Any, ...]) -> str:

@@ -2,7 +2,10 @@
 
 A reload builds the whole compiled snapshot first and swaps one reference, so a
 request sees either the old config or the new one, never a mix. A file that fails
-to load leaves the last good snapshot serving and logs the located error.
+to load leaves the last good snapshot serving and logs the located error. The
+running watcher reads, parses and compiles on a thread of its own (the YAML
+loader's limits bound the cost) and swaps on the event loop: a hostile or merely
+large file never stops the service answering.
 
 The watcher polls a signature of the file (or directory) that changes on every
 way a deploy replaces it: an in-place write (mtime, size), an atomic rename (inode)
@@ -14,9 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
-from collections.abc import Callable, Sequence
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -26,6 +33,53 @@ T = TypeVar("T")
 log = logging.getLogger("tollgate.reload")
 
 Signature = tuple[tuple[str, int, int, int], ...]
+
+class _GcPause:
+    """No cyclic GC pass while a config loads (reference counting goes on).
+
+    Parsing a large document keeps ~500k objects alive at once, and every full
+    collection walks all of them with the GIL held: 100-500 ms in which no other
+    thread (the event loop's included) runs. The loader leaves no cyclic garbage
+    behind (tollgate._yaml), so the pass can wait until the load is done.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._was_enabled = True
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._was_enabled:
+                    gc.enable()
+
+
+cyclic_gc_paused = _GcPause()
+
+# While a load runs, Python hands the GIL to another waiting thread only every
+# switch interval (5 ms by default), and answering one RPC takes the event loop
+# and gRPC's threads several turns: ~5 ms per turn was 30-90 ms per answer.
+_RELOAD_SWITCH_INTERVAL = 0.0005
+
+
+@contextlib.contextmanager
+def _short_gil_turns() -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, _RELOAD_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 class ConfigHolder(Generic[T]):
@@ -85,6 +139,7 @@ class ConfigWatcher(Generic[T]):
         self.also_watch = also_watch
         self._signature = self._current_signature()
         self._wake = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
 
     def _current_signature(self) -> Signature:
         signature = file_signature(self.path)
@@ -99,20 +154,49 @@ class ConfigWatcher(Generic[T]):
         self._wake.set()
 
     def check(self) -> bool:
-        """Reload if the file changed; True when a new snapshot was swapped in."""
+        """Reload if the file changed (on the caller's thread); True when swapped."""
+        if not self._changed():
+            return False
+        try:
+            new = self.load()
+        except ConfigError as exc:
+            return self._reject(exc)
+        return self._install(new)
+
+    async def check_off_loop(self) -> bool:
+        """check(), with the load on the watcher's thread and the swap on the loop."""
+        if not self._changed():
+            return False
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="config-reload")
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.run_in_executor(self._executor, self._load_quietly)
+        except ConfigError as exc:
+            return self._reject(exc)
+        return self._install(new)
+
+    def _load_quietly(self) -> T:
+        with cyclic_gc_paused(), _short_gil_turns():
+            return self.load()
+
+    def _changed(self) -> bool:
         signature = self._current_signature()
         if signature == self._signature:
             return False
         self._signature = signature
-        try:
-            new = self.load()
-        except ConfigError as exc:
-            self.holder.last_error = exc
-            log.error(
-                "config reload rejected, keeping the last good config",
-                extra={"error": str(exc), "file": exc.file, "line": exc.line},
-            )
-            return False
+        return True
+
+    def _reject(self, exc: ConfigError) -> bool:
+        # Kept without its traceback, whose frames would keep the rejected document.
+        self.holder.last_error = exc.with_traceback(None)
+        log.error(
+            "config reload rejected, keeping the last good config",
+            extra={"error": str(exc), "file": exc.file, "line": exc.line},
+        )
+        return False
+
+    def _install(self, new: T) -> bool:
         self.holder.swap(new)
         self._signature = self._current_signature()  # the new snapshot may name other files
         log.info(
@@ -124,11 +208,18 @@ class ConfigWatcher(Generic[T]):
         return True
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            try:
-                self.check()
-            except Exception:  # a watcher that dies silently is worse than a log line
-                log.exception("config watcher error")
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
+                try:
+                    await self.check_off_loop()
+                except Exception:  # a watcher that dies silently is worse than a log line
+                    log.exception("config watcher error")
+        finally:
+            if self._executor is not None:
+                # A load in progress finishes on its own (bounded by the loader's
+                # limits); nothing waits for it.
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None

@@ -21,6 +21,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from tollgate.health import LIVENESS_SERVICE, Readiness
+
 log = logging.getLogger("tollgate.server")
 
 # Options tuned for a sidecar talking to one local Envoy over many streams.
@@ -71,6 +73,61 @@ def _bind(server: grpc.aio.Server, address: str) -> int:
     return port
 
 
+class _LastCallsGate(grpc.GenericRpcHandler):
+    """At the end of a drain, holds the calls that still arrive, then refuses them.
+
+    grpc.aio hands the server one call at a time; calls that reached the C core
+    but not yet Python when server.stop() begins are dropped as CANCELLED, and
+    under load there always are some. So once the announce window is over, new
+    calls to our services are held here (registered ahead of the services, so it
+    sees them first) until none has arrived for QUIET seconds, or for at most
+    HOLD_LIMIT; then stop() starts with them in flight (nothing waiting in the C
+    core), and they are answered UNAVAILABLE. Health and reflection pass.
+    """
+
+    QUIET = 0.02
+    HOLD_LIMIT = 0.2  # well under Envoy's ext_authz timeout (0.5 s in envoy/)
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self._prefixes = prefixes
+        self._closing = False
+        self._released: asyncio.Event | None = None
+        self.last_arrival = 0.0
+        self.held = 0
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        if not self._closing or not handler_call_details.method.startswith(self._prefixes):
+            return None  # the services' own handlers answer
+        return grpc.unary_unary_rpc_method_handler(self._refuse)
+
+    async def _refuse(self, _request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self.held += 1
+        self.last_arrival = asyncio.get_running_loop().time()
+        if self._released is not None:
+            await self._released.wait()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "server is shutting down")
+
+    async def close(self, budget: float) -> None:
+        """Hold new calls until they stop arriving (at most budget, HOLD_LIMIT)."""
+        loop = asyncio.get_running_loop()
+        self._released = asyncio.Event()
+        self._closing = True
+        started = self.last_arrival = loop.time()
+        limit = started + min(budget, self.HOLD_LIMIT)
+        # Each arrival moves the quiet point; sleep until it (or the limit) passes.
+        for _ in range(1000):
+            wake = min(limit, self.last_arrival + self.QUIET)
+            if wake <= loop.time():
+                break
+            await asyncio.sleep(wake - loop.time())
+
+    def release(self) -> None:
+        if self._released is not None:
+            self._released.set()
+
+
 @dataclass
 class GrpcApp:
     """A grpc.aio server with health and reflection; start() returns the bound address."""
@@ -80,12 +137,14 @@ class GrpcApp:
     server: grpc.aio.Server | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     bound: str = ""
-    serving: bool = True  # False: health starts NOT_SERVING (a readiness check flips it)
+    # "" and each service name report readiness; LIVENESS_SERVICE only liveness.
+    readiness: Readiness = field(default_factory=Readiness)
     reuse_port: bool = False  # SO_REUSEPORT: worker processes share one TCP port
+    _gate: _LastCallsGate = field(default_factory=lambda: _LastCallsGate(()), repr=False)
 
     @property
     def health_names(self) -> tuple[str, ...]:
-        """The names health answers for: the server ("") and each service."""
+        """The names health answers readiness for: the server ("") and each service."""
         return ("", *(spec.name for spec in self.services))
 
     async def start(self) -> str:
@@ -95,6 +154,8 @@ class GrpcApp:
             options = (*(o for o in options if o[0] != "grpc.so_reuseport"),
                        ("grpc.so_reuseport", 1))
         server = grpc.aio.server(options=options)
+        self._gate = _LastCallsGate(tuple(f"/{spec.name}/" for spec in self.services))
+        server.add_generic_rpc_handlers((self._gate,))  # first: see stop()
         for spec in self.services:
             spec.register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -115,13 +176,25 @@ class GrpcApp:
             host = address.rpartition(":")[0]
             self.bound = f"{host}:{port}"
         await server.start()
-        status = health_pb2.HealthCheckResponse.SERVING
-        if not self.serving:
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
-        for name in ("", *names):
-            await self.health.set(name, status)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._show_readiness()
+        loop = asyncio.get_running_loop()
+
+        def changed(_ready: bool) -> None:  # on whichever thread changed it
+            if not loop.is_closed():
+                asyncio.run_coroutine_threadsafe(self._show_readiness(), loop)
+
+        self.readiness.subscribe(changed)
         self.server = server
         return self.bound
+
+    async def _show_readiness(self) -> None:
+        # Read now, not when scheduled: changes from other threads may interleave.
+        ready = self.readiness.ready
+        status = health_pb2.HealthCheckResponse.SERVING if ready else (
+            health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ("", *(spec.name for spec in self.services)):
+            await self.health.set(name, status)
 
     async def drain(self, grace: float, announce: float = 0.0) -> None:
         """NOT_SERVING first, then let in-flight RPCs finish within grace seconds.
@@ -129,6 +202,8 @@ class GrpcApp:
         `announce` seconds (taken from grace) keep answering RPCs after NOT_SERVING:
         server.stop() refuses new RPCs at once, health probes included, so without
         it no prober ever reads NOT_SERVING and callers see UNAVAILABLE instead.
+        Then calls still arriving are held briefly and refused UNAVAILABLE, and
+        in-flight ones finish: no call ends CANCELLED unless grace runs out.
         """
         if self.server is None:
             return
@@ -143,10 +218,20 @@ class GrpcApp:
         await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace: float) -> None:
-        """Refuse new RPCs, give in-flight ones `grace` seconds, then stop."""
+        """Refuse new RPCs UNAVAILABLE, give in-flight ones `grace` seconds, then stop.
+
+        The calls of the announce window's last moments are held, then refused once
+        server.stop() has begun, never CANCELLED (see _LastCallsGate).
+        """
         if self.server is None:
             return
-        await self.server.stop(grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(grace, 0.0)
+        await self._gate.close(max(deadline - loop.time(), 0.0))
+        stopping = asyncio.create_task(self.server.stop(max(deadline - loop.time(), 0.0)))
+        await asyncio.sleep(0.005)  # stop() has begun: nothing new reaches the C core
+        self._gate.release()
+        await stopping
         if self.bound.startswith("unix:"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(_unix_path(self.bound))

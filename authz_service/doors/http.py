@@ -2,7 +2,8 @@
 forwardAuth) on tollgate.http_server, deciding with the same pipeline as gRPC.
 
 Paths under `path_prefix` are checks; `/healthz` answers liveness and `/ready`
-readiness (503 while draining), for probes that speak HTTP. A decision that needs
+readiness (503, naming what blocks it: a JWT source without usable keys yet, the
+drain), for probes that speak HTTP. A decision that needs
 no I/O is answered in the same loop turn (tollgate.eager); a cached token's allow
 is rendered once per route and its bytes kept.
 """
@@ -29,14 +30,15 @@ class HttpCheckDoor:
         pipeline: Pipeline,
         *,
         path_prefix: str = DEFAULT_PATH_PREFIX,
-        ready: Callable[[], bool] = lambda: True,
+        blockers: Callable[[], dict[str, str]] = dict,
     ) -> None:
+        """`blockers`: what keeps the service from being ready, by name (none: ready)."""
         if not path_prefix.startswith("/") or path_prefix.endswith("/"):
             raise ValueError(f"path prefix '{path_prefix}' must start with '/' and not end "
                              "with one (e.g. /check)")
         self.pipeline = pipeline
         self.path_prefix = path_prefix
-        self.ready = ready
+        self.blockers = blockers
         self.answers = AnswerRenderer()
 
     def __call__(self, request: HttpRequest) -> Response:
@@ -66,9 +68,11 @@ class HttpCheckDoor:
         if path == "/healthz" and request.method in ("GET", "HEAD"):
             return simple_response(200, b"ok\n", head=head)
         if path == "/ready" and request.method in ("GET", "HEAD"):
-            if self.ready():
+            blockers = self.blockers()
+            if not blockers:
                 return simple_response(200, b"ready\n", head=head)
-            return simple_response(503, b"not ready\n", head=head)
+            why = "".join(f"{name}: {reason}\n" for name, reason in sorted(blockers.items()))
+            return simple_response(503, b"not ready\n" + why.encode(), head=head)
         return _NOT_FOUND
 
 

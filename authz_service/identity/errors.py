@@ -33,6 +33,11 @@ class NotAllowed(CredentialError):
     rank = 1  # then a refused peer
 
 
+class KeysUnavailable(CredentialError):
+    """503 keys_unavailable: the token's issuer holds no usable signing key (an IdP
+    outage since start, or only unusable keys published): nothing the client can fix."""
+
+
 class ForeignCredential(InvalidCredential):
     """A credential meant for another source (a token of another issuer): reported only
     if no source accepts the request."""

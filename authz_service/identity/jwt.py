@@ -11,9 +11,15 @@ from pydantic import Field, field_validator, model_validator
 from authz_service.config_base import HEADER, Model
 from authz_service.identity.base import string_list
 from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
-from authz_service.identity.errors import ForeignCredential, InvalidCredential
+from authz_service.identity.errors import (
+    CredentialError,
+    ForeignCredential,
+    InvalidCredential,
+    KeysUnavailable,
+)
 from authz_service.identity.jwt_verifier import (
     ClaimRules,
+    NoKeys,
     TokenError,
     UnknownKeyId,
     check_claims,
@@ -136,12 +142,20 @@ _NO_CLAIMS: MappingProxyType[str, object] = MappingProxyType({})
 
 
 class KeysNeeded(Exception):
-    """The token names a kid this issuer's key set lacks: the keys may be stale."""
+    """The token names a kid this issuer's key set lacks: the keys may be stale.
 
-    def __init__(self, source: str, kid: str) -> None:
+    `error` is the answer if a refetch does not help: an unknown key id, or (the
+    set is empty) keys that are unavailable, which is no fault of the client.
+    """
+
+    def __init__(self, source: str, kid: str, *, no_keys: bool = False) -> None:
         super().__init__(kid)
         self.source = source
         self.kid = kid
+        self.error: CredentialError = (
+            KeysUnavailable("signing keys unavailable") if no_keys
+            else InvalidCredential("unknown key id")
+        )
 
 
 class JwtIdentitySource:
@@ -196,7 +210,7 @@ class JwtIdentitySource:
             verify_signature(parsed, alg, self.keys.key_set)
             valid_until = check_claims(parsed.claims, self.rules, now)
         except UnknownKeyId as exc:
-            raise KeysNeeded(self.name, exc.kid) from None
+            raise KeysNeeded(self.name, exc.kid, no_keys=isinstance(exc, NoKeys)) from None
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
         claims = parsed.claims

@@ -1,7 +1,7 @@
 """JWS compact token verification (pure: keys and the clock are arguments).
 
 Parsing is strict and done here so that every rejection has a precise reason:
-exactly three base64url segments (five means JWE: refused), JSON objects without
+exactly three canonical base64url segments (five means JWE: refused), JSON objects without
 duplicate names, an allow-listed `alg` bound to the key type, no unknown `crit`,
 no nested JWT. Header parameters that point at keys (`jku`, `x5u`, `jwk`, `x5c`)
 are never used: keys come only from the configured source. Signature math is
@@ -35,9 +35,16 @@ class TokenError(ValueError):
 class UnknownKeyId(TokenError):
     """No configured key has this kid: maybe the issuer rotated keys."""
 
-    def __init__(self, kid: str) -> None:
-        super().__init__("unknown key id")
+    def __init__(self, kid: str, message: str = "unknown key id") -> None:
+        super().__init__(message)
         self.kid = kid
+
+
+class NoKeys(UnknownKeyId):
+    """The key set is empty: the issuer's keys never arrived. Not the token's fault."""
+
+    def __init__(self, kid: str) -> None:
+        super().__init__(kid, "signing keys unavailable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +59,15 @@ def _b64decode(segment: bytes) -> bytes:
     if not _B64URL.match(segment):
         raise TokenError("malformed token")
     try:
-        return base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+        decoded = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         raise TokenError("malformed token") from None
+    # The decoder ignores the unused low bits of the last character, so up to 16
+    # strings decode to the same bytes: one signature, many tokens (and as many
+    # token-cache entries). Only the canonical spelling is a token.
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != segment:
+        raise TokenError("malformed token")
+    return decoded
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -131,10 +144,12 @@ def _media_type(value: str) -> str:
 
 def verify_signature(token: ParsedToken, alg: str, keys: KeySet) -> None:
     kid = token.header.get("kid")
+    if not keys.keys:
+        raise NoKeys(kid if isinstance(kid, str) else "")
     candidates = keys.candidates(kid, alg)
     if not candidates:
-        if (kid is not None and not keys.has_kid(kid)) or not keys.keys:
-            raise UnknownKeyId(kid or "")
+        if kid is not None and not keys.has_kid(kid):
+            raise UnknownKeyId(kid)
         raise TokenError("no key accepts this algorithm")
     algorithm = _ALGORITHMS[alg]
     # Without a kid several keys may fit: bounded by the key set's size.

@@ -2,7 +2,11 @@
 or OIDC discovery. This is the I/O side of key handling (parsing is keys.py).
 
 Remote key sets are cached per Cache-Control (clamped to configured bounds),
-refreshed in the background, and kept when the IdP is down. A token with an
+refreshed in the background, and kept when the IdP is down. A key set only ever
+replaces another when it has a usable key: a document whose keys are all
+unusable (or that has none) is a failed fetch, so it never empties a good set.
+Every fetch (discovery and JWKS together) is bounded by one deadline,
+`timeout_seconds`, however slowly the IdP trickles its answer. A token with an
 unknown `kid` triggers at most one refetch per cooldown, shared by every request
 waiting on it, so a storm of random kids costs one HTTP request. Only configured
 URLs are fetched: nothing in a token can point the service at a URL.
@@ -24,6 +28,7 @@ from urllib.parse import urlsplit
 
 from authz_service.identity.jwt import HMAC_ALGORITHMS, JwtSource
 from authz_service.keys.keyset import KeySet, KeySetError, VerificationKey, key_set, parse_jwks
+from authz_service.metrics import JWKS_FETCHES
 from tollgate.reload import file_signature
 
 if TYPE_CHECKING:
@@ -34,7 +39,15 @@ _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 
 
 class KeyFetchError(Exception):
-    """Keys could not be fetched or parsed; the last good set keeps serving."""
+    """Keys could not be fetched or parsed; the last good set keeps serving.
+
+    `result` is the metric label: http_error, timeout, too_large, invalid_document,
+    no_usable_keys.
+    """
+
+    def __init__(self, message: str, result: str = "http_error") -> None:
+        super().__init__(message)
+        self.result = result
 
 
 def check_url(url: str, allow_insecure_http: bool) -> None:
@@ -101,6 +114,8 @@ class JwksFileKeys:
         keys = parse_jwks(self.path.read_bytes())
         for reason in keys.skipped:
             log.warning("JWKS key skipped", extra={"file": str(self.path), "reason": reason})
+        if not keys.usable:
+            raise KeySetError(keys.why_unusable())
         self.key_set = keys
         self.generation += 1
 
@@ -138,6 +153,7 @@ class RemoteJwks:
         self._document_digest = b""
         self._last_forced = -float("inf")
         self._inflight: asyncio.Task[bool] | None = None
+        self.on_change: Callable[[], None] | None = None  # a new key set was installed
         if source.jwks_uri is not None:
             check_url(source.jwks_uri, source.allow_insecure_http)
         else:
@@ -145,15 +161,10 @@ class RemoteJwks:
 
     async def _get(self, url: str) -> httpx.Response:
         limits = self.source.refresh
-        try:
-            # httpx's timeout bounds each read, not the whole response: an IdP that
-            # trickles a byte per second would hold every waiting Check. One deadline
-            # covers connect, headers and body.
-            async with asyncio.timeout(limits.timeout_seconds):
-                return await self._get_within(url, limits.timeout_seconds, limits.max_bytes)
-        except TimeoutError:
-            seconds = limits.timeout_seconds
-            raise KeyFetchError(f"{url}: no complete answer within {seconds}s") from None
+        # httpx's timeout bounds each read, not the whole response: an IdP that
+        # trickles a byte per second would hold every waiting Check. The caller's
+        # deadline (refresh) covers connect, headers and body of every request.
+        return await self._get_within(url, limits.timeout_seconds, limits.max_bytes)
 
     async def _get_within(self, url: str, read_timeout: float, max_bytes: int) -> httpx.Response:
         import httpx  # noqa: PLC0415 - see the module's imports
@@ -166,12 +177,16 @@ class RemoteJwks:
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > max_bytes:
-                        raise KeyFetchError(f"{url}: response larger than {max_bytes} bytes")
+                        raise KeyFetchError(
+                            f"{url}: response larger than {max_bytes} bytes", "too_large"
+                        )
                 if response.status_code != 200:
                     raise KeyFetchError(f"{url}: HTTP {response.status_code}")
                 return httpx.Response(
                     response.status_code, headers=response.headers, content=bytes(body)
                 )
+        except httpx.TimeoutException as exc:
+            raise KeyFetchError(f"{url}: {type(exc).__name__}: {exc}", "timeout") from None
         except httpx.HTTPError as exc:
             raise KeyFetchError(f"{url}: {type(exc).__name__}: {exc}") from None
 
@@ -181,35 +196,52 @@ class RemoteJwks:
         try:
             document = response.json()
         except ValueError:
-            raise KeyFetchError("discovery document is not JSON") from None
+            raise KeyFetchError("discovery document is not JSON", "invalid_document") from None
         if not isinstance(document, dict):
-            raise KeyFetchError("discovery document is not an object")
+            raise KeyFetchError("discovery document is not an object", "invalid_document")
         # OIDC Discovery §4.3: the document's issuer must be the one we asked for.
         if document.get("issuer") != self.source.issuer:
-            raise KeyFetchError("discovery document names another issuer")
+            raise KeyFetchError("discovery document names another issuer", "invalid_document")
         uri = document.get("jwks_uri")
         if not isinstance(uri, str):
-            raise KeyFetchError("discovery document has no jwks_uri")
+            raise KeyFetchError("discovery document has no jwks_uri", "invalid_document")
         try:
             check_url(uri, self.source.allow_insecure_http)
         except ValueError as exc:
-            raise KeyFetchError(str(exc)) from None
+            raise KeyFetchError(str(exc), "invalid_document") from None
         return uri
 
     async def refresh(self) -> bool:
         """Fetch now; True if a key set was installed. Failures keep the last keys."""
         self.fetches += 1
+        deadline = self.source.refresh.timeout_seconds
         try:
-            uri = self._jwks_uri or await self._discover()
-            response = await self._get(uri)
-            keys = parse_jwks(response.content)
-        except (KeyFetchError, KeySetError) as exc:
+            try:
+                async with asyncio.timeout(deadline):
+                    uri = self._jwks_uri or await self._discover()
+                    response = await self._get(uri)
+            except TimeoutError:
+                where = self._jwks_uri or self.source.issuer
+                raise KeyFetchError(
+                    f"{where}: no complete answer within {deadline}s", "timeout"
+                ) from None
+            try:
+                keys = parse_jwks(response.content)
+            except KeySetError as exc:
+                raise KeyFetchError(str(exc), "invalid_document") from None
+            if not keys.usable:
+                # Installing it would refuse every token until the IdP recovers.
+                raise KeyFetchError(keys.why_unusable(), "no_usable_keys")
+        except KeyFetchError as exc:
             self._jwks_uri = self.source.jwks_uri  # rediscover next time
+            JWKS_FETCHES.labels(self.name, exc.result).inc()
             log.error(
                 "JWKS refresh failed, keeping last keys",
-                extra={"source": self.name, "error": str(exc), "keys": len(self.key_set.keys)},
+                extra={"source": self.name, "error": str(exc), "result": exc.result,
+                       "keys": len(self.key_set.keys)},
             )
             return False
+        JWKS_FETCHES.labels(self.name, "ok").inc()
         self._jwks_uri = uri
         digest = hashlib.sha256(response.content).digest()
         if digest != self._document_digest:
@@ -220,6 +252,8 @@ class RemoteJwks:
             self.key_set = keys
             self.generation += 1
             self._document_digest = digest
+            if self.on_change is not None:
+                self.on_change()
         ttl = cache_ttl(response.headers.get("cache-control"), self.source)
         self.expires_at = self.clock() + ttl
         log.info("JWKS refreshed", extra={"source": self.name, "keys": len(keys.keys)})

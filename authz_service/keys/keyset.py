@@ -52,6 +52,17 @@ class KeySet:
     def has_kid(self, kid: str) -> bool:
         return kid in self.by_kid
 
+    @property
+    def usable(self) -> bool:
+        """At least one key verifies something: only such a set may replace another."""
+        return bool(self.keys)
+
+    def why_unusable(self) -> str:
+        reasons = "; ".join(self.skipped[:3]) + ("; ..." if len(self.skipped) > 3 else "")
+        if not self.skipped:
+            return "JWKS has no keys"
+        return f"JWKS has no usable key ({len(self.skipped)} skipped: {reasons})"
+
 
 def key_set(keys: list[VerificationKey], skipped: list[str] | None = None) -> KeySet:
     by_kid: dict[str, list[VerificationKey]] = {}

@@ -2,6 +2,12 @@
 
 A reload that leaves an issuer's key settings unchanged keeps its provider, so a
 config edit does not refetch every JWKS. Providers no config uses are stopped.
+A reload compiles on the config watcher's thread: the provider table is locked,
+and refresh tasks are only ever started and stopped on the event loop.
+
+Readiness: every JWT source of the current config that holds no usable key (a
+remote one before its first good fetch) is a blocker `keys:NAME` in the
+Readiness given, cleared when its first usable key set arrives.
 """
 
 from __future__ import annotations
@@ -9,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from authz_service.identity.jwt import JwtSource, KeyProvider
 from authz_service.keys.jwks import JwksFileKeys, RemoteJwks, StaticKeys
+from tollgate.health import Readiness
 
 if TYPE_CHECKING:
     import httpx  # imported when a remote key source needs a client: ~4 MB of RSS
@@ -25,15 +33,24 @@ Provider = StaticKeys | JwksFileKeys | RemoteJwks
 
 
 class KeyRegistry:
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient | None = None, readiness: Readiness | None = None
+    ) -> None:
         self._client = client
+        self.readiness = readiness if readiness is not None else Readiness()
         self._providers: dict[tuple[str, str, str], Provider] = {}
         self._by_name: dict[str, Provider] = {}
         self._tasks: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
 
     @property
     def client(self) -> httpx.AsyncClient:
+        with self._lock:
+            return self._make_client()
+
+    def _make_client(self) -> httpx.AsyncClient:
         if self._client is None:
             import httpx  # noqa: PLC0415 - only file- or inline-keyed configs never get here
 
@@ -46,11 +63,12 @@ class KeyRegistry:
 
     def _provider(self, name: str, source: JwtSource, base_dir: Path) -> KeyProvider:
         key = (name, source.model_dump_json(), str(base_dir))
-        existing = self._providers.get(key)
-        if existing is None:
-            existing = self._build(name, source, base_dir)
-            self._providers[key] = existing
-        return existing
+        with self._lock:
+            existing = self._providers.get(key)
+            if existing is None:
+                existing = self._build(name, source, base_dir)
+                self._providers[key] = existing
+            return existing
 
     def _build(self, name: str, source: JwtSource, base_dir: Path) -> Provider:
         if source.shared_secret_env is not None:
@@ -58,22 +76,53 @@ class KeyRegistry:
         if source.jwks_file is not None:
             path = Path(source.jwks_file)
             return JwksFileKeys(path if path.is_absolute() else base_dir / path)
-        return RemoteJwks(name, source, self.client)
+        remote = RemoteJwks(name, source, self._make_client())
+        remote.on_change = self._update_readiness
+        return remote
 
     def activate(self, names: dict[str, KeyProvider]) -> None:
-        """Make these providers current (after a successful compile); stop the rest."""
-        self._by_name = {name: p for name, p in names.items() if isinstance(p, Provider)}
-        in_use = {id(p) for p in self._by_name.values()}
-        for key in list(self._providers):
-            if id(self._providers[key]) not in in_use:
+        """Make these providers current (after a successful compile); stop the rest.
+
+        Called from any thread; the tasks change on the event loop, before the new
+        snapshot is swapped in there (call_soon_threadsafe keeps the order).
+        """
+        loop = self._loop
+        if loop is not None and not _on(loop):
+            loop.call_soon_threadsafe(self._activate, names)
+        else:
+            self._activate(names)
+
+    def _activate(self, names: dict[str, KeyProvider]) -> None:
+        with self._lock:
+            self._by_name = {name: p for name, p in names.items() if isinstance(p, Provider)}
+            in_use = {id(p) for p in self._by_name.values()}
+            stopped = [key for key in self._providers if id(self._providers[key]) not in in_use]
+            for key in stopped:
                 del self._providers[key]
-                task = self._tasks.pop(key, None)
-                if task is not None:
-                    task.cancel()
+            current = list(self._providers.items())
+        for key in stopped:
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
         if self._running:
-            for key, provider in self._providers.items():
+            for key, provider in current:
                 if key not in self._tasks:
                     self._start(key, provider)
+        self._update_readiness()
+
+    def _update_readiness(self) -> None:
+        with self._lock:
+            by_name = dict(self._by_name)
+        self.readiness.replace("keys:", {
+            f"keys:{name}": "no usable signing keys yet"
+            for name, provider in by_name.items()
+            if not provider.key_set.usable
+        })
+
+    def has_keys(self, name: str) -> bool:
+        """False while the named source holds no usable key (never fetched, or all bad)."""
+        provider = self._by_name.get(name)
+        return provider is None or provider.key_set.usable
 
     async def refresh_for_unknown_kid(self, name: str) -> bool:
         provider = self._by_name.get(name)
@@ -87,17 +136,23 @@ class KeyRegistry:
 
     async def run(self) -> None:
         """Background work: remote refresh loops, and polling of JWKS files."""
+        self._loop = asyncio.get_running_loop()
         self._running = True
-        for key, provider in self._providers.items():
+        with self._lock:
+            current = list(self._providers.items())
+        for key, provider in current:
             self._start(key, provider)
         try:
             while True:
-                for provider in list(self._providers.values()):
+                with self._lock:
+                    providers = list(self._providers.values())
+                for provider in providers:
                     if isinstance(provider, JwksFileKeys):
                         provider.poll()
                 await asyncio.sleep(FILE_POLL_SECONDS)
         finally:
             self._running = False
+            self._loop = None
             for task in self._tasks.values():
                 task.cancel()
             for task in self._tasks.values():
@@ -108,6 +163,13 @@ class KeyRegistry:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
+
+def _on(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 class _Factory:

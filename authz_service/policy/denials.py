@@ -62,6 +62,13 @@ def no_route(route: str = "") -> Deny:
     return Deny(403, "no_matching_route", "no policy allows this request", None, route)
 
 
+def keys_unavailable(route: str = "") -> Deny:
+    """The issuer's signing keys are unavailable (IdP outage): a server-side 503 with no
+    challenge, so clients retry instead of discarding a token that may be good."""
+    return Deny(503, "keys_unavailable", "the token issuer's signing keys are unavailable",
+                None, route)
+
+
 def internal_error() -> Deny:
     return Deny(403, "internal_error", "the request could not be authorized", None, "")
 

@@ -18,7 +18,7 @@ from authz_service.contract import ROUTE_EXTENSION, SCOPES_EXTENSION
 from authz_service.identity.errors import (
     CredentialError,
     ForeignCredential,
-    InvalidCredential,
+    KeysUnavailable,
     MalformedRequest,
     NotAllowed,
 )
@@ -106,7 +106,7 @@ def authorize(
             identity = source.authenticate(ctx, now)
         except KeysNeeded as exc:
             needed = needed or exc
-            failure = _worse(failure, InvalidCredential("unknown key id"))
+            failure = _worse(failure, exc.error)
             continue
         except CredentialError as exc:
             failure = _worse(failure, exc)
@@ -170,6 +170,8 @@ def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
         return denials.access_denied(error.description, route, code="peer_not_allowed")
     if isinstance(error, ForeignCredential):
         return denials.invalid_token(realm, "issuer not accepted", route)
+    if isinstance(error, KeysUnavailable):
+        return denials.keys_unavailable(route)
     return denials.invalid_token(realm, error.description, route)
 
 

@@ -103,12 +103,16 @@ class AuthzClient:
     def check(self, request: external_auth_pb2.CheckRequest, timeout: float = 10) -> Answer:
         return Answer(self.stub.Check(request, timeout=timeout))
 
-    def serving(self) -> bool:
+    def serving(self, service: str = "") -> bool:
+        """Health SERVING for `service` ("": ready; "liveness": the process answers)."""
         try:
-            reply = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            reply = self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def live(self) -> bool:
+        return self.serving("liveness")
 
     def close(self) -> None:
         self.channel.close()
@@ -118,7 +122,8 @@ class AuthzClient:
 def authz_process(
     config: Path, workdir: Path, env: Mapping[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], AuthzClient]]:
-    """Run `authz-service` on a unix socket; yield once its health is SERVING."""
+    """Run `authz-service` on a unix socket; yield once it is live (not necessarily ready:
+    a JWT source whose IdP is down keeps it NOT_SERVING on "")."""
     import os
 
     socket_path = workdir / "authz.sock"
@@ -141,9 +146,9 @@ def authz_process(
     client = AuthzClient(f"unix:{socket_path}")
     try:
         wait_for(
-            lambda: proc.poll() is not None or client.serving(),
+            lambda: proc.poll() is not None or client.live(),
             timeout=20,
-            what="authz-service health SERVING",
+            what="authz-service liveness SERVING",
         )
         if proc.poll() is not None:
             raise AssertionError(f"authz-service exited: {log_path.read_text()}")

@@ -291,6 +291,19 @@ def test_unknown_kid_without_refetch_is_the_fallback(built: Built) -> None:
     )
 
 
+def test_an_issuer_without_keys_is_keys_unavailable_not_the_clients_fault(
+    built: Built,
+) -> None:
+    built.providers["idp"].replace(parse_jwks('{"keys": []}'))
+    outcome = built.decide(ctx(headers=bearer(token())))
+    assert isinstance(outcome, NeedKeys)  # a refetch may still bring them
+    assert (outcome.fallback.status, outcome.fallback.code, outcome.fallback.challenge) == (
+        503, "keys_unavailable", None)
+    final = deny(built.decide(ctx(headers=bearer(token())), may_refetch=False))
+    assert (final.status, final.code, final.description) == (
+        503, "keys_unavailable", "the token issuer's signing keys are unavailable")
+
+
 def test_refetched_key_is_used_on_the_second_decision(built: Built) -> None:
     rotated = jwt_kit.rsa_key("rotated-1")
     request = ctx(headers=bearer(token(rotated)))

@@ -505,12 +505,18 @@ def test_e2e_slow_idp_answers_within_bound(idp: HttpServer, tmp_path: Path) -> N
         assert client.check(check_request(headers=bearer(jwt_kit.mint(RSA, sub="u3")))).allowed
 
 
-def test_e2e_no_keys_ever_is_401_not_a_hang(idp: HttpServer, tmp_path: Path) -> None:
+def test_e2e_no_keys_ever_is_503_keys_unavailable_not_a_hang(
+    idp: HttpServer, tmp_path: Path
+) -> None:
+    # Not 401 "unknown key id": that points at the client, and a client told its
+    # token is bad throws a good one away. The outage is the issuer's.
     idp.set_route("/jwks", Route(body=b"{}", delay=10))
     with start(idp, tmp_path, timeout_seconds=0.5) as (_, client):
         started = time.monotonic()
         answer = client.check(check_request(headers=bearer(jwt_kit.mint(RSA))), timeout=5)
-        assert answer.status == 401
+        assert answer.status == 503
+        assert answer.body["error"] == "keys_unavailable"
+        assert answer.header("www-authenticate") is None
         assert time.monotonic() - started < 3.0
 
 
@@ -556,7 +562,8 @@ def test_e2e_discovery_with_another_issuer_refuses_keys(idp: HttpServer, tmp_pat
     with start(idp, tmp_path, discovery=True) as (_, client):
         wait_for(lambda: idp.hits_for("/.well-known/openid-configuration") >= 1,
                  what="discovery fetch")
-        assert client.check(check_request(headers=bearer(token))).status == 401
+        answer = client.check(check_request(headers=bearer(token)))
+        assert (answer.status, answer.body["error"]) == (503, "keys_unavailable")
         assert idp.hits_for("/keys") == 0
 
 

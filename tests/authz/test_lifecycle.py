@@ -181,8 +181,8 @@ def service(
         )
     client = AuthzClient(address)
     try:
-        wait_for(lambda: proc.poll() is not None or client.serving(), timeout=20,
-                 what="authz-service SERVING")
+        wait_for(lambda: proc.poll() is not None or client.live(), timeout=20,
+                 what="authz-service live")
         assert proc.poll() is None, log_path.read_text()
         yield proc, client, log_path
     finally:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -93,3 +94,75 @@ def test_watcher_loop_picks_up_change(tmp_path: Path) -> None:
         task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_a_slow_load_runs_off_the_event_loop(tmp_path: Path) -> None:
+    # A load that burns CPU in Python for ~1 s (a large or hostile file): the loop
+    # must keep turning meanwhile. On the loop itself every tick would wait ~1 s.
+    path = tmp_path / "c.yaml"
+    path.write_text("value: one\n")
+    holder = ConfigHolder("one")
+
+    def slow_load() -> str:
+        deadline = time.thread_time() + 1.0
+        while time.thread_time() < deadline:
+            pass
+        return load_config_file(path, build)
+
+    watcher = ConfigWatcher(path, holder, slow_load, interval=0.01)
+
+    async def scenario() -> float:
+        task = asyncio.create_task(watcher.run())
+        path.write_text("value: two, after a slow load\n")
+        worst = 0.0
+        last = time.monotonic()
+        async with asyncio.timeout(30):
+            while holder.current == "one":
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                worst, last = max(worst, now - last), now
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return worst
+
+    worst = asyncio.run(scenario())
+    assert holder.current == "two, after a slow load"
+    assert worst < 0.5, f"the event loop stalled {worst:.3f} s during a reload"
+
+
+def test_a_rejected_load_off_the_loop_keeps_the_last_good(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("value: one\n")
+    holder, watcher = make_watcher(path)
+    path.write_text("value: &x [*x]\n")
+
+    async def scenario() -> bool:
+        return await watcher.check_off_loop()
+
+    assert asyncio.run(scenario()) is False
+    assert holder.current == "one"
+    assert str(holder.last_error) == f"{path}:1: alias '*x' refers to a node containing it"
+
+
+def test_last_error_keeps_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("value: one\n")
+    holder, watcher = make_watcher(path)
+    path.write_text("value: [1, 2]\n")
+    assert watcher.check() is False
+    assert holder.last_error is not None
+    assert holder.last_error.__traceback__ is None  # its frames held the whole document
+
+
+def test_the_gc_pause_nests_and_restores(tmp_path: Path) -> None:
+    import gc
+
+    from tollgate.reload import cyclic_gc_paused
+
+    assert gc.isenabled()
+    with cyclic_gc_paused():
+        with cyclic_gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()

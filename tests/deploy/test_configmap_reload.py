@@ -71,8 +71,11 @@ def _service(argv: list[str], log: Path, socket: Path) -> Iterator[subprocess.Po
 
 
 def _healthy(container: str, socket: Path) -> bool:
-    probe = [sys.executable, str(HTTP_HEALTH_SCRIPT), f"unix:{socket}", "/ready"] \
-        if container == "authz" else [sys.executable, str(HEALTH_SCRIPT), f"unix:{socket}"]
+    # Liveness: readiness also waits for the manifest's IdP, which no test reaches.
+    if container == "authz":
+        probe = [sys.executable, str(HTTP_HEALTH_SCRIPT), f"unix:{socket}", "/healthz"]
+    else:
+        probe = [sys.executable, str(HEALTH_SCRIPT), f"unix:{socket}", "--service", "liveness"]
     return subprocess.run(probe, capture_output=True, timeout=30, check=False).returncode == 0
 
 

@@ -100,20 +100,30 @@ def test_no_secrets_in_the_image_definition() -> None:
 
 def test_health_probe_script_against_a_real_service_on_a_unix_socket(tmp_path: Path) -> None:
     sock = tmp_path / "authz.sock"
+    # An issuer whose JWKS URL nothing answers: live, but never ready.
+    config = tmp_path / "authz.yaml"
+    config.write_text(f"""identities:
+  - name: idp
+    jwt: {{issuer: https://issuer.test, jwks_uri: "http://127.0.0.1:{free_port()}/jwks"}}
+routes:
+  - name: r
+    match: {{path: {{prefix: /}}}}
+""")
     env = {**os.environ, "AUTHZ_LOG_LEVEL": "warning"}
     proc = subprocess.Popen([str(VENV_BIN / "authz-service"), "--grpc-address",
-                             f"unix:{sock}"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             f"unix:{sock}", "--config", str(config)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     probe = [sys.executable, str(HEALTH_SCRIPT)]
     try:
         wait_for(sock.exists, timeout=20, what="authz-service socket")
-        ok = subprocess.run([*probe, f"unix:{sock}"], capture_output=True, text=True,
-                            timeout=30, check=False)
-        assert ok.returncode == 0, ok.stderr
-        named = subprocess.run([*probe, f"unix://{sock}", "--service",
-                                "envoy.service.auth.v3.Authorization"],
-                               capture_output=True, text=True, timeout=30, check=False)
-        assert named.returncode == 0, named.stderr
+        live = subprocess.run([*probe, f"unix:{sock}", "--service", "liveness"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        assert live.returncode == 0, live.stderr
+        for service in ("", "envoy.service.auth.v3.Authorization"):
+            ready = subprocess.run([*probe, f"unix://{sock}", "--service", service],
+                                   capture_output=True, text=True, timeout=30, check=False)
+            assert ready.returncode == 1
+            assert ready.stderr.strip() == f"unix://{sock}: NOT_SERVING"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
