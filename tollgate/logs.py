@@ -30,11 +30,16 @@ _BARE = re.compile(r"^[A-Za-z0-9_.,:/@+%-]+$")
 _LINE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n"})
 
 
-def _safe(value: Any) -> Any:
+def _safe(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return _URL_PASSWORD.sub(r"\g<head>" + REDACTED + r"\g<at>", value)
     if isinstance(value, bool | int | float) or value is None:
         return value
+    if depth < 4 and isinstance(value, list | tuple | set | frozenset):
+        return [_safe(item, depth + 1) for item in value]  # a list stays a list in JSON
+    if depth < 4 and isinstance(value, dict):
+        return {str(k): REDACTED if _SECRET_NAME.search(str(k)) else _safe(v, depth + 1)
+                for k, v in value.items()}
     return _safe(str(value))
 
 

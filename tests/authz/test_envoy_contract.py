@@ -18,7 +18,7 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from authz_service.config import AuthzConfig
+from authz_service.config import AuthzConfig, UpstreamHeaders
 from authz_service.contract import (
     ATTRIBUTE_HEADERS,
     ATTRIBUTE_PREFIX,
@@ -198,7 +198,7 @@ def test_the_http_layout_passes_the_rate_limit_headers_on_an_allow(http: dict[st
 def test_identity_headers_go_upstream_and_metadata_headers_do_not(http: dict[str, Any]) -> None:
     patterns = http["http_service"]["authorization_response"]["allowed_upstream_headers"][
         "patterns"]
-    upstream = AuthzConfig().upstream
+    upstream = UpstreamHeaders()
     for header in (upstream.subject, upstream.identity, upstream.scopes, upstream.tenant,
                    upstream.plan):
         assert header is not None and any(matches(p, header) for p in patterns), header

@@ -20,17 +20,17 @@ from tests.support import binary, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "whole_config"
 NO_ROUTES = "(add routes, or set 'no_routes: true' if that is intended)"
-EMPTY = "1: Value error, empty config: nothing but comments or whitespace"
+EMPTY = "1: empty config: nothing but comments or whitespace"
 
 INVALID = {
     "empty.yaml": EMPTY,
     "comments_only.yaml": EMPTY,
     "empty_mapping.yaml": EMPTY,
-    "no_routes_denies_everything.yaml": "1: Value error, no routes: this config would deny "
+    "no_routes_denies_everything.yaml": "1: no routes: this config would deny "
     f"every request {NO_ROUTES}",
-    "no_routes_allows_everything.yaml": "1: Value error, no routes: this config would allow "
+    "no_routes_allows_everything.yaml": "1: no routes: this config would allow "
     f"every request {NO_ROUTES}",
-    "no_routes_but_routes.yaml": "1: Value error, 'no_routes: true' but 1 route(s) are "
+    "no_routes_but_routes.yaml": "1: 'no_routes: true' but 1 route(s) are "
     "configured",
 }
 

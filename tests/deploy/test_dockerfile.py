@@ -151,9 +151,12 @@ def test_http_probe_script_against_a_real_http_door_on_a_socket_and_tcp(tmp_path
         return subprocess.run([*probe, *args], capture_output=True, text=True, timeout=30,
                               check=False)
 
+    # No JWT source, so nothing to wait for: ready once it serves.
+    config = tmp_path / "authz.yaml"
+    config.write_text("routes:\n  - {name: r, match: {path: {prefix: /}}, anonymous: true}\n")
     proc = subprocess.Popen([str(VENV_BIN / "authz-service"), "--grpc-address", "off",
-                             "--http-address", f"unix:{sock}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--http-address", f"unix:{sock}", "--config", str(config)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: run(f"unix:{sock}", "/ready").returncode == 0, timeout=20,
                  what="the HTTP door ready")

@@ -23,7 +23,7 @@ from pathlib import Path
 from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2
 
-from authz_service.doors.grpc_wire import to_context
+from authz_service.doors.grpc_wire import AnswerEncoder, to_context
 from authz_service.keys.registry import KeyRegistry
 from authz_service.models import Allow, Answer, Deny
 from authz_service.policy.compiled import CompiledPolicy
@@ -185,7 +185,7 @@ class FuzzTarget:
         if route == "admin" and request.attributes.source.principal != ADMIN:
             return False
         identity = decision.identity
-        proven = (identity.kind.value, identity.subject)
+        proven = (identity.kind, identity.subject)
         return any(
             (kind, subject) == proven and kind in _ROUTE_KINDS[route] and need <= scopes
             for kind, subject, scopes in self._provable(request)

@@ -20,9 +20,11 @@ from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
-# bench/reload_stall.py measures the figure against the 50 ms target; this bound
-# leaves room for a busy shared machine and still fails on any real stall.
-MAX_GAP_SECONDS = 0.2
+# bench/hostile_faults.py measures the figure against the 50 ms target (a timed bound
+# is the benchmark's job). This one tells "off the loop" from "on it" on a machine
+# running the rest of the suite beside it: on the loop this file stops answers for
+# seconds; off it the worst gap seen here under full load was 0.35 s.
+MAX_GAP_SECONDS = 1.0
 
 
 def test_a_live_service_keeps_answering_while_a_hostile_file_is_parsed(
