@@ -20,6 +20,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY tollgate ./tollgate
+COPY tollgate_cli ./tollgate_cli
 COPY authz_service ./authz_service
 COPY ratelimit_service ./ratelimit_service
 COPY --chmod=0755 scripts/reinstall-otel-proto.sh /usr/local/bin/reinstall-otel-proto

@@ -103,7 +103,7 @@ rate_limits:
 
 def shipped_http_ext_authz() -> dict[str, Any]:
     """The ext_authz filter of envoy/envoy.yaml (the HTTP layout), as shipped."""
-    from tollgate.stack import ENVOY_DIR, render  # noqa: PLC0415
+    from tollgate_cli.stack import ENVOY_DIR, render  # noqa: PLC0415
 
     values = {"RUN_DIR": "/x", "HTTPS_PORT": 1, "MTLS_PORT": 2, "ADMIN_PORT": 3,
               "UPSTREAM_PORT": 4}

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tollgate.stack import terminate
+from tollgate_cli.stack import terminate
 
 VENV_BIN = Path(sys.executable).parent
 

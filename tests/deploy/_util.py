@@ -160,7 +160,7 @@ def shipped_envoy_configs() -> dict[str, str]:
     """Every Envoy bootstrap the project ships, by where it comes from: envoy/ (rendered
     as `tollgate up` renders it), Compose, the Kubernetes overlays and the chart cases
     (as rendered), the stand-in backends."""
-    from tollgate.stack import ENVOY_DIR, render
+    from tollgate_cli.stack import ENVOY_DIR, render
 
     values: dict[str, str | int] = {"RUN_DIR": "/run/tollgate", "HTTPS_PORT": 8443,
                                     "MTLS_PORT": 8444, "ADMIN_PORT": 9901,

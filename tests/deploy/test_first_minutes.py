@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from tests.deploy._util import ROOT
-from tollgate.stack import (
+from tollgate_cli.stack import (
     DEMO_TOKEN,
     DemoCall,
     demo_commands,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import free_port
-from tollgate.stack import Stack, StackOptions
+from tollgate_cli.stack import Stack, StackOptions
 
 LAYOUTS = ["http", "grpc"]
 

@@ -12,8 +12,8 @@ import ssl
 
 import pytest
 
-from tollgate import token
-from tollgate.stack import Stack, request
+from tollgate_cli import token
+from tollgate_cli.stack import Stack, request
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support import binary
-from tollgate import devcerts
-from tollgate.stack import ENVOY_DIR, over_tcp, render
+from tollgate_cli import devcerts
+from tollgate_cli.stack import ENVOY_DIR, over_tcp, render
 
 CONFIGS = sorted(ENVOY_DIR.glob("*.yaml"))
 VALUES: dict[str, str | int] = {

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support import wait_for
-from tollgate import demo_issuer, token
-from tollgate.stack import Response, Stack, request, tls_context
+from tollgate_cli import demo_issuer, token
+from tollgate_cli.stack import Response, Stack, request, tls_context
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import jwt
 import pytest
 from cryptography import x509
 
-from tollgate import demo_issuer, devcerts
-from tollgate.cli import main
+from tollgate_cli import demo_issuer, devcerts
+from tollgate_cli.cli import main
 
 
 def test_token_without_a_key_is_a_clear_error(tmp_path: Path,

@@ -20,7 +20,7 @@ from tests.ratelimit.redis_procs import RedisProcess
 from tests.ratelimit.service_proc import ServiceProcess
 from tests.ratelimit.support import OK, OVER, descriptor, make_limiter, request, rules_from
 from tests.support import free_port
-from tollgate.cli import main as tollgate
+from tollgate_cli.cli import main as tollgate
 
 pytestmark = pytest.mark.integration
 

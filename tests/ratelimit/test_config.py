@@ -163,7 +163,7 @@ def test_embedded_default_has_the_demo_domain() -> None:
 
 
 def test_tollgate_check_config_uses_the_same_function(capsys: pytest.CaptureFixture[str]) -> None:
-    from tollgate.cli import main as tollgate_main
+    from tollgate_cli.cli import main as tollgate_main
 
     bad = FIXTURES / "invalid" / "misspelled_key.yaml"
     assert tollgate_main(["check-config", "ratelimit", str(bad)]) == 1

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from tests.ratelimit.redis_procs import RedisProcess, free_port
 from tests.ratelimit.service_proc import SERVICE, ServiceProcess
 from tests.ratelimit.support import OK, descriptor, request
-from tollgate import devcerts
+from tollgate_cli import devcerts
 
 pytestmark = pytest.mark.integration
 

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 
 # subcommand -> (module, one-line help); each module has add_arguments(p) and run(args) -> int
 COMMANDS: dict[str, tuple[str, str]] = {
-    "check-config": ("tollgate.check_config", "validate an authz or ratelimit config"),
-    "up": ("tollgate.stack", "run the local stack: Envoy, both services, demo issuer/upstream"),
-    "token": ("tollgate.token", "mint a demo access token (needs the run dir's issuer key)"),
-    "devcerts": ("tollgate.devcerts", "create or reuse the demo CA and certificates"),
-    "demo-issuer": ("tollgate.demo_issuer", "serve the demo OIDC discovery and JWKS"),
-    "demo-upstream": ("tollgate.demo_upstream", "serve the echo upstream"),
-    "limits": ("tollgate.limits", "show or reset a descriptor's rate-limit counters"),
+    "check-config": ("tollgate_cli.check_config", "validate an authz or ratelimit config"),
+    "up": ("tollgate_cli.stack", "run the local stack: Envoy, both services, demo issuer/upstream"),
+    "token": ("tollgate_cli.token", "mint a demo access token (needs the run dir's issuer key)"),
+    "devcerts": ("tollgate_cli.devcerts", "create or reuse the demo CA and certificates"),
+    "demo-issuer": ("tollgate_cli.demo_issuer", "serve the demo OIDC discovery and JWKS"),
+    "demo-upstream": ("tollgate_cli.demo_upstream", "serve the echo upstream"),
+    "limits": ("tollgate_cli.limits", "show or reset a descriptor's rate-limit counters"),
 }
 
 

@@ -33,8 +33,8 @@ from types import FrameType
 
 import yaml
 
-from tollgate import demo_issuer, devcerts, token
-from tollgate.demo_upstream import DemoUpstream
+from tollgate_cli import demo_issuer, devcerts, token
+from tollgate_cli.demo_upstream import DemoUpstream
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 START_TIMEOUT = 30.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jwt
 
-from tollgate import demo_issuer
+from tollgate_cli import demo_issuer
 
 
 def mint(
