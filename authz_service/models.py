@@ -90,7 +90,10 @@ Decision = Allow | Deny
 class Answer:
     """What the pipeline tells every door: the decision, and on an allow the headers
     for the client's response (the rate-limit headers, which change per request while
-    a cached token's Allow does not)."""
+    a cached token's Allow does not). The rest is for the decision log and metrics."""
 
     decision: Decision
     client_headers: tuple[tuple[str, str], ...] = ()
+    identity: Identity | None = None  # who was proven, if anyone (denials after authn too)
+    limit_outcomes: tuple[tuple[str, str], ...] = ()  # (limit set, outcome) in stage order
+    shadowed: Deny | None = None  # what a shadow-mode policy would have answered instead

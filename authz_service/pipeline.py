@@ -94,7 +94,7 @@ class Pipeline:
         if limits is not None and limits.before:
             before = await self._limit(policy, limits.before, LimitInput(ctx, routed.name))
             if before.denial is not None:
-                return Answer(before.denial)
+                return Answer(before.denial, limit_outcomes=before.outcomes)
 
         proven = engine.authorize(policy, routed, ctx, now)
         if isinstance(proven, engine.NeedKeys):
@@ -103,21 +103,23 @@ class Pipeline:
             if isinstance(proven, engine.NeedKeys):  # the refetch did not bring the key
                 proven = proven.fallback
         if not isinstance(proven, Identity):
-            return Answer(proven)
+            return Answer(proven, limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
         if limits is not None and limits.after:
             after = await self._limit(policy, limits.after, LimitInput(ctx, routed.name, proven),
                                       before.statuses if before is not None else ())
-            if after.denial is not None:
-                return Answer(after.denial)
+        outcomes = (before.outcomes if before else ()) + (after.outcomes if after else ())
+        if after is not None and after.denial is not None:
+            return Answer(after.denial, identity=proven, limit_outcomes=outcomes)
 
         decision = engine.finish(policy, routed, proven, ctx)
         if policy.limits is None or not isinstance(decision, Allow):
-            return Answer(decision)
+            return Answer(decision, identity=proven, limit_outcomes=outcomes)
         statuses = (before.statuses if before else ()) + (after.statuses if after else ())
-        return Answer(decision, rate_limit_headers(statuses, policy.limits.style,
-                                                   HEADER_NAMES) if statuses else ())
+        headers = rate_limit_headers(statuses, policy.limits.style, HEADER_NAMES) \
+            if statuses else ()
+        return Answer(decision, headers, identity=proven, limit_outcomes=outcomes)
 
     async def _limit(
         self,
