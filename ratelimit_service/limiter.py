@@ -13,8 +13,10 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ratelimit_service.decision import (
+    Check,
     Decision,
     DecisionSettings,
     counter_ops,
@@ -23,7 +25,7 @@ from ratelimit_service.decision import (
     plan,
 )
 from ratelimit_service.metadata import dynamic_metadata
-from ratelimit_service.model import RateLimitQuery, Stats
+from ratelimit_service.model import CounterOp, RateLimitQuery, Stats
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, StoreUnavailable
 from tollgate.reload import ConfigHolder
@@ -36,6 +38,13 @@ class FailureMode(enum.StrEnum):
 
     OPEN = "open"
     CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedQuery:
+    query: RateLimitQuery
+    checks: tuple[Check, ...]
+    ops: tuple[CounterOp, ...]
 
 
 class RateLimiter:
@@ -61,8 +70,18 @@ class RateLimiter:
 
     async def should_rate_limit(self, query: RateLimitQuery) -> Decision:
         """Raises RequestError for a malformed query, StoreUnavailable when failing closed."""
+        return await self.decide_planned(self.plan_query(query))
+
+    def plan_query(self, query: RateLimitQuery) -> PlannedQuery:
+        """The rule lookups and counter operations of a query (pure, for the current rules):
+        a caller that sees the same descriptors again may keep it and skip the lookups."""
         checks = plan(self.rules.current, query)
         ops = counter_ops(checks, query.domain, self.settings.key_prefix)
+        return PlannedQuery(query, tuple(checks), tuple(ops))
+
+    async def decide_planned(self, planned: PlannedQuery) -> Decision:
+        """Count a planned query's operations now and decide (see should_rate_limit)."""
+        query, checks, ops = planned.query, planned.checks, planned.ops
         usages = []
         uncounted = False
         if ops:

@@ -53,10 +53,17 @@ class LimitInput:
 EntryFn = Callable[[LimitInput], "Entry | _Skip | None"]
 
 
+# What an action's entry depends on, so a set's descriptors can be kept for the next
+# request with the same inputs: nothing (a constant), the client address, the identity,
+# or anything of the request (headers, method, path: built every time).
+NONE, ADDRESS, IDENTITY, REQUEST = "none", "address", "identity", "request"
+
+
 @dataclass(frozen=True, slots=True)
 class ActionKind:
     compile: Callable[[Any, str], EntryFn]  # (the action's config, its name) -> entry function
     needs_identity: bool
+    reads: str = IDENTITY
 
 
 def safe_value(value: str) -> str:
@@ -199,12 +206,13 @@ def _route(spec: IdentityValue, name: str) -> EntryFn:
 
 
 ACTIONS: dict[str, ActionKind] = {
-    "generic_key": ActionKind(_generic_key, needs_identity=False),
-    "remote_address": ActionKind(_remote_address, needs_identity=False),
-    "masked_remote_address": ActionKind(_masked_remote_address, needs_identity=False),
-    "request_headers": ActionKind(_request_headers, needs_identity=False),
-    "header_value_match": ActionKind(_header_value_match, needs_identity=False),
-    "route": ActionKind(_route, needs_identity=False),
+    "generic_key": ActionKind(_generic_key, needs_identity=False, reads=NONE),
+    "remote_address": ActionKind(_remote_address, needs_identity=False, reads=ADDRESS),
+    "masked_remote_address": ActionKind(_masked_remote_address, needs_identity=False,
+                                        reads=ADDRESS),
+    "request_headers": ActionKind(_request_headers, needs_identity=False, reads=REQUEST),
+    "header_value_match": ActionKind(_header_value_match, needs_identity=False, reads=REQUEST),
+    "route": ActionKind(_route, needs_identity=False, reads=NONE),  # the set knows its routes
     "subject": ActionKind(
         _identity_value(lambda i: i.subject if _proven(i) else ""), needs_identity=True),
     "identity_kind": ActionKind(

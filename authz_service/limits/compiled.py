@@ -7,7 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from authz_service.claims import ClaimPathError, parse_claim_path
-from authz_service.limits.actions import ACTIONS, SKIP, EntryFn, LimitInput
+from authz_service.limits.actions import (
+    ACTIONS,
+    ADDRESS,
+    IDENTITY,
+    NONE,
+    REQUEST,
+    SKIP,
+    EntryFn,
+    LimitInput,
+)
 from authz_service.limits.config import ClaimValue, LimitSet, RateLimits
 from ratelimit_service.config import load_rules
 from ratelimit_service.headers import HeaderStyle
@@ -42,6 +51,9 @@ class CompiledSet:
     descriptors: tuple[CompiledDescriptor, ...]
     shadow: bool
     fail_open: bool  # on_store_failure: allow
+    # What its descriptors depend on beyond the route (actions.NONE, ADDRESS, IDENTITY or
+    # REQUEST): the same inputs build the same descriptors, which a caller may keep.
+    reads: str = REQUEST
 
     def descriptors_for(self, inp: LimitInput) -> list[Descriptor]:
         built = (d.build(inp) for d in self.descriptors)
@@ -132,12 +144,14 @@ def compile_limits(
 
 def _compile_set(spec: LimitSet, at: tuple[str | int, ...]) -> CompiledSet:
     descriptors: list[CompiledDescriptor] = []
+    reads: set[str] = set()
     for d_index, descriptor in enumerate(spec.descriptors):
         entries: list[EntryFn] = []
         for a_index, action in enumerate(descriptor.actions):
             where = (*at, "descriptors", d_index, "actions", a_index)
             name, value = action.kind()
             kind = ACTIONS[name]
+            reads.add(kind.reads)
             if kind.needs_identity and spec.stage == BEFORE_AUTHN:
                 raise LocatedError(
                     (*where, name),
@@ -155,4 +169,16 @@ def _compile_set(spec: LimitSet, at: tuple[str | int, ...]) -> CompiledSet:
         descriptors=tuple(descriptors),
         shadow=spec.shadow,
         fail_open=spec.on_store_failure == "allow",
+        reads=_inputs(reads),
     )
+
+
+def _inputs(reads: set[str]) -> str:
+    """One input a set's descriptors depend on, or REQUEST when it is several or the
+    request itself."""
+    kinds = reads - {NONE}
+    if not kinds:
+        return NONE
+    if len(kinds) == 1 and kinds <= {ADDRESS, IDENTITY}:
+        return next(iter(kinds))
+    return REQUEST

@@ -13,15 +13,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from authz_service.limits.actions import LimitInput
+from authz_service.limits.actions import ADDRESS, IDENTITY, NONE, LimitInput
 from authz_service.limits.compiled import CompiledLimits, CompiledSet
 from authz_service.models import Deny
 from authz_service.policy import denials
 from ratelimit_service.decision import Code, DecisionSettings, DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers, retry_after
-from ratelimit_service.limiter import FailureMode, RateLimiter
+from ratelimit_service.limiter import FailureMode, PlannedQuery, RateLimiter
 from ratelimit_service.model import Descriptor, RateLimitQuery, Stats
 from ratelimit_service.stores import CounterStore, StoreUnavailable
+from tollgate.memo import Memo
 from tollgate.reload import ConfigHolder
 
 log = logging.getLogger("authz.limits")
@@ -33,7 +34,7 @@ STORE_FAILED_OPEN = "store_failed_open"
 STORE_FAILED_CLOSED = "store_failed_closed"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per request: not frozen (see models.RequestContext)
 class StageResult:
     """A stage's statuses (for the rate-limit headers), its denial if any, and each
     set's outcome (metrics and the decision log)."""
@@ -44,6 +45,7 @@ class StageResult:
 
 
 EMPTY = StageResult()
+KEPT = 10_000  # bound on each cache of a snapshot
 HEADER_NAMES = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 
 
@@ -62,19 +64,21 @@ class LimitCounter:
         self.settings = DecisionSettings(key_prefix=key_prefix)
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
-        self._limiter: tuple[CompiledLimits, RateLimiter] | None = None
+        self._current: _Snapshot | None = None
         self._last_failure_log = 0.0
 
     def limiter(self, limits: CompiledLimits) -> RateLimiter:
-        current = self._limiter
-        if current is not None and current[0] is limits:
-            return current[1]
-        limiter = RateLimiter(
-            ConfigHolder(limits.rules), self.store, self.settings,
-            failure_mode=FailureMode.CLOSED, clock=self.clock, stats=self.stats,
-        )
-        self._limiter = (limits, limiter)
-        return limiter
+        return self._snapshot(limits).limiter
+
+    def _snapshot(self, limits: CompiledLimits) -> _Snapshot:
+        current = self._current
+        if current is None or current.limits is not limits:
+            limiter = RateLimiter(
+                ConfigHolder(limits.rules), self.store, self.settings,
+                failure_mode=FailureMode.CLOSED, clock=self.clock, stats=self.stats,
+            )
+            current = self._current = _Snapshot(limits, limiter)
+        return current
 
     async def run(
         self,
@@ -85,18 +89,13 @@ class LimitCounter:
     ) -> StageResult:
         """Count this stage's descriptors; `earlier`: the statuses of the stage before,
         so a 429 shows every limit the request met."""
-        per_set: list[tuple[CompiledSet, int, int]] = []  # set, first index, count
-        descriptors: list[Descriptor] = []
-        for limit_set in sets:
-            built = limit_set.descriptors_for(inp)
-            if built:
-                per_set.append((limit_set, len(descriptors), len(built)))
-                descriptors.extend(built)
-        if not descriptors:
+        snapshot = self._snapshot(limits)
+        stage = snapshot.stage(sets, inp)
+        if stage is None:
             return EMPTY
-        query = RateLimitQuery(limits.domain, tuple(descriptors))
+        planned, per_set = stage
         try:
-            decision = await self.limiter(limits).should_rate_limit(query)
+            decision = await snapshot.limiter.decide_planned(planned)
         except StoreUnavailable as exc:
             return self._store_failed(per_set, exc, inp.route)
         statuses = decision.statuses
@@ -120,7 +119,7 @@ class LimitCounter:
         return StageResult(statuses, denial, tuple(outcomes))
 
     def _store_failed(
-        self, per_set: list[tuple[CompiledSet, int, int]], exc: StoreUnavailable, route: str
+        self, per_set: PerSet, exc: StoreUnavailable, route: str
     ) -> StageResult:
         closed = [s.name for s, _, _ in per_set if not s.fail_open]
         now = time.monotonic()
@@ -134,3 +133,53 @@ class LimitCounter:
         )
         denial = denials.limits_unavailable(route) if closed else None
         return StageResult((), denial, outcomes)
+
+
+PerSet = tuple[tuple[CompiledSet, int, int], ...]  # (set, first descriptor, how many)
+PlannedStage = tuple[PlannedQuery, PerSet]
+NO_PLAN: tuple[()] = ()  # kept too: these inputs build no descriptor
+
+
+class _Snapshot:
+    """One compiled rules snapshot's limiter, and what is kept for the next request: a
+    stage's planned query (descriptors built, rules looked up) by what its sets depend
+    on: the identity, the client address, or nothing but the route. A cached token's
+    limit then costs the count and the answer only. A reload starts a new snapshot."""
+
+    def __init__(self, limits: CompiledLimits, limiter: RateLimiter) -> None:
+        self.limits = limits
+        self.limiter = limiter
+        self._by_identity: Memo[PlannedStage | tuple[()]] = Memo(KEPT)
+        self._by_key: dict[tuple[int, str, str], PlannedStage | tuple[()]] = {}
+
+    def stage(self, sets: Sequence[CompiledSet], inp: LimitInput) -> PlannedStage | None:
+        """This stage's planned query for this request (None: no descriptor at all)."""
+        reads = {s.reads for s in sets} - {NONE}
+        if reads == {IDENTITY} and inp.identity is not None:
+            key = (id(sets), inp.route)
+            kept = self._by_identity.get(inp.identity, key)
+            if kept is None:
+                kept = self._by_identity.put(inp.identity, key, self._plan(sets, inp) or NO_PLAN)
+            return kept or None
+        if reads <= {ADDRESS}:
+            by_key = (id(sets), inp.route, inp.ctx.source_address if reads else "")
+            found = self._by_key.get(by_key)
+            if found is None:
+                if len(self._by_key) >= KEPT:
+                    self._by_key.clear()
+                found = self._by_key[by_key] = self._plan(sets, inp) or NO_PLAN
+            return found or None
+        return self._plan(sets, inp)
+
+    def _plan(self, sets: Sequence[CompiledSet], inp: LimitInput) -> PlannedStage | None:
+        per_set: list[tuple[CompiledSet, int, int]] = []
+        descriptors: list[Descriptor] = []
+        for limit_set in sets:
+            built = limit_set.descriptors_for(inp)
+            if built:
+                per_set.append((limit_set, len(descriptors), len(built)))
+                descriptors.extend(built)
+        if not descriptors:
+            return None
+        query = RateLimitQuery(self.limits.domain, tuple(descriptors))
+        return self.limiter.plan_query(query), tuple(per_set)

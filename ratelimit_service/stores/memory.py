@@ -75,6 +75,10 @@ class MemoryStore:
         """The synchronous core of apply (also used by tests and benchmarks)."""
         if self._windows and now >= self._next_expiry:
             self._expire(now)
+        if len(ops) == 1:  # the common case: no group to charge by (charging.grouped)
+            op = ops[0]
+            return [algorithm_for(op.limit.algorithm).step(self, op.key, op.hits, op.limit, now,
+                                                           commit=True)]
         hits = [op.hits for op in ops]
         groups = charging.groups_of(ops, stop_when_over=self.stop_when_over)
         many = charging.grouped(groups)
