@@ -119,7 +119,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         config_path, holder, lambda: load_policy(config_path, keys),
         interval=args.reload_interval, also_watch=watched_files,
     )
-    TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.token_cache))
+    TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
     pipeline = Pipeline(holder, keys, counter)

@@ -76,7 +76,7 @@ routes:
         allowed += response.status.code == 0
     peak, end = rss_mb()
     print(json.dumps({"engine": "authz", "allowed": allowed, "requests": requests,
-                      "cache_entries": len(policy.token_cache), "rss_before_mb": base[1],
+                      "cache_entries": len(policy.caches.tokens), "rss_before_mb": base[1],
                       "peak_mb": peak, "end_mb": end}))
 
 

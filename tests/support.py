@@ -33,6 +33,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         delay = min(delay * 2, 0.1)
 
 
+def stays_false(predicate: Callable[[], bool], seconds: float, what: str = "condition") -> None:
+    """Watch predicate() for `seconds`; fail the moment it becomes true. For asserting
+    that something does NOT happen within a window chosen so that it would if broken."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            raise AssertionError(f"{what} happened within {seconds}s")
+        time.sleep(0.05)
+
+
 def binary(name: str) -> str:
     """Path of a required binary: the venv's first, then PATH. Fails loudly if absent."""
     candidate = VENV_BIN / name

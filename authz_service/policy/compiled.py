@@ -1,7 +1,10 @@
-"""AuthzConfig -> the immutable snapshot the engine decides with.
+"""AuthzConfig -> the snapshot the engine decides with.
 
 Everything that can be done once is done here: identity sources built, routes
-compiled, names cross-checked. A reload compiles a new snapshot and swaps it.
+compiled, names cross-checked. A reload compiles a new snapshot and swaps it. The
+snapshot's rules never change; beside them it carries, explicitly, the caches that
+live and die with it (PolicyCaches): what they hold was derived from these rules and
+keys, so a reload starts them empty.
 """
 
 from __future__ import annotations
@@ -23,6 +26,15 @@ from tollgate.config import LocatedError
 from tollgate.memo import Memo
 
 
+@dataclass
+class PolicyCaches:
+    """The mutable part of a snapshot: verified tokens, and the Allow built for a cached
+    identity on a route (built once, beside the value types, not inside them)."""
+
+    tokens: TokenCache
+    allows: Memo[Allow]
+
+
 @dataclass(frozen=True)
 class CompiledPolicy:
     realm: str
@@ -34,9 +46,7 @@ class CompiledPolicy:
     credential_headers: dict[str, tuple[str, ...]]  # source -> headers carrying its credential
     upstream: UpstreamHeaders
     identity_headers: tuple[str, ...]  # every header name this service sets upstream
-    token_cache: TokenCache
-    # A cached token's Allow per route, built once (beside the cache, not inside Identity).
-    allows: Memo[Allow]
+    caches: PolicyCaches
     limits: CompiledLimits | None  # the rate limits decided in the Check, if any
     config: AuthzConfig
 
@@ -116,8 +126,7 @@ def compile_config(
         credential_headers=credential_headers,
         upstream=up,
         identity_headers=identity_headers,
-        token_cache=cache,
-        allows=Memo(2 * config.token_cache.max_entries),
+        caches=PolicyCaches(cache, Memo(2 * config.token_cache.max_entries)),
         limits=limits,
         config=config,
     )

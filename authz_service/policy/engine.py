@@ -188,9 +188,9 @@ def _header_value(value: object) -> str | None:
 def _allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allow:
     # Every identity source hands out long-lived Identity objects (the token cache's,
     # one per API key or listed peer, ANONYMOUS), so an answer is built once per route.
-    allow = policy.allows.get(identity, route)
+    allow = policy.caches.allows.get(identity, route)
     if allow is None:
-        allow = policy.allows.put(identity, route, _build_allow(policy, identity, route))
+        allow = policy.caches.allows.put(identity, route, _build_allow(policy, identity, route))
     return allow
 
 

@@ -230,11 +230,11 @@ def test_repeat_decision_is_served_from_the_cache(built: Built) -> None:
     request = ctx(headers=bearer(token()))
     assert allow(built.decide(request))
     reads = built.providers["idp"].reads
-    hits = built.policy.token_cache.hits
+    hits = built.policy.caches.tokens.hits
     for _ in range(5):
         assert allow(built.decide(request, NOW + 1))
     assert built.providers["idp"].reads == reads  # no signature check: keys never read
-    assert built.policy.token_cache.hits == hits + 5
+    assert built.policy.caches.tokens.hits == hits + 5
 
 
 def test_cached_identity_never_outlives_exp(built: Built) -> None:
@@ -258,7 +258,7 @@ def test_cache_is_per_source() -> None:
     built = Built()
     request = ctx("/any/x", headers=bearer(token()))
     assert allow(built.decide(request)).identity.source == "idp"
-    assert len(built.policy.token_cache) == 1
+    assert len(built.policy.caches.tokens) == 1
 
 
 def test_cache_disabled_still_decides() -> None:
@@ -266,7 +266,7 @@ def test_cache_disabled_still_decides() -> None:
     request = ctx(headers=bearer(token()))
     assert allow(built.decide(request))
     assert allow(built.decide(request))
-    assert len(built.policy.token_cache) == 0
+    assert len(built.policy.caches.tokens) == 0
 
 
 # --- unknown kid ------------------------------------------------------------------

@@ -23,7 +23,7 @@ from authz_service.cli import DEFAULT_CONFIG
 from tests.authz import jwt_kit
 from tests.authz.grpc_kit import AuthzClient, check_request
 from tests.authz.http_kit import HttpServer, Route, serve_http
-from tests.support import binary, free_port, stop_process, wait_for
+from tests.support import binary, free_port, stays_false, stop_process, wait_for
 
 BASE = """realm: t
 identities:
@@ -277,8 +277,9 @@ def test_sighup_reloads_now(tmp_path: Path) -> None:
             "--reload-interval", "3600"]
     with service(tmp_path, args) as (proc, client, _log):
         config.write_text(ANON.format(path="/b"))
-        time.sleep(0.2)  # not synchronisation: shows the hour-long poll does not reload
-        assert not allowed(client, "/b")
+        # Watched for three default poll intervals (1 s): were --reload-interval ignored,
+        # the poll would reload within this, and the test fails.
+        stays_false(lambda: allowed(client, "/b"), seconds=3.0, what="a reload by polling")
         proc.send_signal(signal.SIGHUP)
         wait_for(lambda: allowed(client, "/b"), timeout=5, what="reload on SIGHUP")
 
