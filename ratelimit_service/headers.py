@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
+from ratelimit_service.model import Limit
 from ratelimit_service.status import Code, DescriptorStatus
 
 Header = tuple[str, str]
@@ -68,6 +69,37 @@ def _sf_string(text: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+# The part of a header that depends only on which limits a request met (their quota
+# policies), kept by those limits: a request then renders only its own numbers.
+_POLICIES: dict[tuple[HeaderStyle, tuple[Limit, ...]], str] = {}
+_KEPT_POLICIES = 4096
+
+
+def _policies(style: HeaderStyle, limited: Sequence[DescriptorStatus]) -> str:
+    limits = tuple(s.current_limit for s in limited if s.current_limit is not None)
+    key = (style, limits)
+    found = _POLICIES.get(key)
+    if found is not None:
+        return found
+    if style is HeaderStyle.IETF:
+        text = ", ".join(
+            f"{_sf_string(_policy_name(s))};q={s.current_limit.capacity};"
+            f"w={s.current_limit.unit.seconds}"
+            for s in limited
+            if s.current_limit is not None
+        )
+    else:
+        text = "".join(
+            f", {limit.capacity};w={limit.unit.seconds}"
+            + (f";name={_sf_string(limit.name)}" if limit.name else "")
+            for limit in limits
+        )
+    if len(_POLICIES) >= _KEPT_POLICIES:
+        _POLICIES.clear()
+    _POLICIES[key] = text
+    return text
+
+
 def rate_limit_headers(
     statuses: Sequence[DescriptorStatus],
     style: HeaderStyle,
@@ -83,23 +115,11 @@ def rate_limit_headers(
         return ()
     reset = str(top.duration_until_reset or 0)
     if style is HeaderStyle.IETF:
-        policies = ", ".join(
-            f"{_sf_string(_policy_name(s))};q={s.current_limit.capacity};"
-            f"w={s.current_limit.unit.seconds}"
-            for s in limited
-            if s.current_limit is not None
-        )
         current = f"{_sf_string(_policy_name(top))};r={top.limit_remaining};t={reset}"
-        return (("RateLimit-Policy", policies), ("RateLimit", current))
+        return (("RateLimit-Policy", _policies(style, limited)), ("RateLimit", current))
     limit_value = str(top.current_limit.capacity)
     if style is HeaderStyle.DRAFT03:
-        for s in limited:
-            limit = s.current_limit
-            if limit is None:
-                continue
-            limit_value += f", {limit.capacity};w={limit.unit.seconds}"
-            if limit.name:
-                limit_value += f";name={_sf_string(limit.name)}"
+        limit_value += _policies(style, limited)
     return ((names[0], limit_value), (names[1], str(top.limit_remaining)), (names[2], reset))
 
 

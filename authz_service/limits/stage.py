@@ -93,12 +93,14 @@ class LimitCounter:
         stage = snapshot.stage(sets, inp)
         if stage is None:
             return EMPTY
-        planned, per_set = stage
+        planned, per_set, all_ok = stage
         try:
             decision = await snapshot.limiter.decide_planned(planned)
         except StoreUnavailable as exc:
             return self._store_failed(per_set, exc, inp.route)
         statuses = decision.statuses
+        if not any(s.code is Code.OVER_LIMIT for s in statuses):
+            return StageResult(statuses, None, all_ok)
         outcomes: list[tuple[str, str]] = []
         limiting: list[DescriptorStatus] = []
         for limit_set, first, count in per_set:
@@ -136,7 +138,8 @@ class LimitCounter:
 
 
 PerSet = tuple[tuple[CompiledSet, int, int], ...]  # (set, first descriptor, how many)
-PlannedStage = tuple[PlannedQuery, PerSet]
+# The planned query, each set's place in it, and the outcomes when every set is within.
+PlannedStage = tuple[PlannedQuery, PerSet, tuple[tuple[str, str], ...]]
 NO_PLAN: tuple[()] = ()  # kept too: these inputs build no descriptor
 
 
@@ -151,10 +154,13 @@ class _Snapshot:
         self.limiter = limiter
         self._by_identity: Memo[PlannedStage | tuple[()]] = Memo(KEPT)
         self._by_key: dict[tuple[int, str, str], PlannedStage | tuple[()]] = {}
+        self._reads: dict[int, frozenset[str]] = {}  # id(sets) -> what they read
 
     def stage(self, sets: Sequence[CompiledSet], inp: LimitInput) -> PlannedStage | None:
         """This stage's planned query for this request (None: no descriptor at all)."""
-        reads = {s.reads for s in sets} - {NONE}
+        reads = self._reads.get(id(sets))
+        if reads is None:  # the tuples of sets live as long as this snapshot's limits
+            reads = self._reads[id(sets)] = frozenset({s.reads for s in sets} - {NONE})
         if reads == {IDENTITY} and inp.identity is not None:
             key = (id(sets), inp.route)
             kept = self._by_identity.get(inp.identity, key)
@@ -182,4 +188,5 @@ class _Snapshot:
         if not descriptors:
             return None
         query = RateLimitQuery(self.limits.domain, tuple(descriptors))
-        return self.limiter.plan_query(query), tuple(per_set)
+        all_ok = tuple((limit_set.name, OK) for limit_set, _, _ in per_set)
+        return self.limiter.plan_query(query), tuple(per_set), all_ok
