@@ -10,7 +10,8 @@ is rendered once per route and its bytes kept.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable
 
 from authz_service.doors.http_wire import AnswerRenderer, NotACheck, to_context
 from authz_service.models import Answer
@@ -55,12 +56,30 @@ class HttpCheckDoor:
             return self.answers.render(outcome, ctx.request_id, head_only=head_only)
         return self._later(outcome, ctx.request_id, head_only)
 
-    async def _later(self, task: Awaitable[Answer], request_id: str, head_only: bool) -> bytes:
-        try:
-            answer = await task
-        except CheckUnavailable:
-            return _UNAVAILABLE
-        return self.answers.render(answer, request_id, head_only=head_only)
+    def _later(
+        self, task: asyncio.Task[Answer], request_id: str, head_only: bool
+    ) -> asyncio.Future[bytes]:
+        """The bytes once the task that carries the decision finishes: a plain future
+        fed by a callback, not one more coroutine and task per waiting check."""
+        rendered: asyncio.Future[bytes] = task.get_loop().create_future()
+
+        def done(finished: asyncio.Task[Answer]) -> None:
+            if rendered.done():  # the connection went away and cancelled it
+                return
+            if finished.cancelled():
+                rendered.cancel()
+                return
+            error = finished.exception()
+            if isinstance(error, CheckUnavailable):
+                rendered.set_result(_UNAVAILABLE)
+            elif error is not None:
+                rendered.set_exception(error)
+            else:
+                rendered.set_result(
+                    self.answers.render(finished.result(), request_id, head_only=head_only))
+
+        task.add_done_callback(done)
+        return rendered
 
     def _other(self, request: HttpRequest) -> bytes:
         path = request.target.partition("?")[0]
