@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz import jwt_kit
-from tests.authz.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
-from tests.authz.grpc_kit import AuthzClient, authz_process
-from tests.ratelimit.redis_procs import RedisProcess
+from tests.kits import jwt_kit
+from tests.kits.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
+from tests.kits.grpc_kit import AuthzClient, authz_process
+from tests.kits.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
 
@@ -115,7 +115,7 @@ def _scrape(port: int) -> str:
 @contextmanager
 def limited(workdir: Path, *, headers: str = "draft03", redis_url: str = "",
             key: jwt_kit.SigningKey | None = None) -> Iterator[Limited]:
-    from tests.support import free_port
+    from tests.kits.processes import free_port
 
     workdir.mkdir(parents=True, exist_ok=True)
     key = key or jwt_kit.rsa_key("lim-1")

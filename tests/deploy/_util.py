@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from tests.deploy.references import Image
-from tests.support import binary
+from tests.kits.processes import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -14,7 +14,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support import wait_for
+from tests.kits.processes import wait_for
 from tollgate_cli import demo_issuer, token
 from tollgate_cli.stack import Response, Stack, request, tls_context
 

@@ -9,7 +9,7 @@ from ratelimit_service.algorithms import REGISTRY, fixed_window, gcra, sliding_w
 from ratelimit_service.algorithms.base import reset_seconds
 from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
-from tests.ratelimit.support import T0
+from tests.kits.ratelimit_kit import T0
 
 MINUTE = int(T0) // 60 * 60  # start of T0's minute
 
@@ -145,7 +145,7 @@ def test_stats_are_bounded() -> None:
 def test_a_memory_decision_finishes_without_ever_suspending() -> None:
     """authz drives the pipeline eagerly: one `send` must finish a memory-store decision."""
     from ratelimit_service.model import Descriptor, Entry, RateLimitQuery
-    from tests.ratelimit.support import make_limiter, rules_from
+    from tests.kits.ratelimit_kit import make_limiter, rules_from
 
     limiter = make_limiter(rules_from(
         "domain: e\ndescriptors:\n  - key: k\n    rate_limits:\n"

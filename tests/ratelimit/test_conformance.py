@@ -21,7 +21,7 @@ from ratelimit_service.limiter import FailureMode, RateLimiter
 from ratelimit_service.model import CounterOp, Usage
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import StoreUnavailable
-from tests.ratelimit.support import (
+from tests.kits.ratelimit_kit import (
     OK,
     OVER,
     Clock,

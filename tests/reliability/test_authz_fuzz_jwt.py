@@ -22,7 +22,7 @@ from authz_service.identity.jwt_verifier import (
     verify_signature,
 )
 from authz_service.keys.keyset import parse_jwks
-from tests.authz import jwt_kit
+from tests.kits import jwt_kit
 
 pytestmark = pytest.mark.integration
 
