@@ -94,7 +94,7 @@ rate_limits:
     - name: per-subject
       stage: after_authz
       descriptors: [{{actions: [{{subject: {{}}}}]}}]
-      on_store_failure: deny
+      store_failure_mode: closed
 """
 
 

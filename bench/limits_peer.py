@@ -32,7 +32,7 @@ from bench.envoy_bench import redis_commands
 from ratelimit_service.config import build_domain
 from ratelimit_service.decision import DecisionSettings
 from ratelimit_service.limiter import RateLimiter
-from ratelimit_service.model import Descriptor, Entry, RateLimitQuery
+from ratelimit_service.models import Descriptor, Entry, RateLimitQuery
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
 from tests.kits.processes import binary, free_port, stop_process, wait_for

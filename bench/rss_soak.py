@@ -80,7 +80,7 @@ def ratelimit(requests: int, subjects: int) -> None:
     from ratelimit_service.config import build_domain  # noqa: PLC0415
     from ratelimit_service.decision import DecisionSettings  # noqa: PLC0415
     from ratelimit_service.limiter import RateLimiter  # noqa: PLC0415
-    from ratelimit_service.model import Descriptor, Entry, RateLimitQuery  # noqa: PLC0415
+    from ratelimit_service.models import Descriptor, Entry, RateLimitQuery  # noqa: PLC0415
     from ratelimit_service.rules import RuleSet  # noqa: PLC0415
     from ratelimit_service.stores.memory import MemoryStore  # noqa: PLC0415
     from tollgate.config import parse_config_text  # noqa: PLC0415

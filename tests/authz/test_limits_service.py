@@ -1,6 +1,6 @@
 """Rate limits decided in the Check, through both doors of a real authz-service: 429s
 with their headers, the limit before authentication, shadow sets, and the store (memory
-and a real Redis: one round trip per stage; down -> each set's on_store_failure)."""
+and a real Redis: one round trip per stage; down -> each set's store_failure_mode)."""
 
 from __future__ import annotations
 
@@ -63,25 +63,25 @@ rate_limits:
       stage: before_authn
       routes: [orders]
       descriptors: [{{actions: [{{remote_address: {{}}}}]}}]
-      on_store_failure: allow
+      store_failure_mode: open
     - name: per-plan
       stage: after_authz
       routes: [orders, strict]
       descriptors: [{{actions: [{{plan: {{default_value: free}}}}, {{subject: {{}}}}]}}]
-      on_store_failure: allow
+      store_failure_mode: open
     - name: strict-when-down
       stage: after_authz
       routes: [strict]
       descriptors:
         - actions: [{{generic_key: {{descriptor_value: s, descriptor_key: tier}}}}]
-      on_store_failure: deny
+      store_failure_mode: closed
     - name: trial
       stage: after_authz
       routes: [trial]
       shadow: true
       descriptors:
         - actions: [{{generic_key: {{descriptor_value: x, descriptor_key: shadowed}}}}]
-      on_store_failure: allow
+      store_failure_mode: open
 """
 
 

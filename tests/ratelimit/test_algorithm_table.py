@@ -15,7 +15,7 @@ import itertools
 import pytest
 
 from ratelimit_service.algorithms import REGISTRY
-from ratelimit_service.model import CounterOp, Limit, Unit
+from ratelimit_service.models import CounterOp, Limit, Unit
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore

@@ -13,7 +13,7 @@ from redis.crc import key_slot
 
 from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.limiter import FailureMode
-from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.cluster import ClusterLink, connect_cluster
 from ratelimit_service.stores.redis import RedisOptions, RedisStore
 from ratelimit_service.stores.resp import Endpoint, RespConnection

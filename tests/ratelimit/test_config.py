@@ -12,7 +12,7 @@ import pytest
 from ratelimit_service.cli import check_config
 from ratelimit_service.config import load_rules
 from ratelimit_service.defaults import default_rules
-from ratelimit_service.model import Algorithm, Unit
+from ratelimit_service.models import Algorithm, Unit
 from tests.kits.ratelimit_kit import EMPTY_DIRECTORY
 from tollgate.config import ConfigError
 

@@ -16,7 +16,7 @@ from ratelimit_service.adapter import to_query
 from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.decision import Code
 from ratelimit_service.limiter import FailureMode
-from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
 from tests.kits.ratelimit_kit import (
     OK,

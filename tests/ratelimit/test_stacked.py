@@ -18,7 +18,7 @@ from ratelimit_service.adapter import to_query
 from ratelimit_service.decision import Code, DecisionSettings, HeaderNames
 from ratelimit_service.headers import HeaderStyle, rate_limit_headers, retry_after
 from ratelimit_service.limiter import FailureMode, RateLimiter
-from ratelimit_service.model import Unit
+from ratelimit_service.models import Unit
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore
