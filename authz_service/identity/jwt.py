@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
@@ -40,6 +40,10 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 _HEADER = HEADER
+_AUDIENCES_NEEDED = (
+    "tokens this issuer mints for any other API would be accepted; list the audiences "
+    "this API accepts (the token's aud), or set 'audiences: any' on purpose"
+)
 
 
 class TokenLocation(Model):
@@ -71,7 +75,9 @@ class JwksRefresh(Model):
 
 class JwtSource(Model):
     issuer: Annotated[str, Field(min_length=1)]
-    audiences: list[str] = Field(default_factory=list)
+    # Required: without it a token the issuer minted for any other API would pass.
+    # `any` accepts every audience, and says so in the file.
+    audiences: list[Annotated[str, Field(min_length=1)]] | Literal["any"] | None = None
     jwks_uri: str | None = None
     jwks_file: str | None = None
     discovery: bool = False
@@ -91,6 +97,27 @@ class JwtSource(Model):
     )
     refresh: JwksRefresh = Field(default_factory=JwksRefresh)
     allow_insecure_http: bool = False  # http:// key URLs outside loopback
+
+    @field_validator("audiences", mode="before")
+    @classmethod
+    def _audience_list(cls, value: Any) -> Any:
+        if value is None or value == "any":
+            return value
+        if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+            raise ValueError("'audiences' is a list of audience names, or 'any'")
+        if not value:
+            raise ValueError(f"'audiences' is empty: {_AUDIENCES_NEEDED}")
+        return value
+
+    @model_validator(mode="after")
+    def _audience_said(self) -> JwtSource:
+        if self.audiences is None:
+            raise ValueError(f"no 'audiences': {_AUDIENCES_NEEDED}")
+        return self
+
+    def accepted_audiences(self) -> frozenset[str]:
+        """The audiences a token must name one of; empty for `audiences: any`."""
+        return frozenset(self.audiences) if isinstance(self.audiences, list) else frozenset()
 
     @field_validator("algorithms")
     @classmethod
@@ -187,7 +214,7 @@ class JwtIdentitySource:
         ]
         self.rules = ClaimRules(
             issuer=config.issuer,
-            audiences=frozenset(config.audiences),
+            audiences=config.accepted_audiences(),
             required=frozenset(config.required_claims),
             skew=config.clock_skew_seconds,
             max_lifetime=config.max_lifetime_seconds,

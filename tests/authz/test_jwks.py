@@ -41,6 +41,7 @@ def idp() -> Iterator[HttpServer]:
 def source(**fields: Any) -> JwtSource:
     fields.setdefault("issuer", jwt_kit.ISSUER)
     fields.setdefault("algorithms", ["RS256", "ES256"])
+    fields.setdefault("audiences", [jwt_kit.AUDIENCE])
     return JwtSource.model_validate(fields)
 
 
@@ -589,6 +590,7 @@ identities:
   - name: idp
     jwt:
       issuer: {jwt_kit.ISSUER}
+      audiences: any
       jwks_uri: {uri}
 routes:
   - name: r

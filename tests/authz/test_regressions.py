@@ -30,6 +30,7 @@ def test_roles_come_from_the_configured_claim_and_only_read_claims_are_kept() ->
     config = AuthzConfig.model_validate({
         "identities": [{"name": "idp", "jwt": {
             "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "roles_claim": "groups",
+            "audiences": "any",
         }}],
         "routes": [{"name": "r", "require": {"roles": {"all_of": ["ops"]},
                                              "claims": {"tenant": "acme"}}}],
@@ -67,7 +68,7 @@ def test_non_ascii_claims_reach_neither_headers_nor_metadata() -> None:
     keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
     config = AuthzConfig.model_validate({
         "identities": [{"name": "idp", "jwt": {
-            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks"}}],
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "audiences": "any"}}],
         "routes": [{"name": "r"}],
         "upstream": {"claims": {"email": "x-user-email"}},
     })
@@ -98,7 +99,7 @@ def test_an_unchanged_jwks_refresh_keeps_the_generation() -> None:
     with serve_http() as idp:
         idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k1")))
         source = JwtSource.model_validate(
-            {"issuer": "https://idp.test", "jwks_uri": f"{idp.base_url}/keys"}
+            {"issuer": "https://idp.test", "jwks_uri": f"{idp.base_url}/keys", "audiences": "any"}
         )
 
         async def scenario() -> list[int]:
@@ -131,7 +132,7 @@ def test_a_slow_idp_costs_one_prompt_401_not_an_envoy_timeout(tmp_path: Path) ->
         config.write_text(f"""
 identities:
   - name: idp
-    jwt: {{issuer: {jwt_kit.ISSUER}, jwks_uri: {idp.base_url}/keys,
+    jwt: {{issuer: {jwt_kit.ISSUER}, jwks_uri: {idp.base_url}/keys, audiences: any,
            refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 5}}}}
 routes:
   - name: all
@@ -158,7 +159,7 @@ def test_a_cached_token_reuses_its_answer_within_one_policy_only() -> None:
     keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
     config = AuthzConfig.model_validate({
         "identities": [{"name": "idp", "jwt": {
-            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks"}}],
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "audiences": "any"}}],
         "routes": [{"name": "a", "match": {"path": {"prefix": "/a"}}},
                    {"name": "b", "match": {"path": {"prefix": "/b"}}}],
     })

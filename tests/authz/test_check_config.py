@@ -1,0 +1,160 @@
+"""check-config catches the mistakes a file can make while still being YAML.
+
+Refused (exit 1, the service keeps its last good config): a JWT source that does not
+say which audiences it accepts, a method no client sends, values of the wrong kind,
+each in our words at file:line. Warned (exit 0; 1 with --strict; logged by the
+service): an empty policy, a route an earlier one hides, an identity source no route
+uses. One fixture per mistake, each with its exact message.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from authz_service.cli import DEFAULT_CONFIG, check_config
+from authz_service.config import AuthzConfig
+from authz_service.policy.advice import advise
+from tests.support import binary
+
+FIXTURES = Path(__file__).parent / "fixtures" / "check_config"
+AUD = ("tokens this issuer mints for any other API would be accepted; list the audiences "
+       "this API accepts (the token's aud), or set 'audiences: any' on purpose")
+
+INVALID = {
+    "jwt_without_audiences.yaml": f"4: identities[0].jwt: no 'audiences': {AUD}",
+    "jwt_empty_audiences.yaml": f"6: identities[0].jwt.audiences: 'audiences' is empty: {AUD}",
+    "jwt_audiences_all.yaml": "6: identities[0].jwt.audiences: 'audiences' is a list of "
+    "audience names, or 'any'",
+    "unknown_method.yaml": "7: routes[1].match.methods: 'PSOT' is not an HTTP method "
+    "(did you mean POST?)",
+    "unmatched_typo.yaml": "1: unmatched: must be 'deny' or 'allow', found the text 'allwo'",
+    "match_is_a_path.yaml": "3: routes[0].match: expected a mapping (key: value), "
+    "found the text '/healthz'",
+    "anonymous_not_boolean.yaml": "4: routes[0].anonymous: expected true or false, "
+    "found the text 'sometimes'",
+    "negative_cache.yaml": "2: token_cache.max_entries: must be at least 0, found -5",
+    "bad_route_name.yaml": "2: routes[0].name: 'orders read' is not a name (1-64 letters, "
+    "digits, '_', '.', ':' or '-', starting with a letter or digit)",
+}
+
+WARNINGS = {
+    "empty_policy.yaml": ["3: no_routes: empty policy: no routes, so every request gets "
+                          "'unmatched: deny'"],
+    "catch_all_first.yaml": ["4: routes[1]: route 'orders' can never match: every request "
+                             "it matches is taken first by 'everything'"],
+    "prefix_hides_template.yaml": ["5: routes[1]: route 'order-read' can never match: every "
+                                   "request it matches is taken first by 'orders-any'"],
+    "template_hides_exact.yaml": ["5: routes[1]: route 'order-export' can never match: every "
+                                  "request it matches is taken first by 'order-read'"],
+    "methods_split.yaml": ["8: routes[2]: route 'orders-mixed' can never match: every request "
+                           "it matches is taken first by 'orders-read' and 'orders-write'"],
+    "wildcard_host.yaml": ["5: routes[1]: route 'acme-admin' can never match: every request "
+                           "it matches is taken first by 'tenants'"],
+    "unused_source.yaml": ["7: identities[1].name: identity source 'legacy-keys' is used by "
+                           "no route"],
+}
+
+
+def check(path: Path, *, strict: bool = False) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = check_config(str(path), out, err, strict=strict)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_every_fixture_has_an_expected_message() -> None:
+    assert sorted(p.name for p in (FIXTURES / "invalid").glob("*.yaml")) == sorted(INVALID)
+    assert sorted(p.name for p in (FIXTURES / "warnings").glob("*.yaml")) == sorted(WARNINGS)
+
+
+@pytest.mark.parametrize("name", sorted(INVALID))
+def test_a_mistake_is_refused_with_file_line_and_reason(name: str) -> None:
+    path = FIXTURES / "invalid" / name
+    code, out, err = check(path)
+    assert (code, out) == (1, "")
+    assert err.strip() == f"{path}:{INVALID[name]}"
+
+
+@pytest.mark.parametrize("name", sorted(WARNINGS))
+def test_a_likely_mistake_is_warned_about_and_still_loads(name: str) -> None:
+    path = FIXTURES / "warnings" / name
+    code, out, err = check(path)
+    assert code == 0
+    assert out.startswith(f"{path}: ok (")
+    assert err.splitlines() == [f"warning: {path}:{w}" for w in WARNINGS[name]]
+
+
+@pytest.mark.parametrize("name", sorted(WARNINGS))
+def test_strict_refuses_a_config_with_warnings(name: str) -> None:
+    path = FIXTURES / "warnings" / name
+    code, _, err = check(path, strict=True)
+    assert code == 1
+    assert err.splitlines()[-1] == f"{path}: {len(WARNINGS[name])} warning(s), refused (--strict)"
+
+
+def test_the_shipped_default_has_no_warnings() -> None:
+    assert check(DEFAULT_CONFIG, strict=True)[0::2] == (0, "")
+
+
+def test_audiences_any_is_accepted_when_said() -> None:
+    config = AuthzConfig.model_validate({
+        "identities": [{"name": "idp", "jwt": {"issuer": "https://i.test", "audiences": "any",
+                                                "jwks_uri": "https://i.test/keys"}}],
+        "routes": [{"name": "r"}],
+    })
+    jwt = config.identities[0].mechanism()[1]
+    assert jwt.accepted_audiences() == frozenset()
+
+
+def routes(*matches: dict[str, object]) -> AuthzConfig:
+    return AuthzConfig.model_validate({"routes": [
+        {"name": f"r{i}", "anonymous": True, "match": m} for i, m in enumerate(matches)]})
+
+
+@pytest.mark.parametrize("matches", [
+    # a prefix matches deeper paths than a template ever does
+    ({"path": {"template": "/orders/{id}"}}, {"path": {"prefix": "/orders/"}}),
+    # /orders does not start with /orders/
+    ({"path": {"prefix": "/orders/"}}, {"path": {"exact": "/orders"}}),
+    # the earlier route is narrower in host, method or segment
+    ({"hosts": ["api.example.com"]}, {"hosts": ["*.example.com"]}),
+    ({"hosts": ["*.example.com"]}, {"hosts": ["example.com"]}),
+    ({"methods": ["GET"]}, {}),
+    ({"methods": ["GET"]}, {"methods": ["GET", "POST"]}),
+    ({"path": {"template": "/orders/{id}/items"}}, {"path": {"template": "/orders/{id}/{x}"}}),
+    ({"path": {"template": "/orders/{id}.json"}}, {"path": {"template": "/orders/{id}"}}),
+    ({"path": {"exact": "/orders"}}, {"path": {"prefix": "/orders"}}),
+    ({"path": {"template": "/a/{x}"}}, {"path": {"template": "/a/"}}),
+])
+def test_routes_that_can_still_match_are_not_warned_about(
+    matches: tuple[dict[str, object], ...],
+) -> None:
+    assert advise(routes(*matches)) == []
+
+
+@pytest.mark.parametrize("matches", [
+    ({"path": {"prefix": "/"}}, {"hosts": ["a.test"], "path": {"exact": "/x"}}),
+    ({"path": {"template": "/orders/{id}.json"}}, {"path": {"template": "/orders/{n}.json"}}),
+    ({"path": {"template": "/orders/{id}.json"}}, {"path": {"exact": "/orders/7.json"}}),
+    ({"hosts": ["*.example.com"]}, {"hosts": ["*.eu.example.com", "a.example.com"]}),
+    ({"path": {"exact": "/orders"}}, {"methods": ["GET"], "path": {"template": "/orders"}}),
+])
+def test_routes_an_earlier_one_covers_are_warned_about(
+    matches: tuple[dict[str, object], ...],
+) -> None:
+    assert advise(routes(*matches)) == [(("routes", 1), "route 'r1' can never match: every "
+                                         "request it matches is taken first by 'r0'")]
+
+
+@pytest.mark.integration
+def test_the_tollgate_command_fails_on_warnings_only_with_strict() -> None:
+    path = FIXTURES / "warnings" / "catch_all_first.yaml"
+    command = [binary("tollgate"), "check-config", "authz", str(path)]
+    relaxed = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    strict = subprocess.run([*command, "--strict"], capture_output=True, text=True, timeout=30,
+                            check=False)
+    assert (relaxed.returncode, strict.returncode) == (0, 1)
+    assert relaxed.stderr.splitlines() == [f"warning: {path}:{WARNINGS[path.name][0]}"]
