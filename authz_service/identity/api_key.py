@@ -17,6 +17,7 @@ from pydantic import Field, model_validator
 from authz_service.config_base import HEADER, NAME, Model
 from authz_service.identity.credentials import HeaderLocation, read_header_credential
 from authz_service.identity.errors import InvalidCredential
+from authz_service.identity.given import GivenIdentity
 from authz_service.models import Identity, RequestContext
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class ApiKeyIdentitySource:
         # One Identity per key, built once: what is derived from it (its Allow per
         # route, the bytes a door sends) is then built once too.
         self.identities = {id(e): self._identity(e) for e in config.keys}
+        self.by_key_id = {e.id: self.identities[id(e)] for e in config.keys}
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
         presented = read_header_credential(ctx, self.location, self.max_key_bytes)
@@ -96,6 +98,16 @@ class ApiKeyIdentitySource:
 
 def build(ctx: SourceContext, config: ApiKeySource) -> ApiKeyIdentitySource:
     return ApiKeyIdentitySource(ctx.name, config, ctx.max_token_bytes)
+
+
+def given_identity(source: ApiKeyIdentitySource, given: GivenIdentity) -> Identity:
+    """A policy test's caller: the identity of the key with this id."""
+    if given.key is None or given.claims or given.spiffe is not None:
+        raise ValueError("an API key identity is given as 'key: <the key's id>'")
+    identity = source.by_key_id.get(given.key)
+    if identity is None:
+        raise ValueError(f"no key with id '{given.key}' in identity source '{source.name}'")
+    return identity
 
 
 def credential_headers(config: ApiKeySource) -> tuple[str, ...]:

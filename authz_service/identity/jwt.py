@@ -17,6 +17,7 @@ from authz_service.identity.errors import (
     InvalidCredential,
     KeysUnavailable,
 )
+from authz_service.identity.given import GivenIdentity
 from authz_service.identity.jwt_verifier import (
     ClaimRules,
     NoKeys,
@@ -240,7 +241,12 @@ class JwtIdentitySource:
             raise KeysNeeded(self.name, exc.kid, no_keys=isinstance(exc, NoKeys)) from None
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
-        claims = parsed.claims
+        identity = self.identity_of(parsed.claims)
+        self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
+        return identity
+
+    def identity_of(self, claims: dict[str, Any]) -> Identity:
+        """Who a verified token's claims say is calling (InvalidCredential: no subject)."""
         subject = claims.get(self.config.subject_claim)
         if not isinstance(subject, str) or not subject:
             raise InvalidCredential(f"missing required claim '{self.config.subject_claim}'")
@@ -252,7 +258,7 @@ class JwtIdentitySource:
             kept["roles"] = string_list(claims[self.config.roles_claim])
         tenant = claims.get(self.config.tenant_claim)
         plan = claims.get(self.config.plan_claim)
-        identity = Identity(
+        return Identity(
             kind=KIND,
             subject=subject,
             source=self.name,
@@ -262,8 +268,6 @@ class JwtIdentitySource:
             tenant=tenant if isinstance(tenant, str) else "",
             plan=plan if isinstance(plan, str) else "",
         )
-        self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
-        return identity
 
     def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
         """One frozenset per distinct scope set: thousands of cached tokens share a few.
@@ -282,6 +286,20 @@ def build(ctx: SourceContext, config: JwtSource) -> JwtIdentitySource:
     provider = ctx.key_provider(ctx.name, config)  # ValueError: bad key settings
     return JwtIdentitySource(ctx.name, config, provider, ctx.token_cache, ctx.max_token_bytes,
                              kept_claims=ctx.kept_claims)
+
+
+def given_identity(source: JwtIdentitySource, given: GivenIdentity) -> Identity:
+    """A policy test's caller: the identity a verified token with these claims proves."""
+    if given.key is not None or given.spiffe is not None:
+        raise ValueError("a JWT identity is given as claims (and subject, scopes, roles)")
+    claims: dict[str, Any] = {"iss": source.rules.issuer, **given.claims}
+    if given.subject is not None:
+        claims[source.config.subject_claim] = given.subject
+    if given.scopes and source.config.scope_claims:
+        claims[source.config.scope_claims[0]] = " ".join(given.scopes)
+    if given.roles:
+        claims[source.config.roles_claim] = list(given.roles)
+    return source.identity_of(claims)
 
 
 def credential_headers(config: JwtSource) -> tuple[str, ...]:
