@@ -10,6 +10,7 @@ uses. One fixture per mistake, each with its exact message.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import pytest
 from authz_service.cli import DEFAULT_CONFIG, check_config
 from authz_service.config import AuthzConfig
 from authz_service.policy.advice import advise
-from tests.support import binary
+from tests.authz.grpc_kit import authz_process, check_request
+from tests.support import binary, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check_config"
 AUD = ("tokens this issuer mints for any other API would be accepted; list the audiences "
@@ -158,3 +160,22 @@ def test_the_tollgate_command_fails_on_warnings_only_with_strict() -> None:
                             check=False)
     assert (relaxed.returncode, strict.returncode) == (0, 1)
     assert relaxed.stderr.splitlines() == [f"warning: {path}:{WARNINGS[path.name][0]}"]
+
+
+@pytest.mark.integration
+def test_the_service_logs_warnings_at_start_and_on_reload(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text((FIXTURES / "warnings" / "catch_all_first.yaml").read_text())
+    log = tmp_path / "authz.log"
+
+    def warnings() -> list[str]:
+        return [json.loads(line)["warning"] for line in log.read_text().splitlines()
+                if '"config warning"' in line]
+
+    with authz_process(config, tmp_path) as (_, client):
+        wait_for(lambda: len(warnings()) == 1, what="the warning logged at start")
+        assert warnings() == [f"{config}:{WARNINGS['catch_all_first.yaml'][0]}"]
+        assert client.check(check_request(path="/orders/1")).allowed
+        config.write_text((FIXTURES / "warnings" / "unused_source.yaml").read_text())
+        wait_for(lambda: len(warnings()) == 2, what="the reloaded file's warning logged")
+    assert warnings()[1] == f"{config}:{WARNINGS['unused_source.yaml'][0]}"
