@@ -125,13 +125,15 @@ def _build_located(doc: YamlDocument, file: str, build: Callable[[Any], T]) -> T
     try:
         return build(doc.data)
     except pydantic.ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+        err = errors[0]
         loc = tuple(err["loc"])
         # pydantic adds the union member / discriminator names into loc; keep the
         # parts that exist in the document for the line lookup.
         line = line_of(doc.lines, _document_path(loc, doc.data))
-        reason = _our_words(err)
-        where = _loc_text(_said_path(loc, doc.data, missing=err["type"] == "missing"))
+        said = _said_path(loc, doc.data, missing=err["type"] == "missing")
+        reason = _union_words(errors, said, doc.data) or _our_words(err)
+        where = _loc_text(said)
         return ConfigError(file, line, f"{where}: {reason}" if where else reason)
     except LocatedError as exc:
         line = line_of(doc.lines, exc.path)
@@ -170,6 +172,17 @@ _BOUNDS = {
     "less_than": ("lt", "less than"),
     "less_than_equal": ("le", "at most"),
 }
+
+
+def _union_words(errors: list[Any], said: tuple[Any, ...], data: Any) -> str | None:
+    """A value that fits none of a union's kinds (`list[str] | str`): pydantic reports
+    one error per kind; say them as one, 'expected a list or text, found ...'."""
+    same = [e for e in errors if len(e["loc"]) > len(said)
+            and _said_path(tuple(e["loc"]), data, missing=False) == said]
+    kinds = list(dict.fromkeys(_EXPECTED.get(e["type"], "") for e in same))
+    if len(same) < 2 or len(same) != len(errors) or "" in kinds:
+        return None
+    return f"expected {' or '.join(kinds)}, found {_yaml_kind(same[0].get('input'))}"
 
 
 def _yaml_kind(value: Any) -> str:

@@ -38,6 +38,8 @@ INVALID = {
     "found the text '/healthz'",
     "anonymous_not_boolean.yaml": "4: routes[0].anonymous: expected true or false, "
     "found the text 'sometimes'",
+    "claim_value_kind.yaml": "5: routes[0].require.claims.tenant: expected a list or text, "
+    "found the number 5",
     "negative_cache.yaml": "2: token_cache.max_entries: must be at least 0, found -5",
     "bad_route_name.yaml": "2: routes[0].name: 'orders read' is not a name (1-64 letters, "
     "digits, '_', '.', ':' or '-', starting with a letter or digit)",
