@@ -16,6 +16,7 @@ from authz_service.config_base import Model
 
 class GivenIdentity(Model):
     source: str  # the identity source (identities[].name) that proves it
+    kind: str | None = None  # optional: the source's mechanism (jwt, api_key, mtls), checked
     # JWT: the verified token's claims; subject / scopes / roles fill the claims the
     # source is configured to read them from (subject_claim, scope_claims, roles_claim).
     subject: str | None = None

@@ -9,12 +9,12 @@ from __future__ import annotations
 from authz_service.config import AuthzConfig
 from authz_service.policy.shadowing import hiding_routes
 
-Advice = tuple[tuple[str | int, ...], str]  # (document path, reason)
+Finding = tuple[tuple[str | int, ...], str]  # (document path, reason)
 
 
-def advise(config: AuthzConfig) -> list[Advice]:
+def advise(config: AuthzConfig) -> list[Finding]:
     """Every warning, in file order of the kinds below."""
-    found: list[Advice] = []
+    found: list[Finding] = []
     if config.no_routes:
         found.append((("no_routes",), f"empty policy: no routes, so every request gets "
                                       f"'unmatched: {config.unmatched}'"))
@@ -27,7 +27,7 @@ def advise(config: AuthzConfig) -> list[Advice]:
     return found
 
 
-def _unused_sources(config: AuthzConfig) -> list[Advice]:
+def _unused_sources(config: AuthzConfig) -> list[Finding]:
     if not config.routes or any(r.identities is None for r in config.routes):
         return []  # a route without `identities` tries every source
     used = {name for r in config.routes for name in r.identities or ()}

@@ -106,6 +106,10 @@ def check_suite(suite: PolicySuite, policy: CompiledPolicy) -> list[StandIn | No
             known = ", ".join(policy.sources) or "none"
             raise LocatedError(("tests", index, "identity", "source"),
                                f"unknown identity source '{given.source}' (the policy's: {known})")
+        if given.kind is not None and given.kind != source.kind:
+            raise LocatedError(("tests", index, "identity", "kind"),
+                               f"identity source '{source.name}' is {source.kind}, "
+                               f"not {given.kind}")
         proof: Identity | CredentialError
         try:
             proof = KINDS[source.kind].given_identity(source, given)

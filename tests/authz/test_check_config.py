@@ -181,3 +181,19 @@ def test_the_service_logs_warnings_at_start_and_on_reload(tmp_path: Path) -> Non
         config.write_text((FIXTURES / "warnings" / "unused_source.yaml").read_text())
         wait_for(lambda: len(warnings()) == 2, what="the reloaded file's warning logged")
     assert warnings()[1] == f"{config}:{WARNINGS['unused_source.yaml'][0]}"
+
+
+@pytest.mark.integration
+def test_a_reload_into_a_refused_config_keeps_the_last_good_one(tmp_path: Path) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text("routes:\n  - name: open\n    anonymous: true\n")
+    log = tmp_path / "authz.log"
+    with authz_process(config, tmp_path) as (_, client):
+        assert client.check(check_request(path="/orders/1")).allowed
+        config.write_text((FIXTURES / "invalid" / "jwt_without_audiences.yaml").read_text())
+        wait_for(lambda: "config reload rejected" in log.read_text(),
+                 what="the file without audiences rejected")
+        assert client.check(check_request(path="/orders/1")).allowed  # the last good config
+    rejected = [json.loads(line) for line in log.read_text().splitlines()
+                if "config reload rejected" in line]
+    assert rejected[0]["error"] == f"{config}:{INVALID['jwt_without_audiences.yaml']}"

@@ -146,6 +146,9 @@ def test_a_failing_suite_exits_one_and_says_what_differed(tmp_path: Path) -> Non
     ("tests:\n  - name: x\n    request: {path: /a}\n    identity: {source: idp, key: billing}\n"
      "    expect: {decision: allow}\n",
      "4: tests[0].identity: a JWT identity is given as claims (and subject, scopes, roles)"),
+    ("tests:\n  - name: x\n    request: {path: /a}\n"
+     "    identity: {source: partners, kind: jwt, key: billing}\n    expect: {decision: allow}\n",
+     "4: tests[0].identity.kind: identity source 'partners' is api_key, not jwt"),
     ("tests:\n  - name: x\n    request: {method: GTE, path: /a}\n    expect: {decision: allow}\n",
      "3: tests[0].request.method: 'GTE' is not an HTTP method (did you mean GET?)"),
     ("tests:\n  - name: x\n    request: {path: /a}\n    expect: {decision: maybe}\n",
@@ -153,7 +156,7 @@ def test_a_failing_suite_exits_one_and_says_what_differed(tmp_path: Path) -> Non
     ("tests:\n  - name: x\n    request: {path: /a}\n",
      "2: tests[0].expect: missing required key 'expect'"),
     ("tests: []\n", "1: tests: needs at least 1 item(s)"),
-], ids=["unknown-source", "unknown-key", "key-as-claims", "jwt-as-key", "bad-method",
+], ids=["unknown-source", "unknown-key", "key-as-claims", "jwt-as-key", "wrong-kind", "bad-method",
         "bad-decision", "no-expect", "no-tests"])
 def test_an_unusable_test_file_exits_two_naming_file_and_line(
     tmp_path: Path, tests: str, message: str
@@ -169,6 +172,13 @@ def test_a_broken_policy_exits_two(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     assert run_tests(str(policy), str(DEMO_TESTS), out, err) == 2
     assert err.getvalue().startswith(f"{policy}:4: identities[0].jwt: no 'audiences'")
+
+
+def test_the_shipped_demo_suite_passes_in_process() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert run_tests(str(DEFAULT_CONFIG), str(DEMO_TESTS), out, err) == 0, out.getvalue()
+    assert out.getvalue() == (f"{DEMO_TESTS}: 16 tests: 16 passed, 0 failed "
+                              f"(policy {DEFAULT_CONFIG})\n")
 
 
 @pytest.mark.integration
