@@ -78,7 +78,8 @@ def _path_covers(outer: PathMatch | None, inner: PathMatch | None) -> bool:
         head = inner.exact or inner.prefix or _literal_head(inner.template or "")
         return head.startswith(outer.prefix)
     if outer.exact is not None:
-        return outer.exact in (inner.exact, inner.template)
+        literal = inner.template if inner.template and "{" not in inner.template else None
+        return outer.exact in (inner.exact, literal)
     template = outer.template or ""
     if inner.exact is not None:
         return template_regex(template).fullmatch(inner.exact) is not None

@@ -15,10 +15,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from authz_service.cli import DEFAULT_CONFIG, check_config
 from authz_service.config import AuthzConfig
+from authz_service.models import RequestContext
 from authz_service.policy.advice import advise
+from authz_service.policy.routes import compile_route
 from tests.authz.grpc_kit import authz_process, check_request
 from tests.support import binary, wait_for
 
@@ -132,6 +136,8 @@ def routes(*matches: dict[str, object]) -> AuthzConfig:
     ({"path": {"template": "/orders/{id}.json"}}, {"path": {"template": "/orders/{id}"}}),
     ({"path": {"exact": "/orders"}}, {"path": {"prefix": "/orders"}}),
     ({"path": {"template": "/a/{x}"}}, {"path": {"template": "/a/"}}),
+    # an exact path spelt like a template matches only itself
+    ({"path": {"exact": "/orders/{id}"}}, {"path": {"template": "/orders/{id}"}}),
 ])
 def test_routes_that_can_still_match_are_not_warned_about(
     matches: tuple[dict[str, object], ...],
@@ -197,3 +203,58 @@ def test_a_reload_into_a_refused_config_keeps_the_last_good_one(tmp_path: Path) 
     rejected = [json.loads(line) for line in log.read_text().splitlines()
                 if "config reload rejected" in line]
     assert rejected[0]["error"] == f"{config}:{INVALID['jwt_without_audiences.yaml']}"
+
+
+_SEGMENTS = ["orders", "a", "{id}", "{id}.json", "7.json", ""]
+_HOSTS = ["a.example.com", "*.example.com", "b.a.example.com", "example.com"]
+
+
+@st.composite
+def _matches(draw: st.DrawFn) -> dict[str, object]:
+    match: dict[str, object] = {}
+    if draw(st.booleans()):
+        match["methods"] = draw(st.lists(st.sampled_from(["GET", "POST"]), min_size=1,
+                                         unique=True))
+    if draw(st.booleans()):
+        match["hosts"] = draw(st.lists(st.sampled_from(_HOSTS), min_size=1, max_size=2,
+                                       unique=True))
+    if draw(st.booleans()):
+        path = "/" + "/".join(draw(st.lists(st.sampled_from(_SEGMENTS), min_size=1,
+                                            max_size=3)))
+        kind = draw(st.sampled_from(["exact", "prefix", "template"]))
+        if kind != "template":
+            path = path.replace("{id}", "7")
+        match["path"] = {kind: path}
+    return match
+
+
+def _requests_it_matches(match: dict[str, object]) -> list[RequestContext]:
+    """Requests a route with this match takes: each method, host and path shape it allows."""
+    methods = match.get("methods") or ["GET", "POST", "PUT"]
+    hosts = [h.replace("*", label) for h in match.get("hosts") or ["x.test", "a.example.com"]
+             for label in ("c", "b.a")]
+    path = match.get("path") or {"prefix": "/"}
+    assert isinstance(path, dict) and isinstance(methods, list)
+    ((kind, text),) = path.items()
+    fillers = ["7", "orders", "x.json", "7.json", "a"]
+    if kind == "exact":
+        paths = [text]
+    elif kind == "prefix":
+        paths = [text, *(text + f for f in fillers), *(text + "/" + f for f in fillers)]
+    else:
+        paths = [text.replace("{id}", f) for f in fillers]
+    return [RequestContext(m, p, host=h) for m in methods for h in hosts for p in paths]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_matches(), min_size=2, max_size=4))
+def test_a_route_said_to_be_hidden_never_decides_a_request(
+    matches: list[dict[str, object]],
+) -> None:
+    config = routes(*matches)
+    compiled = [compile_route(r, ()) for r in config.routes]
+    for (_, index), _ in advise(config):  # each at ("routes", index)
+        assert isinstance(index, int)
+        for ctx in _requests_it_matches(matches[index]):
+            if compiled[index].matches(ctx):
+                assert any(r.matches(ctx) for r in compiled[:index]), (ctx, matches)
