@@ -19,6 +19,7 @@ from authz_service.identity.credentials import HeaderLocation, read_header_crede
 from authz_service.identity.errors import InvalidCredential
 from authz_service.identity.given import GivenIdentity
 from authz_service.models import Identity, RequestContext
+from tollgate.config import worded_pattern
 
 if TYPE_CHECKING:
     from authz_service.identity.registry import SourceContext
@@ -26,12 +27,14 @@ if TYPE_CHECKING:
 KIND = "api_key"
 _NAME = NAME
 _HEADER = HEADER
+_SHA256 = worded_pattern(r"^[0-9a-fA-F]{64}$", "a SHA-256 digest (64 hex digits)")
+_SHA512 = worded_pattern(r"^[0-9a-fA-F]{128}$", "a SHA-512 digest (128 hex digits)")
 
 
 class ApiKeyEntry(Model):
     id: Annotated[str, Field(pattern=_NAME)]  # names the key in logs; never the key itself
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
-    sha512: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{128}$")] | None = None
+    sha256: Annotated[str, Field(pattern=_SHA256)] | None = None
+    sha512: Annotated[str, Field(pattern=_SHA512)] | None = None
     subject: Annotated[str, Field(min_length=1)]
     scopes: list[str] = Field(default_factory=list)
     roles: list[str] = Field(default_factory=list)
