@@ -13,6 +13,7 @@ import io
 import json
 import subprocess
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given, settings
@@ -20,10 +21,15 @@ from hypothesis import strategies as st
 
 from authz_service.cli import DEFAULT_CONFIG, check_config
 from authz_service.config import AuthzConfig
-from authz_service.models import RequestContext
+from authz_service.keys.keyset import parse_jwks
+from authz_service.models import Allow, Deny, RequestContext
 from authz_service.policy.advice import advise
+from authz_service.policy.compiled import compile_config
+from authz_service.policy.engine import decide
 from authz_service.policy.routes import compile_route
+from tests.authz import jwt_kit
 from tests.authz.grpc_kit import authz_process, check_request
+from tests.authz.test_regressions import T0, StaticKeys
 from tests.support import binary, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check_config"
@@ -115,6 +121,34 @@ def test_audiences_any_is_accepted_when_said() -> None:
     })
     jwt = config.identities[0].mechanism()[1]
     assert jwt.accepted_audiences() == frozenset()
+
+
+@pytest.mark.parametrize(("audiences", "allowed"), [("any", True), (["orders-api"], False)])
+def test_audiences_any_accepts_a_token_for_another_api_and_a_list_does_not(
+    audiences: object, allowed: bool,
+) -> None:
+    key = jwt_kit.rsa_key("k1")
+    keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
+    config = AuthzConfig.model_validate({
+        "identities": [{"name": "idp", "jwt": {"issuer": jwt_kit.ISSUER, "audiences": audiences,
+                                                "jwks_uri": "https://idp.test/jwks"}}],
+        "routes": [{"name": "r"}],
+    })
+    policy = compile_config(config, lambda name, source: keys)
+    token = jwt_kit.mint(key, aud="billing-api", iat=int(T0), exp=int(T0) + 300)
+    ctx = RequestContext("GET", "/x",
+                         headers=MappingProxyType({"authorization": f"Bearer {token}"}))
+    outcome = decide(policy, ctx, T0)
+    assert isinstance(outcome, Allow) is allowed
+    if not allowed:
+        assert isinstance(outcome, Deny)
+        assert (outcome.code, outcome.description) == ("invalid_token", "audience not accepted")
+
+
+@pytest.mark.parametrize("methods", [["get", "Post"], ["PROPFIND", "MKCOL"], ["PATCH"]])
+def test_methods_of_any_case_from_the_registry_are_accepted(methods: list[str]) -> None:
+    config = routes({"methods": methods})
+    assert config.routes[0].match.methods == [m.upper() for m in methods]
 
 
 def routes(*matches: dict[str, object]) -> AuthzConfig:
