@@ -185,6 +185,8 @@ def test_routes_that_can_still_match_are_not_warned_about(
     ({"path": {"template": "/orders/{id}.json"}}, {"path": {"exact": "/orders/7.json"}}),
     ({"hosts": ["*.example.com"]}, {"hosts": ["*.eu.example.com", "a.example.com"]}),
     ({"path": {"exact": "/orders"}}, {"methods": ["GET"], "path": {"template": "/orders"}}),
+    ({"path": {"template": "/{tenant}/orders"}}, {"path": {"exact": "/acme/orders"}}),
+    ({"path": {"prefix": "/a"}}, {"path": {"template": "/ab/{id}"}}),
 ])
 def test_routes_an_earlier_one_covers_are_warned_about(
     matches: tuple[dict[str, object], ...],
