@@ -19,7 +19,7 @@ from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy, watched_files
 from ratelimit_service.stores.factory import StoreSettings, build_store
 from ratelimit_service.stores.target import TargetError
-from tollgate.config import ConfigError
+from tollgate.config import ConfigError, ConfigNote
 from tollgate.http_server import HttpLimits, HttpServer
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics
@@ -81,12 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_config(path: str, out: TextIO, err: TextIO) -> int:
-    """Validate and compile `path` (fetching nothing); print the first error's location."""
+def check_config(path: str, out: TextIO, err: TextIO, *, strict: bool = False) -> int:
+    """Validate and compile `path` (fetching nothing); print the first error's location,
+    and each warning (`strict`: a warning fails the check too)."""
+    warnings: list[ConfigNote] = []
     try:
-        policy = load_policy(path, KeyRegistry())
+        policy = load_policy(path, KeyRegistry(), warnings)
     except ConfigError as exc:
         print(str(exc), file=err)
+        return 1
+    for note in warnings:
+        print(f"warning: {note}", file=err)
+    if strict and warnings:
+        print(f"{path}: {len(warnings)} warning(s), refused (--strict)", file=err)
         return 1
     routes = len(policy.routes)
     limits = ""
@@ -96,6 +103,15 @@ def check_config(path: str, out: TextIO, err: TextIO) -> int:
     print(f"{path}: ok ({len(policy.sources)} identity sources, {routes} routes{limits})",
           file=out)
     return 0
+
+
+def _load(path: Path, keys: KeyRegistry) -> CompiledPolicy:
+    """load_policy, logging each warning (a file that loads but likely says too little)."""
+    warnings: list[ConfigNote] = []
+    policy = load_policy(path, keys, warnings)
+    for note in warnings:
+        log.warning("config warning", extra={"warning": str(note)})
+    return policy
 
 
 def _limit_counter(args: argparse.Namespace) -> LimitCounter:
@@ -111,12 +127,12 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     config_path = Path(args.config) if args.config else DEFAULT_CONFIG
     keys = KeyRegistry()
     try:
-        holder: ConfigHolder[CompiledPolicy] = ConfigHolder(load_policy(config_path, keys))
+        holder: ConfigHolder[CompiledPolicy] = ConfigHolder(_load(config_path, keys))
     except ConfigError as exc:
         log.error("invalid config", extra={"error": str(exc)})
         raise SystemExit(1) from None
     watcher = ConfigWatcher(
-        config_path, holder, lambda: load_policy(config_path, keys),
+        config_path, holder, lambda: _load(config_path, keys),
         interval=args.reload_interval, also_watch=watched_files,
     )
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))

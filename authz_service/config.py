@@ -15,6 +15,7 @@ from pydantic import Field, create_model, field_validator, model_validator
 from authz_service.config_base import HEADER, NAME, Model
 from authz_service.identity.registry import KINDS
 from authz_service.limits.config import RateLimits
+from authz_service.methods import known_methods
 
 _NAME = NAME
 _HEADER = HEADER
@@ -75,7 +76,7 @@ class RouteMatch(Model):
     @field_validator("methods")
     @classmethod
     def _upper(cls, value: list[str]) -> list[str]:
-        return [m.upper() for m in value]
+        return known_methods(value)
 
 
 class ScopeRule(Model):

@@ -377,6 +377,7 @@ def _check_deadline(idp: object, workdir: Path, rsa: jwt_kit.SigningKey, n: int)
   - name: idp
     jwt:
       issuer: {jwt_kit.ISSUER}
+      audiences: [{jwt_kit.AUDIENCE}]
       jwks_uri: {idp.base_url}/jwks
       refresh: {json.dumps(refresh)}
 routes:

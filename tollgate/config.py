@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pydantic
 
@@ -47,6 +48,36 @@ class ConfigError(Exception):
         return hash(self._where)
 
 
+@dataclass(frozen=True)
+class ConfigNote:
+    """A warning about a config that loads; `str()` reads `file:line: reason` too."""
+
+    file: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class Advice(Generic[T]):
+    """Asks a built config for warnings while its document's lines are still known.
+
+    `check` yields (document path, reason); `found` collects them as ConfigNotes.
+    """
+
+    check: Callable[[T], Iterable[tuple[tuple[str | int, ...], str]]]
+    found: list[ConfigNote] = field(default_factory=list)
+
+    def note(self, result: T, file: str, lines: dict[tuple[str | int, ...], int]) -> None:
+        for path, reason in self.check(result):
+            where = _loc_text(path)
+            text = f"{where}: {reason}" if where else reason
+            self.found.append(ConfigNote(file, line_of(lines, path), text))
+
+
 def _loc_text(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
     for item in loc:
@@ -61,6 +92,7 @@ def parse_config_text(
     text: str,
     file: str,
     build: Callable[[Any], T],
+    advice: Advice[T] | None = None,
 ) -> T:
     """Parse YAML text and build a config object; raise ConfigError with a location.
 
@@ -75,6 +107,8 @@ def parse_config_text(
         error = ConfigError(file, exc.line, exc.reason)
     else:
         result = _build_located(doc, file, build)
+        if advice is not None and not isinstance(result, ConfigError):
+            advice.note(result, file, doc.lines)
         release(doc.lines)  # ours alone (a built config may share parts of doc.data)
         if not isinstance(result, ConfigError):
             return result
@@ -91,13 +125,15 @@ def _build_located(doc: YamlDocument, file: str, build: Callable[[Any], T]) -> T
     try:
         return build(doc.data)
     except pydantic.ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
+        errors = exc.errors(include_url=False)
+        err = errors[0]
         loc = tuple(err["loc"])
         # pydantic adds the union member / discriminator names into loc; keep the
         # parts that exist in the document for the line lookup.
         line = line_of(doc.lines, _document_path(loc, doc.data))
-        reason = _our_words(err["type"], err["msg"], loc)
-        where = _loc_text(loc)
+        said = _said_path(loc, doc.data, missing=err["type"] == "missing")
+        reason = _union_words(errors, said, doc.data) or _our_words(err)
+        where = _loc_text(said)
         return ConfigError(file, line, f"{where}: {reason}" if where else reason)
     except LocatedError as exc:
         line = line_of(doc.lines, exc.path)
@@ -105,14 +141,99 @@ def _build_located(doc: YamlDocument, file: str, build: Callable[[Any], T]) -> T
         return ConfigError(file, line, f"{where}: {exc.reason}" if where else exc.reason)
 
 
-def _our_words(kind: str, message: str, loc: tuple[Any, ...]) -> str:
-    """pydantic's message in the terms of a YAML file."""
+_PATTERN_WORDS: dict[str, str] = {}
+
+
+def worded_pattern(pattern: str, words: str) -> str:
+    """`pattern`, registered so a value that does not match it is said to be not `words`."""
+    _PATTERN_WORDS[pattern] = words
+    return pattern
+
+
+_EXPECTED = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "set_type": "a list",
+    "dict_type": "a mapping (key: value)",
+    "model_type": "a mapping (key: value)",
+    "model_attributes_type": "a mapping (key: value)",
+}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
+}
+
+
+def _union_words(errors: list[Any], said: tuple[Any, ...], data: Any) -> str | None:
+    """A value that fits none of a union's kinds (`list[str] | str`): pydantic reports
+    one error per kind; say them as one, 'expected a list or text, found ...'."""
+    same = [e for e in errors if len(e["loc"]) > len(said)
+            and _said_path(tuple(e["loc"]), data, missing=False) == said]
+    kinds = list(dict.fromkeys(_EXPECTED.get(e["type"], "") for e in same))
+    if len(same) < 2 or len(same) != len(errors) or "" in kinds:
+        return None
+    return f"expected {' or '.join(kinds)}, found {_yaml_kind(same[0].get('input'))}"
+
+
+def _yaml_kind(value: Any) -> str:
+    """What a YAML reader calls the value that was found."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"'{str(value).lower()}'"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text '{value}'" if len(value) <= 40 else "text"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _our_words(err: Any) -> str:
+    """pydantic's error in the terms of a YAML file (never its class or type names)."""
+    kind: str = err["type"]
+    message: str = err["msg"]
+    loc: tuple[Any, ...] = tuple(err["loc"])
+    ctx: dict[str, Any] = err.get("ctx") or {}
     if kind == "extra_forbidden":
         return f"unknown key '{loc[-1]}'"
     if kind == "missing":
         return f"missing required key '{loc[-1]}'"
     if kind in ("value_error", "assertion_error"):
         return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, found {_yaml_kind(err.get('input'))}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        return f"must be {words} {ctx.get(key)}, found {err.get('input')}"
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}, found {_yaml_kind(err.get('input'))}"
+    if kind == "string_too_short":
+        least = ctx.get("min_length", 1)
+        return "must not be empty" if least == 1 else f"needs at least {least} characters"
+    if kind == "string_too_long":
+        return f"has more than {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        return f"needs at least {ctx.get('min_length')} item(s)"
+    if kind == "too_long":
+        return f"has more than {ctx.get('max_length')} items"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern"))
+        words = _PATTERN_WORDS.get(pattern, f"of the form {pattern}")
+        return f"'{err.get('input')}' is not {words}"
     return message
 
 
@@ -133,6 +254,23 @@ def _document_path(loc: tuple[Any, ...], data: Any) -> tuple[str | int, ...]:
     return tuple(path)
 
 
+def _said_path(loc: tuple[Any, ...], data: Any, *, missing: bool) -> tuple[Any, ...]:
+    """The error location as the file says it: without the union member names pydantic
+    adds (`list[str]`, `literal['any']`), which are keys no document has. Indexes stay
+    (a value a model turns into a list is reported at [0]), and so does a missing key."""
+    said: list[Any] = []
+    node = data
+    for pos, part in enumerate(loc):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif isinstance(part, str) and not (missing and pos == len(loc) - 1):
+            continue
+        said.append(part)
+    return tuple(said)
+
+
 class LocatedError(ValueError):
     """A semantic config error found after schema validation, at a document path."""
 
@@ -142,8 +280,13 @@ class LocatedError(ValueError):
         self.reason = reason
 
 
-def load_config_file(path: str | Path, build: Callable[[Any], T]) -> T:
-    """Read and build a config file; every failure is a ConfigError naming the file."""
+def load_config_file(
+    path: str | Path, build: Callable[[Any], T], advice: Advice[T] | None = None
+) -> T:
+    """Read and build a config file; every failure is a ConfigError naming the file.
+
+    With `advice`, its warnings about the built config are collected in `advice.found`.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -153,4 +296,4 @@ def load_config_file(path: str | Path, build: Callable[[Any], T]) -> T:
         raise ConfigError(str(p), None, f"not UTF-8 text: {exc.reason}") from None
     except OSError as exc:
         raise ConfigError(str(p), None, f"cannot read: {exc.strerror}") from None
-    return parse_config_text(text, str(p), build)
+    return parse_config_text(text, str(p), build, advice)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 # subcommand -> (module, one-line help); each module has add_arguments(p) and run(args) -> int
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-config": ("tollgate_cli.check_config", "validate an authz or ratelimit config"),
+    "test": ("tollgate_cli.policy_tests", "run a policy's tests offline (tollgate test "
+             "POLICY TESTFILE)"),
     "up": ("tollgate_cli.stack", "run the local stack: Envoy, both services, demo issuer/upstream"),
     "token": ("tollgate_cli.token", "mint a demo access token (needs the run dir's issuer key)"),
     "devcerts": ("tollgate_cli.devcerts", "create or reuse the demo CA and certificates"),

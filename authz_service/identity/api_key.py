@@ -17,7 +17,9 @@ from pydantic import Field, model_validator
 from authz_service.config_base import HEADER, NAME, Model
 from authz_service.identity.credentials import HeaderLocation, read_header_credential
 from authz_service.identity.errors import InvalidCredential
+from authz_service.identity.given import GivenIdentity
 from authz_service.models import Identity, RequestContext
+from tollgate.config import worded_pattern
 
 if TYPE_CHECKING:
     from authz_service.identity.registry import SourceContext
@@ -25,12 +27,14 @@ if TYPE_CHECKING:
 KIND = "api_key"
 _NAME = NAME
 _HEADER = HEADER
+_SHA256 = worded_pattern(r"^[0-9a-fA-F]{64}$", "a SHA-256 digest (64 hex digits)")
+_SHA512 = worded_pattern(r"^[0-9a-fA-F]{128}$", "a SHA-512 digest (128 hex digits)")
 
 
 class ApiKeyEntry(Model):
     id: Annotated[str, Field(pattern=_NAME)]  # names the key in logs; never the key itself
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
-    sha512: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{128}$")] | None = None
+    sha256: Annotated[str, Field(pattern=_SHA256)] | None = None
+    sha512: Annotated[str, Field(pattern=_SHA512)] | None = None
     subject: Annotated[str, Field(min_length=1)]
     scopes: list[str] = Field(default_factory=list)
     roles: list[str] = Field(default_factory=list)
@@ -61,6 +65,7 @@ class ApiKeyIdentitySource:
         # One Identity per key, built once: what is derived from it (its Allow per
         # route, the bytes a door sends) is then built once too.
         self.identities = {id(e): self._identity(e) for e in config.keys}
+        self.by_key_id = {e.id: self.identities[id(e)] for e in config.keys}
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
         presented = read_header_credential(ctx, self.location, self.max_key_bytes)
@@ -96,6 +101,16 @@ class ApiKeyIdentitySource:
 
 def build(ctx: SourceContext, config: ApiKeySource) -> ApiKeyIdentitySource:
     return ApiKeyIdentitySource(ctx.name, config, ctx.max_token_bytes)
+
+
+def given_identity(source: ApiKeyIdentitySource, given: GivenIdentity) -> Identity:
+    """A policy test's caller: the identity of the key with this id."""
+    if given.key is None or given.claims or given.spiffe is not None:
+        raise ValueError("an API key identity is given as 'key: <the key's id>'")
+    identity = source.by_key_id.get(given.key)
+    if identity is None:
+        raise ValueError(f"no key with id '{given.key}' in identity source '{source.name}'")
+    return identity
 
 
 def credential_headers(config: ApiKeySource) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
@@ -17,6 +17,7 @@ from authz_service.identity.errors import (
     InvalidCredential,
     KeysUnavailable,
 )
+from authz_service.identity.given import GivenIdentity
 from authz_service.identity.jwt_verifier import (
     ClaimRules,
     NoKeys,
@@ -40,6 +41,10 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 _HEADER = HEADER
+_AUDIENCES_NEEDED = (
+    "tokens this issuer mints for any other API would be accepted; list the audiences "
+    "this API accepts (the token's aud), or set 'audiences: any' on purpose"
+)
 
 
 class TokenLocation(Model):
@@ -71,7 +76,9 @@ class JwksRefresh(Model):
 
 class JwtSource(Model):
     issuer: Annotated[str, Field(min_length=1)]
-    audiences: list[str] = Field(default_factory=list)
+    # Required: without it a token the issuer minted for any other API would pass.
+    # `any` accepts every audience, and says so in the file.
+    audiences: list[Annotated[str, Field(min_length=1)]] | Literal["any"] | None = None
     jwks_uri: str | None = None
     jwks_file: str | None = None
     discovery: bool = False
@@ -91,6 +98,27 @@ class JwtSource(Model):
     )
     refresh: JwksRefresh = Field(default_factory=JwksRefresh)
     allow_insecure_http: bool = False  # http:// key URLs outside loopback
+
+    @field_validator("audiences", mode="before")
+    @classmethod
+    def _audience_list(cls, value: Any) -> Any:
+        if value is None or value == "any":
+            return value
+        if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
+            raise ValueError("'audiences' is a list of audience names, or 'any'")
+        if not value:
+            raise ValueError(f"'audiences' is empty: {_AUDIENCES_NEEDED}")
+        return value
+
+    @model_validator(mode="after")
+    def _audience_said(self) -> JwtSource:
+        if self.audiences is None:
+            raise ValueError(f"no 'audiences': {_AUDIENCES_NEEDED}")
+        return self
+
+    def accepted_audiences(self) -> frozenset[str]:
+        """The audiences a token must name one of; empty for `audiences: any`."""
+        return frozenset(self.audiences) if isinstance(self.audiences, list) else frozenset()
 
     @field_validator("algorithms")
     @classmethod
@@ -187,7 +215,7 @@ class JwtIdentitySource:
         ]
         self.rules = ClaimRules(
             issuer=config.issuer,
-            audiences=frozenset(config.audiences),
+            audiences=config.accepted_audiences(),
             required=frozenset(config.required_claims),
             skew=config.clock_skew_seconds,
             max_lifetime=config.max_lifetime_seconds,
@@ -213,7 +241,12 @@ class JwtIdentitySource:
             raise KeysNeeded(self.name, exc.kid, no_keys=isinstance(exc, NoKeys)) from None
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
-        claims = parsed.claims
+        identity = self.identity_of(parsed.claims)
+        self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
+        return identity
+
+    def identity_of(self, claims: dict[str, Any]) -> Identity:
+        """Who a verified token's claims say is calling (InvalidCredential: no subject)."""
         subject = claims.get(self.config.subject_claim)
         if not isinstance(subject, str) or not subject:
             raise InvalidCredential(f"missing required claim '{self.config.subject_claim}'")
@@ -225,7 +258,7 @@ class JwtIdentitySource:
             kept["roles"] = string_list(claims[self.config.roles_claim])
         tenant = claims.get(self.config.tenant_claim)
         plan = claims.get(self.config.plan_claim)
-        identity = Identity(
+        return Identity(
             kind=KIND,
             subject=subject,
             source=self.name,
@@ -235,8 +268,6 @@ class JwtIdentitySource:
             tenant=tenant if isinstance(tenant, str) else "",
             plan=plan if isinstance(plan, str) else "",
         )
-        self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
-        return identity
 
     def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
         """One frozenset per distinct scope set: thousands of cached tokens share a few.
@@ -255,6 +286,20 @@ def build(ctx: SourceContext, config: JwtSource) -> JwtIdentitySource:
     provider = ctx.key_provider(ctx.name, config)  # ValueError: bad key settings
     return JwtIdentitySource(ctx.name, config, provider, ctx.token_cache, ctx.max_token_bytes,
                              kept_claims=ctx.kept_claims)
+
+
+def given_identity(source: JwtIdentitySource, given: GivenIdentity) -> Identity:
+    """A policy test's caller: the identity a verified token with these claims proves."""
+    if given.key is not None or given.spiffe is not None:
+        raise ValueError("a JWT identity is given as claims (and subject, scopes, roles)")
+    claims: dict[str, Any] = {"iss": source.rules.issuer, **given.claims}
+    if given.subject is not None:
+        claims[source.config.subject_claim] = given.subject
+    if given.scopes and source.config.scope_claims:
+        claims[source.config.scope_claims[0]] = " ".join(given.scopes)
+    if given.roles:
+        claims[source.config.roles_claim] = list(given.roles)
+    return source.identity_of(claims)
 
 
 def credential_headers(config: JwtSource) -> tuple[str, ...]:

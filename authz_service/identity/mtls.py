@@ -15,6 +15,7 @@ from pydantic import Field
 
 from authz_service.config_base import Model
 from authz_service.identity.errors import NotAllowed
+from authz_service.identity.given import GivenIdentity
 from authz_service.models import Identity, RequestContext
 
 if TYPE_CHECKING:
@@ -92,6 +93,18 @@ class MtlsIdentitySource:
 
 def build(ctx: SourceContext, config: MtlsSource) -> MtlsIdentitySource:
     return MtlsIdentitySource(ctx.name, config)
+
+
+def given_identity(source: MtlsIdentitySource, given: GivenIdentity) -> Identity:
+    """A policy test's caller: what this source makes of a peer certificate with this
+    SPIFFE ID (NotAllowed, as in service, when its trust domain or list refuses it)."""
+    if given.spiffe is None or given.claims or given.key is not None:
+        raise ValueError("an mTLS identity is given as 'spiffe: <the peer's SPIFFE ID>'")
+    peer = RequestContext("GET", "/", peer_principal=given.spiffe, peer_certificate=True)
+    identity = source.authenticate(peer, 0.0)
+    if identity is None:  # an empty principal
+        raise ValueError("'spiffe' is empty")
+    return identity
 
 
 def credential_headers(config: MtlsSource) -> tuple[str, ...]:

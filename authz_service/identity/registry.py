@@ -14,8 +14,10 @@ from pydantic import BaseModel
 
 from authz_service.identity import api_key, jwt, mtls
 from authz_service.identity.base import IdentitySource
+from authz_service.identity.given import GivenIdentity
 from authz_service.identity.jwt import KeyProviderFactory
 from authz_service.identity.token_cache import TokenCache
+from authz_service.models import Identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +36,15 @@ class Mechanism:
     config: type[BaseModel]
     build: Callable[[SourceContext, Any], IdentitySource]  # ValueError: unusable settings
     credential_headers: Callable[[Any], tuple[str, ...]]  # removed before the upstream
+    # `tollgate test`: the Identity the built source proves for a caller a test states
+    # (ValueError: the statement does not fit this mechanism; CredentialError: refused).
+    given_identity: Callable[[Any, GivenIdentity], Identity]
 
 
 KINDS: dict[str, Mechanism] = {
-    jwt.KIND: Mechanism(jwt.JwtSource, jwt.build, jwt.credential_headers),
-    api_key.KIND: Mechanism(api_key.ApiKeySource, api_key.build, api_key.credential_headers),
-    mtls.KIND: Mechanism(mtls.MtlsSource, mtls.build, mtls.credential_headers),
+    jwt.KIND: Mechanism(jwt.JwtSource, jwt.build, jwt.credential_headers, jwt.given_identity),
+    api_key.KIND: Mechanism(api_key.ApiKeySource, api_key.build, api_key.credential_headers,
+                            api_key.given_identity),
+    mtls.KIND: Mechanism(mtls.MtlsSource, mtls.build, mtls.credential_headers,
+                         mtls.given_identity),
 }

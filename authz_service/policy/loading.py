@@ -6,19 +6,29 @@ from pathlib import Path
 
 from authz_service.config import AuthzConfig
 from authz_service.keys.registry import KeyRegistry
+from authz_service.policy.advice import advise
 from authz_service.policy.compiled import CompiledPolicy, compile_config
-from tollgate.config import load_config_file
+from tollgate.config import Advice, ConfigNote, load_config_file
 
 
-def load_policy(path: str | Path, keys: KeyRegistry) -> CompiledPolicy:
-    """Read, validate and compile a config file; ConfigError names file and line."""
+def load_policy(
+    path: str | Path, keys: KeyRegistry, warnings: list[ConfigNote] | None = None
+) -> CompiledPolicy:
+    """Read, validate and compile a config file; ConfigError names file and line.
+
+    `warnings`, when given, receives what the file probably did not mean
+    (policy/advice.py), each naming file and line.
+    """
     path = Path(path)
     factory = keys.factory(path.parent)
 
     def build(data: object) -> CompiledPolicy:
         return compile_config(AuthzConfig.model_validate(data), factory, path.parent)
 
-    policy = load_config_file(path, build)
+    advice: Advice[CompiledPolicy] = Advice(lambda policy: advise(policy.config))
+    policy = load_config_file(path, build, advice)
+    if warnings is not None:
+        warnings.extend(advice.found)
     keys.activate(factory.built)
     return policy
 

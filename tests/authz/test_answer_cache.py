@@ -27,7 +27,7 @@ def test_a_cached_token_reuses_its_answer_within_one_policy_only() -> None:
     keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
     config = AuthzConfig.model_validate({
         "identities": [{"name": "idp", "jwt": {
-            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks"}}],
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "audiences": "any"}}],
         "routes": [{"name": "a", "match": {"path": {"prefix": "/a"}}},
                    {"name": "b", "match": {"path": {"prefix": "/b"}}}],
     })

@@ -62,6 +62,7 @@ def base_config(**overrides: Any) -> dict[str, Any]:
                 "name": "other-idp",
                 "jwt": {
                     "issuer": "https://other.test",
+                    "audiences": "any",
                     "jwks_file": "unused.json",
                     "algorithms": ["RS256"],
                 },

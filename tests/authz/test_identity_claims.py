@@ -29,6 +29,7 @@ def test_roles_come_from_the_configured_claim_and_only_read_claims_are_kept() ->
     config = AuthzConfig.model_validate({
         "identities": [{"name": "idp", "jwt": {
             "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "roles_claim": "groups",
+            "audiences": "any",
         }}],
         "routes": [{"name": "r", "require": {"roles": {"all_of": ["ops"]},
                                              "claims": {"tenant": "acme"}}}],
@@ -58,7 +59,7 @@ def test_non_ascii_claims_reach_neither_headers_nor_metadata() -> None:
     keys = StaticKeys(parse_jwks(json.dumps(jwt_kit.jwks(key))))
     config = AuthzConfig.model_validate({
         "identities": [{"name": "idp", "jwt": {
-            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks"}}],
+            "issuer": jwt_kit.ISSUER, "jwks_uri": "https://idp.test/jwks", "audiences": "any"}}],
         "routes": [{"name": "r"}],
         "upstream": {"claims": {"email": "x-user-email"}},
     })

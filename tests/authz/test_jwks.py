@@ -570,6 +570,7 @@ identities:
   - name: idp
     jwt:
       issuer: {jwt_kit.ISSUER}
+      audiences: any
       jwks_uri: {uri}
 routes:
   - name: r
@@ -617,7 +618,7 @@ def test_a_slow_idp_costs_one_prompt_401_not_an_envoy_timeout(tmp_path: Path) ->
         config.write_text(f"""
 identities:
   - name: idp
-    jwt: {{issuer: {jwt_kit.ISSUER}, jwks_uri: {idp.base_url}/keys,
+    jwt: {{issuer: {jwt_kit.ISSUER}, jwks_uri: {idp.base_url}/keys, audiences: any,
            refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 5}}}}
 routes:
   - name: all

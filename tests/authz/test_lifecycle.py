@@ -32,6 +32,7 @@ identities:
   - name: idp
     jwt:
       issuer: https://issuer.test
+      audiences: [orders]
       jwks_uri: https://issuer.test/jwks
 routes:
   - name: r
@@ -47,7 +48,7 @@ BROKEN = {
     "bad_algorithm": (
         BASE.replace("jwks_uri: https://issuer.test/jwks\n",
                      "jwks_uri: https://issuer.test/jwks\n      algorithms: [RS1]\n"),
-        "7: identities[0].jwt.algorithms: algorithm 'RS1' is not supported "
+        "8: identities[0].jwt.algorithms: algorithm 'RS1' is not supported "
         "(allowed: ES256, ES384, ES512, EdDSA, HS256, HS384, HS512, PS256, PS384, PS512, "
         "RS256, RS384, RS512)",
     ),
@@ -57,15 +58,15 @@ BROKEN = {
     ),
     "unknown_identity_source": (
         BASE.replace("identities: [idp]", "identities: [nobody]"),
-        "10: routes[0].identities[0]: unknown identity source 'nobody'",
+        "11: routes[0].identities[0]: unknown identity source 'nobody'",
     ),
     "duplicate_route": (
         BASE + "  - name: r\n    match: {path: {prefix: /x}}\n    identities: [idp]\n",
-        "11: routes[1].name: duplicate route name 'r'",
+        "12: routes[1].name: duplicate route name 'r'",
     ),
     "yaml_syntax": (
         BASE.replace("identities: [idp]", "identities: [idp"),
-        "11: invalid YAML: expected ',' or ']', but got '<stream end>'",
+        "12: invalid YAML: expected ',' or ']', but got '<stream end>'",
     ),
     "duplicate_yaml_key": (
         BASE.replace("realm: t\n", "realm: t\nrealm: u\n"),

@@ -104,7 +104,7 @@ def test_health_probe_script_against_a_real_service_on_a_unix_socket(tmp_path: P
     config = tmp_path / "authz.yaml"
     config.write_text(f"""identities:
   - name: idp
-    jwt: {{issuer: https://issuer.test, jwks_uri: "http://127.0.0.1:{free_port()}/jwks"}}
+    jwt: {{issuer: https://issuer.test, audiences: [orders], jwks_uri: "http://127.0.0.1:{free_port()}/jwks"}}
 routes:
   - name: r
     match: {{path: {{prefix: /}}}}

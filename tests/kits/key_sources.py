@@ -16,6 +16,7 @@ from tests.kits.http_kit import HttpServer
 def source(**fields: Any) -> JwtSource:
     fields.setdefault("issuer", jwt_kit.ISSUER)
     fields.setdefault("algorithms", ["RS256", "ES256"])
+    fields.setdefault("audiences", [jwt_kit.AUDIENCE])
     return JwtSource.model_validate(fields)
 
 

@@ -34,9 +34,9 @@ INVALID = {
     "misspelled_key.yaml": "5: descriptors[0].ratelimit: unknown key 'ratelimit'",
     "misspelled_key2.yaml": "8: descriptors[0].rate_limit.limit_name: unknown key 'limit_name'",
     "negative_limit.yaml": "6: descriptors[0].rate_limit.requests_per_unit: "
-    "Input should be greater than or equal to 0",
+    "must be at least 0, found -3",
     "non_map_list.yaml": "3: descriptors[0]: "
-    "Input should be a valid dictionary or instance of DescriptorYaml",
+    "expected a mapping (key: value), found the text 'a'",
     "replaces_empty.yaml": "7: descriptors[0].rate_limit.replaces[0]: "
     "should not have an empty replaces entry",
     "replaces_self.yaml": "10: descriptors[0].descriptors[0].rate_limit.replaces[0].name: "
