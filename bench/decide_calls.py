@@ -15,16 +15,15 @@ import time
 from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
-
-# Appended, not put first: PYTHONPATH (another tree) stays ahead of this one.
-sys.path.append(str(Path(__file__).resolve().parent.parent))
-
 from authz_service.config import AuthzConfig
 from authz_service.keys.keyset import parse_jwks
 from authz_service.models import RequestContext
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import decide
 from tests.kits import jwt_kit
+
+# Appended, not put first: PYTHONPATH (another tree) stays ahead of this one.
+
 
 
 class Keys:

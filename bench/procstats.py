@@ -56,3 +56,10 @@ def memory_mb(pid: int | str = "self") -> tuple[float, float]:
 
 def peak_rss_mb(pid: int) -> float:
     return memory_mb(pid)[0]
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procstats import cpu_seconds
+from bench.procstats import machine_busy, cpu_seconds
 from ratelimit_service.adapter import to_query
 from ratelimit_service.decision import DecisionSettings, counter_ops, decide, plan
 from ratelimit_service.stores.memory import MemoryStore
@@ -170,11 +170,6 @@ class Service:
         self.proc.wait(timeout=30)
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far (/proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields) - idle) / CLK_TCK, sum(fields) / CLK_TCK
 
 
 def workers_ratio(config: Path, body: Path, single: RedisProcess,

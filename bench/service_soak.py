@@ -12,6 +12,7 @@ and its RSS at the end. bench/rss_soak.py measures the engines alone, in-process
 
 from __future__ import annotations
 
+from bench.procstats import memory_mb
 import argparse
 import asyncio
 import json
@@ -54,11 +55,6 @@ descriptors:
 """
 
 
-def memory_mb(pid: int) -> dict[str, float]:
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-    )
-    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM")}
 
 
 async def send_all(
@@ -86,18 +82,18 @@ def soak(name: str, argv: list[str], address: str, method: str, *, requests: lis
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_serving(address, proc)
-        idle = memory_mb(proc.pid)["VmRSS"]
+        idle = memory_mb(proc.pid)[1]
         started = time.monotonic()
         done, failed = uvloop.run(send_all(address, method, requests, total, ok))
         seconds = time.monotonic() - started
-        end = memory_mb(proc.pid)
+        peak, end = memory_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
     if failed:
         raise SystemExit(f"{name}: {failed} of the sampled answers were not OK")
     return {"service": name, "requests": done, "seconds": seconds, "idle_mb": idle,
-            "peak_mb": end["VmHWM"], "end_mb": end["VmRSS"]}
+            "peak_mb": peak, "end_mb": end}
 
 
 def main() -> None:

@@ -12,14 +12,8 @@ from authz_service.models import Allow, Answer, RequestContext
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import decide
 from tests.kits import jwt_kit
+from tests.kits.key_sources import T0, StaticKeys
 
-T0 = 1_800_000_000.0
-
-
-class StaticKeys:
-    def __init__(self, keys: KeySet) -> None:
-        self.key_set = keys
-        self.generation = 1
 
 
 def test_a_cached_token_reuses_its_answer_within_one_policy_only() -> None:

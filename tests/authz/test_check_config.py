@@ -29,7 +29,7 @@ from authz_service.policy.engine import decide
 from authz_service.policy.routes import compile_route
 from tests.kits import jwt_kit
 from tests.kits.grpc_kit import authz_process, check_request
-from tests.authz.test_regressions import T0, StaticKeys
+from tests.kits.key_sources import T0, StaticKeys
 from tests.kits.processes import binary, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "check_config"

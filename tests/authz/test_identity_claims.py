@@ -11,14 +11,8 @@ from authz_service.models import Allow, Deny, RequestContext
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import decide
 from tests.kits import jwt_kit
+from tests.kits.key_sources import T0, StaticKeys
 
-T0 = 1_800_000_000.0
-
-
-class StaticKeys:
-    def __init__(self, keys: KeySet) -> None:
-        self.key_set = keys
-        self.generation = 1
 
 
 def test_roles_come_from_the_configured_claim_and_only_read_claims_are_kept() -> None:

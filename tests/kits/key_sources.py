@@ -9,8 +9,19 @@ from typing import Any
 import jwt
 
 from authz_service.identity.jwt import JwtSource
+from authz_service.keys.keyset import KeySet
 from tests.kits import jwt_kit
 from tests.kits.http_kit import HttpServer
+
+T0 = 1_800_000_000.0  # "now" of the tests that mint and decide at a fixed time
+
+
+class StaticKeys:
+    """A key provider that never fetches: one key set, one generation."""
+
+    def __init__(self, keys: KeySet) -> None:
+        self.key_set = keys
+        self.generation = 1
 
 
 def source(**fields: Any) -> JwtSource:
