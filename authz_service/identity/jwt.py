@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import HEADER, Model
-from authz_service.identity.base import string_list
+from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames
 from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
 from authz_service.identity.errors import (
     CredentialError,
@@ -69,7 +68,7 @@ class JwksRefresh(Model):
     retry_seconds: float = Field(10, gt=0)
 
 
-class JwtSource(Model):
+class JwtSource(ClaimNames):
     issuer: Annotated[str, Field(min_length=1)]
     audiences: list[str] = Field(default_factory=list)
     jwks_uri: str | None = None
@@ -81,11 +80,6 @@ class JwtSource(Model):
     required_claims: list[str] = Field(default_factory=lambda: ["exp"])
     token_type: str | None = None  # e.g. at+jwt (RFC 9068): the `typ` header must match
     max_lifetime_seconds: float | None = Field(None, gt=0)
-    subject_claim: str = "sub"
-    scope_claims: list[str] = Field(default_factory=lambda: ["scope", "scp"])
-    roles_claim: str = "roles"
-    tenant_claim: str = "tenant"
-    plan_claim: str = "plan"
     from_: list[TokenLocation] = Field(
         default_factory=lambda: [TokenLocation(header="authorization")], alias="from"
     )
@@ -138,9 +132,6 @@ class KeyProvider(Protocol):
     def generation(self) -> int: ...
 
 
-_NO_CLAIMS: MappingProxyType[str, object] = MappingProxyType({})
-
-
 class KeysNeeded(Exception):
     """The token names a kid this issuer's key set lacks: the keys may be stale.
 
@@ -177,7 +168,7 @@ class JwtIdentitySource:
         self.cache = cache
         self.max_token_bytes = max_token_bytes
         self.kept_claims = kept_claims
-        self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
+        self.mapping = ClaimMapping(KIND, name, config, kept_claims)
         self.algorithms = frozenset(config.algorithms)
         self.locations: Sequence[Location] = [
             HeaderLocation(loc.header, loc.prefix)
@@ -213,42 +204,9 @@ class JwtIdentitySource:
             raise KeysNeeded(self.name, exc.kid, no_keys=isinstance(exc, NoKeys)) from None
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
-        claims = parsed.claims
-        subject = claims.get(self.config.subject_claim)
-        if not isinstance(subject, str) or not subject:
-            raise InvalidCredential(f"missing required claim '{self.config.subject_claim}'")
-        scopes: set[str] = set()
-        for claim in self.config.scope_claims:
-            scopes.update(string_list(claims.get(claim)))
-        kept = {name: claims[name] for name in self.kept_claims if name in claims}
-        if self.config.roles_claim in claims:
-            kept["roles"] = string_list(claims[self.config.roles_claim])
-        tenant = claims.get(self.config.tenant_claim)
-        plan = claims.get(self.config.plan_claim)
-        identity = Identity(
-            kind=KIND,
-            subject=subject,
-            source=self.name,
-            scopes=self._shared(frozenset(scopes)),
-            claims=MappingProxyType(kept) if kept else _NO_CLAIMS,
-            issuer=self.rules.issuer,
-            tenant=tenant if isinstance(tenant, str) else "",
-            plan=plan if isinstance(plan, str) else "",
-        )
+        identity = self.mapping.identity(parsed.claims, self.rules.issuer)
         self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
         return identity
-
-    def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
-        """One frozenset per distinct scope set: thousands of cached tokens share a few.
-
-        Bounded: past 1024 distinct sets new ones are simply not shared.
-        """
-        shared = self._scope_sets.get(scopes)
-        if shared is not None:
-            return shared
-        if len(self._scope_sets) < 1024:
-            self._scope_sets[scopes] = scopes
-        return scopes
 
 
 def build(ctx: SourceContext, config: JwtSource) -> JwtIdentitySource:
