@@ -13,6 +13,7 @@ credentials are ever logged.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import time
@@ -62,9 +63,10 @@ class HttpIntrospector:
         self.name = name
         self.config = config
         self.auth = authenticator(config.client, base_dir, config.endpoint)
-        # Now, not on the first Check: importing httpx and building its client (TLS
-        # context) takes longer than a Check may wait.
+        # Now, not on the first Check: importing httpx, building its client (TLS context)
+        # and the transport's own imports take longer than a Check may wait.
         self._client = client()
+        _import_transport()
         self._inflight: dict[bytes, asyncio.Future[None]] = {}
         self.exchanges = 0
 
@@ -168,6 +170,13 @@ class HttpIntrospector:
         if not isinstance(document, dict):
             raise InvalidAnswer("not a JSON object")
         return document
+
+
+def _import_transport() -> None:
+    """What httpx imports on its first request (httpcore, anyio and its asyncio backend,
+    h11): 0.3-0.5 s on a loaded 2-core machine, longer than a Check's wait."""
+    for module in ("h11", "httpcore", "anyio", "anyio._backends._asyncio"):
+        importlib.import_module(module)
 
 
 def factory(client: Callable[[], httpx.AsyncClient]) -> IntrospectorFactory:

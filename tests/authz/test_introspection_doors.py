@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.authz.door_kit import Ask, HttpDoorClient, Reply, ask_grpc, ask_http, door_socket
+from tests.authz.envoy_kit import envoy_in_front
 from tests.authz.grpc_kit import AuthzClient, authz_process
 from tests.authz.introspection_kit import Endpoint, introspection_endpoint
-from tests.support import binary, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +34,7 @@ identities:
       wait_seconds: 0.3
       cache: {{negative_ttl_seconds: 60}}
 routes:
-  - name: orders-read
+  - name: orders-api  # the name envoy_kit's Envoy gives its /orders routes
     match: {{methods: [GET], path: {{template: "/orders/{{id}}"}}}}
     require: {{scopes: {{all_of: ["orders:read"]}}}}
 upstream:
@@ -157,52 +156,6 @@ def test_many_concurrent_checks_of_one_new_token_make_one_introspection(
 
 # --- through a real Envoy -----------------------------------------------------------
 
-ENVOY = """
-static_resources:
-  listeners:
-  - name: main
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          route_config:
-            virtual_hosts:
-            - name: api
-              domains: ["*"]
-              routes:
-              - match: {prefix: /}
-                direct_response: {status: 200, body: {inline_string: upstream}}
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              failure_mode_allow: false
-              grpc_service:
-                envoy_grpc: {cluster_name: authz}
-                timeout: 0.5s
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: authz
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: authz
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {pipe: {path: "%(socket)s"}}}
-"""  # noqa: E501 (Envoy type URLs)
-
-
 def through_envoy(port: int, token: str) -> tuple[int, dict[str, str], bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -215,30 +168,9 @@ def through_envoy(port: int, token: str) -> tuple[int, dict[str, str], bytes]:
 
 @pytest.fixture(scope="module")
 def envoy(service: Service) -> Iterator[int]:
-    port = free_port()
-    config = service.workdir / "envoy.yaml"
-    config.write_text(ENVOY % {"port": port, "socket": service.workdir / "authz.sock"})
-    log_path = service.workdir / "envoy.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [binary("envoy"), "-c", str(config), "--concurrency", "1",
-             "--disable-hot-restart", "-l", "warning"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-    try:
-        def listening() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(log_path.read_text())
-            try:
-                through_envoy(port, "probe")
-            except OSError:
-                return False
-            return True
-
-        wait_for(listening, timeout=30, what="envoy listening")
+    # ext_authz over gRPC, timeout 0.5 s (envoy/ ships the same): authz's 0.3 s wait below it.
+    with envoy_in_front(service.workdir, service.workdir / "authz.sock", timeout="0.5s") as port:
         yield port
-    finally:
-        stop_process(proc)
 
 
 def test_through_envoy_an_active_token_reaches_the_upstream(
