@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -30,9 +31,12 @@ from authz_service.identity.introspection import (
 )
 from authz_service.keys.registry import KeyRegistry
 from authz_service.metrics import INTROSPECTIONS
-from authz_service.models import Answer, Deny, Identity, RequestContext
+from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.pipeline import Pipeline
+from authz_service.policy import engine
+from authz_service.policy.compiled import CompiledPolicy, compile_config
 from authz_service.policy.loading import load_policy
+from tests.authz import jwt_kit
 from tests.authz.introspection_kit import Endpoint, introspection_endpoint
 from tollgate.config import ConfigError
 from tollgate.reload import ConfigHolder
@@ -476,3 +480,70 @@ def test_the_secret_is_not_in_the_config_model() -> None:
         "no_routes": True,
     })
     assert SECRET not in config.model_dump_json()
+
+
+# --- the pure engine: a cache miss is a lookup to await, never a wait -----------------
+
+
+class CannedIntrospector:
+    """The I/O side replaced for the pure engine: records what it would have asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def settle(self, token: str, digest: bytes, record: Any) -> None:
+        self.asked.append(token)
+        record({"active": True, "sub": "alice", "scope": "orders:read"})
+
+
+def engine_policy(jwks: Path | None = None) -> tuple[CompiledPolicy, CannedIntrospector]:
+    canned = CannedIntrospector()
+    identities: list[dict[str, Any]] = [{"name": "opaque", "introspection": {
+        "endpoint": "https://as.test/introspect",
+        "client": {"method": "client_secret_post", "client_id": "c",
+                   "client_secret_env": SECRET_ENV}}}]
+    if jwks is not None:
+        identities.insert(0, {"name": "idp", "jwt": {
+            "issuer": jwt_kit.ISSUER, "audiences": [jwt_kit.AUDIENCE], "jwks_file": str(jwks)}})
+    config = AuthzConfig.model_validate({"identities": identities, "routes": [
+        {"name": "orders-read", "match": {"path": {"prefix": "/orders"}},
+         "require": {"scopes": {"all_of": ["orders:read"]}}}]})
+    keys = KeyRegistry()
+    policy = compile_config(config, keys.factory(Path.cwd()), Path.cwd(),
+                            lambda name, source, base: canned)
+    return policy, canned
+
+
+def test_a_cache_miss_is_a_lookup_for_the_caller_with_a_503_fallback() -> None:
+    policy, canned = engine_policy()
+    outcome_ = engine.decide(policy, request("opaque-e1"), time.time())
+    assert isinstance(outcome_, engine.NeedLookup)
+    assert (outcome_.fallback.status, outcome_.fallback.code) == (503, "introspection_unavailable")
+    assert canned.asked == []  # the engine never performs the lookup itself
+    denied = engine.decide(policy, request("opaque-e1"), time.time(), may_refetch=False)
+    assert isinstance(denied, Deny) and denied.code == "introspection_unavailable"
+    asyncio.run(outcome_.lookups[0]())
+    assert canned.asked == ["opaque-e1"]
+    allowed = engine.decide(policy, request("opaque-e1"), time.time())
+    assert isinstance(allowed, Allow) and allowed.identity.subject == "alice"
+
+
+def test_a_malformed_credential_is_400_with_no_lookup() -> None:
+    policy, _ = engine_policy()
+    denied = engine.decide(policy, RequestContext(
+        "GET", "/orders/1", headers={"authorization": "Bearer "}), time.time())
+    assert isinstance(denied, Deny) and (denied.status, denied.code) == (400, "invalid_request")
+
+
+def test_a_source_earlier_in_the_route_that_proves_the_caller_needs_no_lookup(
+    tmp_path: Path,
+) -> None:
+    key = jwt_kit.rsa_key()
+    (tmp_path / "jwks.json").write_text(json.dumps(jwt_kit.jwks(key)))
+    policy, canned = engine_policy(tmp_path / "jwks.json")
+    token = jwt_kit.mint(key, scope="orders:read")
+    allowed = engine.decide(policy, request(token), time.time())
+    assert isinstance(allowed, Allow) and allowed.identity.kind == "jwt"
+    # An opaque token: the JWT source refuses it, the introspection source is asked.
+    assert isinstance(engine.decide(policy, request("opaque-e2"), time.time()), engine.NeedLookup)
+    assert canned.asked == []
