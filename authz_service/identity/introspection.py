@@ -15,6 +15,7 @@ never an allow, and is not cached.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -186,7 +187,8 @@ def judge(
     if not isinstance(active, bool):
         raise InvalidAnswer("'active' is missing or not a boolean")
     exp = answer.get("exp")
-    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float)):
+    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float)
+                            or not math.isfinite(exp)):
         raise InvalidAnswer("'exp' is not a number")
     expires_at = float(exp) if exp is not None else float("inf")
     refused_until = now + config.cache.negative_ttl_seconds

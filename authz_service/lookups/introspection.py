@@ -51,6 +51,10 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return document
 
 
+def _no_constant(name: str) -> Any:
+    raise InvalidAnswer(f"{name} is not JSON")
+
+
 class HttpIntrospector:
     def __init__(
         self,
@@ -164,7 +168,7 @@ class HttpIntrospector:
         except httpx.HTTPError as exc:
             raise IntrospectionFailed(type(exc).__name__, "http_error") from None
         try:
-            document = json.loads(body, object_pairs_hook=_object)
+            document = json.loads(body, object_pairs_hook=_object, parse_constant=_no_constant)
         except (ValueError, RecursionError):
             raise InvalidAnswer("not JSON") from None
         if not isinstance(document, dict):

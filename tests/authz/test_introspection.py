@@ -19,6 +19,8 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from authz_service.config import AuthzConfig
 from authz_service.identity.claim_mapping import ClaimMapping
@@ -322,6 +324,7 @@ def test_the_exchange_deadline_counts_a_timeout(tmp_path: Path, endpoint: Endpoi
     (200, b"[true]", "invalid_response"),
     (200, b'{"active": false, "active": true}', "invalid_response"),
     (200, b'{"sub": "alice"}', "invalid_response"),
+    (200, b'{"active": true, "sub": "alice", "exp": NaN}', "invalid_response"),
     (200, b'{"active": true, "sub": "a", "pad": "' + b"x" * 70_000 + b'"}', "too_large"),
 ])
 def test_an_endpoint_answering_garbage_is_503_and_not_cached(
@@ -547,3 +550,30 @@ def test_a_source_earlier_in_the_route_that_proves_the_caller_needs_no_lookup(
     # An opaque token: the JWT source refuses it, the introspection source is asked.
     assert isinstance(engine.decide(policy, request("opaque-e2"), time.time()), engine.NeedLookup)
     assert canned.asked == []
+
+
+_values = st.one_of(st.none(), st.booleans(), st.integers(-10, 3000), st.floats(allow_nan=True),
+                    st.text(max_size=5), st.lists(st.text(max_size=5), max_size=3))
+
+
+@example({"active": True, "exp": float("nan"), "sub": "s", "iss": "i", "aud": "a"})
+@example({"active": True, "exp": float("inf"), "sub": "s", "iss": "i", "aud": ["a"]})
+@given(st.dictionaries(st.sampled_from(["active", "exp", "sub", "iss", "aud", "scope", "x"]),
+                       _values, max_size=7))
+def test_no_answer_is_a_yes_unless_active_is_true_unexpired_and_accepted(
+    answer: dict[str, Any],
+) -> None:
+    config = source_config(issuers=["i"], audiences=["a"])
+    try:
+        verdict = judge(answer, config, mapping(config), 1000.0)
+    except InvalidAnswer:
+        return
+    if verdict.identity is not None:
+        exp = answer.get("exp")
+        aud = answer.get("aud")
+        assert answer["active"] is True
+        assert exp is None or exp > 1000.0
+        assert answer.get("iss") == "i"
+        assert aud == "a" or (isinstance(aud, list) and "a" in aud)
+        assert isinstance(answer.get("sub"), str) and answer["sub"]
+        assert verdict.cached_until <= (exp if exp is not None else float("inf"))
