@@ -72,7 +72,6 @@ class HttpIntrospector:
         self._client = client()
         _import_transport()
         self._inflight: dict[bytes, asyncio.Future[None]] = {}
-        self.exchanges = 0
 
     async def settle(
         self, token: str, digest: bytes, record: Callable[[Mapping[str, Any]], bool]
@@ -112,7 +111,6 @@ class HttpIntrospector:
 
     async def _exchange(self, token: str, record: Callable[[Mapping[str, Any]], bool]) -> None:
         """One call to the endpoint; its answer recorded. Never raises."""
-        self.exchanges += 1
         timeout = self.config.timeout_seconds
         try:
             try:
