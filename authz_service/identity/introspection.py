@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import Model
+from authz_service.identity.base import audience_accepted
 from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames
 from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
 from authz_service.identity.errors import DependencyUnavailable, InvalidCredential, LookupNeeded
@@ -203,11 +204,8 @@ def judge(
     issuer = answer.get("iss")
     if config.issuers and issuer not in config.issuers:
         return refused("issuer not accepted")
-    if config.audiences:
-        aud = answer.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(isinstance(a, str) and a in config.audiences for a in auds):
-            return refused("audience not accepted")
+    if config.audiences and not audience_accepted(answer.get("aud"), config.audiences):
+        return refused("audience not accepted")
     try:
         identity = mapping.identity(answer, issuer if isinstance(issuer, str) else "")
     except InvalidCredential as exc:
