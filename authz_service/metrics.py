@@ -35,3 +35,11 @@ LIMIT_OUTCOMES = LabelledCounter(
     "store_failed_open, store_failed_closed).",
     ["limit_set", "outcome"],
 )
+INTROSPECTIONS = Counter(
+    "tollgate_authz_introspections",
+    "Token introspection exchanges and waits by identity source and result (active, "
+    "inactive, http_error, timeout, too_large, invalid_response, error, overloaded, "
+    "wait_expired).",
+    ["source", "result"],
+    registry=REGISTRY,
+)

@@ -4,9 +4,10 @@
           -> [limits after authorization] -> validation -> Answer
 
 The phases are the pure engine's; the stages in brackets count hits (I/O, through
-`authz_service.limits.stage`), and so does the one-time key refetch for a token with
-an unknown key id. Doors turn a wire request into a RequestContext, call `decide`,
-and turn the Answer into their wire answer; nothing here knows which door asked.
+`authz_service.limits.stage`), and so do the one-time key refetch for a token with an
+unknown key id and the introspection call for an opaque token not yet cached. Doors
+turn a wire request into a RequestContext, call `decide`, and turn the Answer into
+their wire answer; nothing here knows which door asked.
 Decisions are counted and timed here, once, whatever the door.
 
 `decide` is written to finish without suspending when nothing needs I/O (a cached
@@ -17,6 +18,7 @@ and only an answer that really waits costs a task. So no `asyncio.timeout()` her
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -97,13 +99,11 @@ class Pipeline:
                 return Answer(before.denial, limit_outcomes=before.outcomes)
 
         proven = engine.authorize(policy, routed, ctx, now)
-        if isinstance(proven, engine.NeedKeys):
-            if await self.keys.refresh_for_unknown_kid(proven.source):
-                proven = engine.authorize(policy, routed, ctx, self.clock(), may_refetch=False)
-            if isinstance(proven, engine.NeedKeys):  # the refetch did not bring the key
-                proven = proven.fallback
         if not isinstance(proven, Identity):
-            return Answer(proven, limit_outcomes=before.outcomes if before else ())
+            if isinstance(proven, engine.NeedKeys | engine.NeedLookup):
+                proven = await self._after_io(policy, routed, ctx, proven)
+            if not isinstance(proven, Identity):
+                return Answer(proven, limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
         if limits is not None and limits.after:
@@ -120,6 +120,26 @@ class Pipeline:
         headers = rate_limit_headers(statuses, policy.limits.style, HEADER_NAMES) \
             if statuses else ()
         return Answer(decision, headers, identity=proven, limit_outcomes=outcomes)
+
+    async def _after_io(
+        self,
+        policy: CompiledPolicy,
+        routed: CompiledRoute,
+        ctx: RequestContext,
+        waiting: engine.NeedKeys | engine.NeedLookup,
+    ) -> Identity | Deny:
+        """Authorization once more after the I/O it asked for: a key refetch for an
+        unknown kid, or the lookups (introspection calls) of sources that had no cached
+        answer. Each bounds its own wait; a second miss is answered with the fallback."""
+        if isinstance(waiting, engine.NeedKeys):
+            if not await self.keys.refresh_for_unknown_kid(waiting.source):
+                return waiting.fallback
+        elif len(waiting.lookups) == 1:
+            await waiting.lookups[0]()
+        else:
+            await asyncio.gather(*(lookup() for lookup in waiting.lookups))
+        again = engine.authorize(policy, routed, ctx, self.clock(), may_refetch=False)
+        return again.fallback if isinstance(again, engine.NeedKeys | engine.NeedLookup) else again
 
     async def _limit(
         self,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from types import FrameType, MappingProxyType
 from typing import Any
+
 from authz_service.config import AuthzConfig
 from authz_service.keys.keyset import parse_jwks
 from authz_service.models import RequestContext

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.procstats import machine_busy, cpu_seconds
+from bench.procstats import cpu_seconds, machine_busy
 from ratelimit_service.adapter import to_query
 from ratelimit_service.decision import DecisionSettings, counter_ops, decide, plan
 from ratelimit_service.stores.memory import MemoryStore

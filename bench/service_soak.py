@@ -12,7 +12,6 @@ and its RSS at the end. bench/rss_soak.py measures the engines alone, in-process
 
 from __future__ import annotations
 
-from bench.procstats import memory_mb
 import argparse
 import asyncio
 import json
@@ -29,6 +28,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from bench.authz_bench import wait_serving
+from bench.procstats import memory_mb
 from tests.kits import jwt_kit
 from tests.kits.grpc_kit import check_request
 from tests.kits.ratelimit_kit import descriptor, request

@@ -26,3 +26,9 @@ def string_list(value: Any) -> list[str]:
     if isinstance(value, list):
         return [v for v in value if isinstance(v, str)]
     return []
+
+
+def audience_accepted(aud: Any, accepted: frozenset[str] | list[str]) -> bool:
+    """An `aud` claim (a string or a list of them) names at least one accepted audience."""
+    auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return any(isinstance(a, str) and a in accepted for a in auds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 
 class CredentialError(Exception):
     """Base: the message is safe to show the client (it never contains a credential).
@@ -43,3 +45,31 @@ class ForeignCredential(InvalidCredential):
     if no source accepts the request."""
 
     rank = 3  # last
+
+
+class DependencyUnavailable(CredentialError):
+    """503: a service the credential's check depends on (an introspection endpoint) gave
+    no usable answer in time: nothing the client can fix. `code` is the stable denial
+    code (and metric label)."""
+
+    def __init__(self, code: str, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+
+
+class LookupNeeded(Exception):
+    """The credential can only be judged after I/O (an introspection call).
+
+    The pipeline awaits `lookup()` (which bounds its own wait and leaves its result
+    where the source will find it) and decides once more; `error` is the answer when
+    the lookup settled nothing. Raised by a source on a cache miss: the pure engine
+    never waits.
+    """
+
+    def __init__(
+        self, source: str, lookup: Callable[[], Awaitable[None]], error: CredentialError
+    ) -> None:
+        super().__init__(source)
+        self.source = source
+        self.lookup = lookup
+        self.error = error

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import HEADER, Model
-from authz_service.identity.base import string_list
+from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames, given_claims
 from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
 from authz_service.identity.errors import (
     CredentialError,
@@ -74,7 +73,7 @@ class JwksRefresh(Model):
     retry_seconds: float = Field(10, gt=0)
 
 
-class JwtSource(Model):
+class JwtSource(ClaimNames):
     issuer: Annotated[str, Field(min_length=1)]
     # Required: without it a token the issuer minted for any other API would pass.
     # `any` accepts every audience, and says so in the file.
@@ -88,11 +87,6 @@ class JwtSource(Model):
     required_claims: list[str] = Field(default_factory=lambda: ["exp"])
     token_type: str | None = None  # e.g. at+jwt (RFC 9068): the `typ` header must match
     max_lifetime_seconds: float | None = Field(None, gt=0)
-    subject_claim: str = "sub"
-    scope_claims: list[str] = Field(default_factory=lambda: ["scope", "scp"])
-    roles_claim: str = "roles"
-    tenant_claim: str = "tenant"
-    plan_claim: str = "plan"
     from_: list[TokenLocation] = Field(
         default_factory=lambda: [TokenLocation(header="authorization")], alias="from"
     )
@@ -166,9 +160,6 @@ class KeyProvider(Protocol):
     def generation(self) -> int: ...
 
 
-_NO_CLAIMS: MappingProxyType[str, object] = MappingProxyType({})
-
-
 class KeysNeeded(Exception):
     """The token names a kid this issuer's key set lacks: the keys may be stale.
 
@@ -205,7 +196,7 @@ class JwtIdentitySource:
         self.cache = cache
         self.max_token_bytes = max_token_bytes
         self.kept_claims = kept_claims
-        self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
+        self.mapping = ClaimMapping(KIND, name, config, kept_claims)
         self.algorithms = frozenset(config.algorithms)
         self.locations: Sequence[Location] = [
             HeaderLocation(loc.header, loc.prefix)
@@ -241,45 +232,13 @@ class JwtIdentitySource:
             raise KeysNeeded(self.name, exc.kid, no_keys=isinstance(exc, NoKeys)) from None
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
-        identity = self.identity_of(parsed.claims)
+        identity = self.mapping.identity(parsed.claims, self.rules.issuer)
         self.cache.put(self.name, digest, CachedIdentity(identity, valid_until, generation))
         return identity
 
     def identity_of(self, claims: dict[str, Any]) -> Identity:
         """Who a verified token's claims say is calling (InvalidCredential: no subject)."""
-        subject = claims.get(self.config.subject_claim)
-        if not isinstance(subject, str) or not subject:
-            raise InvalidCredential(f"missing required claim '{self.config.subject_claim}'")
-        scopes: set[str] = set()
-        for claim in self.config.scope_claims:
-            scopes.update(string_list(claims.get(claim)))
-        kept = {name: claims[name] for name in self.kept_claims if name in claims}
-        if self.config.roles_claim in claims:
-            kept["roles"] = string_list(claims[self.config.roles_claim])
-        tenant = claims.get(self.config.tenant_claim)
-        plan = claims.get(self.config.plan_claim)
-        return Identity(
-            kind=KIND,
-            subject=subject,
-            source=self.name,
-            scopes=self._shared(frozenset(scopes)),
-            claims=MappingProxyType(kept) if kept else _NO_CLAIMS,
-            issuer=self.rules.issuer,
-            tenant=tenant if isinstance(tenant, str) else "",
-            plan=plan if isinstance(plan, str) else "",
-        )
-
-    def _shared(self, scopes: frozenset[str]) -> frozenset[str]:
-        """One frozenset per distinct scope set: thousands of cached tokens share a few.
-
-        Bounded: past 1024 distinct sets new ones are simply not shared.
-        """
-        shared = self._scope_sets.get(scopes)
-        if shared is not None:
-            return shared
-        if len(self._scope_sets) < 1024:
-            self._scope_sets[scopes] = scopes
-        return scopes
+        return self.mapping.identity(claims, self.rules.issuer)
 
 
 def build(ctx: SourceContext, config: JwtSource) -> JwtIdentitySource:
@@ -290,16 +249,7 @@ def build(ctx: SourceContext, config: JwtSource) -> JwtIdentitySource:
 
 def given_identity(source: JwtIdentitySource, given: GivenIdentity) -> Identity:
     """A policy test's caller: the identity a verified token with these claims proves."""
-    if given.key is not None or given.spiffe is not None:
-        raise ValueError("a JWT identity is given as claims (and subject, scopes, roles)")
-    claims: dict[str, Any] = {"iss": source.rules.issuer, **given.claims}
-    if given.subject is not None:
-        claims[source.config.subject_claim] = given.subject
-    if given.scopes and source.config.scope_claims:
-        claims[source.config.scope_claims[0]] = " ".join(given.scopes)
-    if given.roles:
-        claims[source.config.roles_claim] = list(given.roles)
-    return source.identity_of(claims)
+    return source.identity_of(given_claims(source.config, given, source.rules.issuer))
 
 
 def credential_headers(config: JwtSource) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from jwt.algorithms import Algorithm, get_default_algorithms
 
+from authz_service.identity.base import audience_accepted
 from authz_service.keys.keyset import KeySet
 
 _ALGORITHMS: dict[str, Algorithm] = {
@@ -192,11 +193,8 @@ def check_claims(claims: dict[str, Any], rules: ClaimRules, now: float) -> float
         raise TokenError(f"missing required claim '{missing[0]}'")
     if claims.get("iss") != rules.issuer:
         raise TokenError("wrong issuer")
-    if rules.audiences:
-        aud = claims.get("aud")
-        auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-        if not any(isinstance(a, str) and a in rules.audiences for a in auds):
-            raise TokenError("audience not accepted")
+    if rules.audiences and not audience_accepted(claims.get("aud"), rules.audiences):
+        raise TokenError("audience not accepted")
     exp = _numeric_date(claims, "exp")
     nbf = _numeric_date(claims, "nbf")
     iat = _numeric_date(claims, "iat")

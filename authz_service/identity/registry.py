@@ -7,14 +7,16 @@ the compiler and the credential stripping all read this table.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from authz_service.identity import api_key, jwt, mtls
+from authz_service.identity import api_key, introspection, jwt, mtls
 from authz_service.identity.base import IdentitySource
 from authz_service.identity.given import GivenIdentity
+from authz_service.identity.introspection import IntrospectorFactory
 from authz_service.identity.jwt import KeyProviderFactory
 from authz_service.identity.token_cache import TokenCache
 from authz_service.models import Identity
@@ -29,6 +31,8 @@ class SourceContext:
     token_cache: TokenCache
     max_token_bytes: int
     kept_claims: frozenset[str]  # claims a cached identity keeps (rules and headers read them)
+    base_dir: Path = field(default_factory=Path.cwd)  # where relative file settings start
+    introspector: IntrospectorFactory | None = None  # the I/O side of introspection sources
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +51,7 @@ KINDS: dict[str, Mechanism] = {
                             api_key.given_identity),
     mtls.KIND: Mechanism(mtls.MtlsSource, mtls.build, mtls.credential_headers,
                          mtls.given_identity),
+    introspection.KIND: Mechanism(introspection.IntrospectionSource, introspection.build,
+                                  introspection.credential_headers,
+                                  introspection.given_identity),
 }

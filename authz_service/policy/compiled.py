@@ -14,6 +14,7 @@ from pathlib import Path
 
 from authz_service.config import AuthzConfig, UpstreamHeaders
 from authz_service.identity.base import IdentitySource
+from authz_service.identity.introspection import IntrospectorFactory
 from authz_service.identity.jwt import KeyProviderFactory
 from authz_service.identity.registry import KINDS, SourceContext
 from authz_service.identity.token_cache import TokenCache
@@ -52,9 +53,13 @@ class CompiledPolicy:
 
 
 def compile_config(
-    config: AuthzConfig, key_provider: KeyProviderFactory, base_dir: Path | None = None
+    config: AuthzConfig,
+    key_provider: KeyProviderFactory,
+    base_dir: Path | None = None,
+    introspector: IntrospectorFactory | None = None,
 ) -> CompiledPolicy:
-    """`base_dir`: where relative schema / OpenAPI paths start (the config's directory)."""
+    """`base_dir`: where relative schema / OpenAPI paths start (the config's directory);
+    `introspector`: builds the I/O side of introspection sources (none: they are refused)."""
     cache = TokenCache(config.token_cache.max_entries)
     max_token = config.limits.max_token_bytes
     # Cached identities keep only the claims some rule or header reads: a verified
@@ -71,7 +76,8 @@ def compile_config(
             raise LocatedError(("identities", index, "name"), f"duplicate name '{spec.name}'")
         kind, settings = spec.mechanism()
         mechanism = KINDS[kind]
-        context = SourceContext(spec.name, key_provider, cache, max_token, kept_claims)
+        context = SourceContext(spec.name, key_provider, cache, max_token, kept_claims,
+                                base_dir or Path.cwd(), introspector)
         try:
             sources[spec.name] = mechanism.build(context, settings)
         except ValueError as exc:

@@ -69,6 +69,13 @@ def keys_unavailable(route: str = "") -> Deny:
                 None, route)
 
 
+def dependency_unavailable(code: str, description: str, route: str = "") -> Deny:
+    """A service the credential's check needs (an introspection endpoint) is down, slow
+    or answering garbage: a 503 with no challenge, so the client retries with the same
+    credential; never an allow."""
+    return Deny(503, code, description, None, route, headers=(("retry-after", "1"),))
+
+
 def internal_error() -> Deny:
     return Deny(403, "internal_error", "the request could not be authorized", None, "")
 

@@ -3,7 +3,9 @@
 Pure: no I/O, the clock is an argument. Identity: the route's sources are tried
 in order and the first success wins. Authorization: every requirement must pass.
 When a token names a key id the issuer's key set lacks, the engine answers
-NeedKeys and the caller may refresh that issuer's keys and decide again.
+NeedKeys and the caller may refresh that issuer's keys and decide again; when a
+credential can only be judged after I/O (an introspection call), it answers NeedLookup
+and the caller awaits the lookups and decides again.
 `authz_service.pipeline` runs the phases for every door, with the rate-limit
 stages between them.
 """
@@ -11,14 +13,17 @@ stages between them.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
 from authz_service.contract import ROUTE_EXTENSION, SCOPES_EXTENSION
 from authz_service.identity.errors import (
     CredentialError,
+    DependencyUnavailable,
     ForeignCredential,
     KeysUnavailable,
+    LookupNeeded,
     MalformedRequest,
     NotAllowed,
 )
@@ -57,7 +62,16 @@ class NeedKeys:
     fallback: Deny  # the answer if the refresh does not bring the key
 
 
-Outcome = Decision | NeedKeys
+@dataclass(frozen=True, slots=True)
+class NeedLookup:
+    """Some source can only judge the credential after I/O: await every lookup (each
+    bounds its own wait), then decide again with may_refetch=False."""
+
+    lookups: tuple[Callable[[], Awaitable[None]], ...]
+    fallback: Deny  # the answer if the lookups settle nothing
+
+
+Outcome = Decision | NeedKeys | NeedLookup
 
 
 def decide(
@@ -96,16 +110,21 @@ def authorize(
     now: float,
     *,
     may_refetch: bool = True,
-) -> Identity | Deny | NeedKeys:
+) -> Identity | Deny | NeedKeys | NeedLookup:
     """Phase 2: who is calling (first source that succeeds) and whether they may."""
     identity: Identity | None = None
     failure: CredentialError | None = None
     needed: KeysNeeded | None = None
+    lookups: tuple[Callable[[], Awaitable[None]], ...] = ()
     for source in route.sources:
         try:
             identity = source.authenticate(ctx, now)
         except KeysNeeded as exc:
             needed = needed or exc
+            failure = _worse(failure, exc.error)
+            continue
+        except LookupNeeded as exc:
+            lookups += (exc.lookup,)
             failure = _worse(failure, exc.error)
             continue
         except CredentialError as exc:
@@ -117,8 +136,11 @@ def authorize(
     if identity is None:
         if failure is not None:
             deny = _credential_denial(policy.realm, failure, route.name)
-            if needed is not None and may_refetch and not isinstance(failure, MalformedRequest):
-                return NeedKeys(needed.source, needed.kid, deny)
+            if may_refetch and not isinstance(failure, MalformedRequest):
+                if needed is not None:
+                    return NeedKeys(needed.source, needed.kid, deny)
+                if lookups:
+                    return NeedLookup(lookups, deny)
             return deny
         if not route.anonymous:
             return denials.missing_credentials(policy.realm, route.name)
@@ -172,6 +194,8 @@ def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
         return denials.invalid_token(realm, "issuer not accepted", route)
     if isinstance(error, KeysUnavailable):
         return denials.keys_unavailable(route)
+    if isinstance(error, DependencyUnavailable):
+        return denials.dependency_unavailable(error.code, error.description, route)
     return denials.invalid_token(realm, error.description, route)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from authz_service.config import AuthzConfig
 from authz_service.keys.registry import KeyRegistry
+from authz_service.lookups import introspection
 from authz_service.policy.advice import advise
 from authz_service.policy.compiled import CompiledPolicy, compile_config
 from tollgate.config import Advice, ConfigNote, load_config_file
@@ -21,9 +22,12 @@ def load_policy(
     """
     path = Path(path)
     factory = keys.factory(path.parent)
+    # Introspection sources share the key registry's HTTP client (closed with it).
+    introspectors = introspection.factory(lambda: keys.client)
 
     def build(data: object) -> CompiledPolicy:
-        return compile_config(AuthzConfig.model_validate(data), factory, path.parent)
+        return compile_config(AuthzConfig.model_validate(data), factory, path.parent,
+                              introspectors)
 
     advice: Advice[CompiledPolicy] = Advice(lambda policy: advise(policy.config))
     policy = load_config_file(path, build, advice)

@@ -26,7 +26,7 @@ from authz_service.identity.registry import KINDS
 from authz_service.methods import known_methods
 from authz_service.models import Allow, Decision, Identity, RequestContext
 from authz_service.policy.compiled import CompiledPolicy
-from authz_service.policy.engine import NeedKeys, decide
+from authz_service.policy.engine import NeedKeys, NeedLookup, decide
 from authz_service.policy.routes import CompiledRoute
 from tollgate.config import LocatedError
 
@@ -127,7 +127,9 @@ def run_suite(
     results = []
     for index, (test, stand_in) in enumerate(zip(suite.tests, stand_ins, strict=True)):
         decided = decide(_with(policy, stand_in), _context(test.request), now, may_refetch=False)
-        decision = decided.fallback if isinstance(decided, NeedKeys) else decided
+        # Offline: no key is fetched and no introspection made; what would wait on one
+        # answers as it would if the I/O settled nothing.
+        decision = decided.fallback if isinstance(decided, NeedKeys | NeedLookup) else decided
         results.append(CaseResult(test, index, describe(decision),
                                   tuple(_mismatches(test.expect, decision))))
     return results

@@ -7,13 +7,12 @@ from types import MappingProxyType
 
 from authz_service.config import AuthzConfig
 from authz_service.doors.grpc_wire import AnswerEncoder
-from authz_service.keys.keyset import KeySet, parse_jwks
+from authz_service.keys.keyset import parse_jwks
 from authz_service.models import Allow, Answer, RequestContext
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import decide
 from tests.kits import jwt_kit
 from tests.kits.key_sources import T0, StaticKeys
-
 
 
 def test_a_cached_token_reuses_its_answer_within_one_policy_only() -> None:

@@ -6,13 +6,12 @@ import json
 from types import MappingProxyType
 
 from authz_service.config import AuthzConfig
-from authz_service.keys.keyset import KeySet, parse_jwks
+from authz_service.keys.keyset import parse_jwks
 from authz_service.models import Allow, Deny, RequestContext
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import decide
 from tests.kits import jwt_kit
 from tests.kits.key_sources import T0, StaticKeys
-
 
 
 def test_roles_come_from_the_configured_claim_and_only_read_claims_are_kept() -> None:

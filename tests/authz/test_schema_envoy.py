@@ -1,7 +1,7 @@
 """Request validation through real Envoy: ext_authz buffers the body on the schema route only.
 
-The Envoy YAML here is the shape docs/authz.md asks the shipped config to take:
-filter-level ext_authz without body buffering, and per-route `check_settings` with
+The Envoy YAML (tests/authz/envoy_kit.py) is the shape docs/authz.md asks the shipped
+config to take: filter-level ext_authz without body buffering, and per-route `check_settings` with
 `with_request_body` (max bytes, pack_as_bytes) and `context_extensions` on the
 routes whose policy has a `validate:` block.
 """
@@ -12,14 +12,14 @@ import hashlib
 import http.client
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.kits.envoy_kit import envoy_in_front
 from tests.kits.grpc_kit import authz_process
-from tests.kits.processes import binary, free_port, stop_process, wait_for
+from tests.kits.processes import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,66 +49,6 @@ routes:
     identities: [partners]
 """
 
-ENVOY = """
-static_resources:
-  listeners:
-  - name: main
-    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          normalize_path: true
-          merge_slashes: true
-          path_with_escaped_slashes_action: REJECT_REQUEST
-          route_config:
-            virtual_hosts:
-            - name: api
-              domains: ["*"]
-              routes:
-              - match: {prefix: /orders}
-                direct_response: {status: 200, body: {inline_string: upstream}}
-                typed_per_filter_config:
-                  envoy.filters.http.ext_authz:
-                    "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                    check_settings:
-                      context_extensions: {tollgate_route: orders-api}
-                      with_request_body:
-                        max_request_bytes: %(max_body)d
-                        allow_partial_message: true
-                        pack_as_bytes: true
-              - match: {prefix: /}
-                direct_response: {status: 200, body: {inline_string: upstream}}
-          http_filters:
-          - name: envoy.filters.http.ext_authz
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
-              transport_api_version: V3
-              encode_raw_headers: true
-              failure_mode_allow: false
-              grpc_service:
-                envoy_grpc: {cluster_name: authz}
-                timeout: 2s
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: authz
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {http2_protocol_options: {}}
-    load_assignment:
-      cluster_name: authz
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {address: {pipe: {path: "%(socket)s"}}}
-"""  # noqa: E501 (Envoy type URLs)
-
 
 class Envoy:
     def __init__(self, port: int) -> None:
@@ -136,33 +76,18 @@ def envoy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Envoy]:
     workdir = tmp_path_factory.mktemp("envoy-schema")
     shutil.copy(FIXTURES / "orders.openapi.yaml", workdir)
     (workdir / "authz.yaml").write_text(AUTHZ)
-    port = free_port()
-    envoy_yaml = workdir / "envoy.yaml"
-    envoy_yaml.write_text(
-        ENVOY % {"port": port, "max_body": MAX_BODY, "socket": workdir / "authz.sock"}
-    )
-    with authz_process(workdir / "authz.yaml", workdir), (workdir / "envoy.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [binary("envoy"), "-c", str(envoy_yaml), "--concurrency", "1",
-             "--disable-hot-restart", "-l", "warning"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            client = Envoy(port)
+    with authz_process(workdir / "authz.yaml", workdir), \
+            envoy_in_front(workdir, workdir / "authz.sock", max_body=MAX_BODY) as port:
+        client = Envoy(port)
 
-            def ready() -> bool:
-                if proc.poll() is not None:
-                    raise AssertionError((workdir / "envoy.log").read_text())
-                try:
-                    return client.request("GET", "/ready")[0] == 200
-                except OSError:
-                    return False
+        def ready() -> bool:
+            try:
+                return client.request("GET", "/ready")[0] == 200
+            except OSError:
+                return False
 
-            wait_for(ready, timeout=30, what="envoy listening")
-            yield client
-        finally:
-            stop_process(proc)
+        wait_for(ready, timeout=30, what="envoy and authz answering")
+        yield client
 
 
 def order(**patch: object) -> bytes:
