@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwarders
 from authz_service.doors.grpc import AuthorizationService, service_spec
 from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.keys.registry import KeyRegistry
@@ -46,6 +47,14 @@ def parser() -> argparse.ArgumentParser:
               "unix:PATH; 'off' disables it")
     flag(p, "--http-path-prefix", env=["AUTHZ_HTTP_PATH_PREFIX"], default=DEFAULT_PATH_PREFIX,
          help="the http_service path_prefix Envoy puts before the client's path")
+    flag(p, "--http-forwarded", env=["AUTHZ_HTTP_FORWARDED"], default=OFF,
+         choices=[OFF, *CONVENTIONS],
+         help="the HTTP door takes checks from NGINX auth_request (nginx: X-Original-Method/"
+              "-URI) or Traefik forwardAuth (traefik, generic: X-Forwarded-Method/-Uri), "
+              "not from Envoy (off); needs --http-trusted-forwarders")
+    flag(p, "--http-trusted-forwarders", env=["AUTHZ_HTTP_TRUSTED_FORWARDERS"], default="",
+         help="CIDR,... (and 'unix' for the door's Unix socket): the only TCP peers whose "
+              "forwarded headers are believed; any other peer is refused")
     flag(p, "--http-max-body-bytes", env=["AUTHZ_HTTP_MAX_BODY_BYTES"], default=1024 * 1024,
          kind=int, help="largest check request body the HTTP door reads (413 beyond)")
     flag(p, "--limits-redis-url", env=["AUTHZ_LIMITS_REDIS_URL"], default="",
@@ -138,7 +147,8 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         return keys.readiness.blockers()
 
     if args.http_address != OFF:
-        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers)
+        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers,
+                             forwarding=args.forwarding)
         listeners.append(HttpServer(args.http_address, door,
                                     HttpLimits(max_body_bytes=args.http_max_body_bytes)))
 
@@ -167,6 +177,20 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         raise SystemExit(1) from None
 
 
+def _forwarding(p: argparse.ArgumentParser, args: argparse.Namespace) -> Forwarding | None:
+    if args.http_forwarded == OFF:
+        if args.http_trusted_forwarders:
+            p.error("--http-trusted-forwarders is only read with --http-forwarded")
+        return None
+    if args.http_address == OFF:
+        p.error("--http-forwarded needs the HTTP door (--http-address is off)")
+    try:
+        trusted = TrustedForwarders.parse(args.http_trusted_forwarders)
+    except ValueError as exc:
+        p.error(f"--http-trusted-forwarders: {exc}")
+    return Forwarding(CONVENTIONS[args.http_forwarded], trusted)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -183,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = args.http_path_prefix
     if not prefix.startswith("/") or prefix.endswith("/"):
         p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
+    args.forwarding = _forwarding(p, args)
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)
