@@ -27,6 +27,7 @@ from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
+from tollgate.tls import ServerTls, TlsError, TlsFiles
 from tollgate.tracing import configure_tracing
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
@@ -57,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
               "forwarded headers are believed; any other peer is refused")
     flag(p, "--http-max-body-bytes", env=["AUTHZ_HTTP_MAX_BODY_BYTES"], default=1024 * 1024,
          kind=int, help="largest check request body the HTTP door reads (413 beyond)")
+    flag(p, "--tls-cert", env=["AUTHZ_TLS_CERT"], default="",
+         help="serve both doors over TLS with this certificate chain (PEM); reloaded when "
+              "it changes")
+    flag(p, "--tls-key", env=["AUTHZ_TLS_KEY"], default="",
+         help="the TLS certificate's private key (PEM)")
+    flag(p, "--tls-client-ca", env=["AUTHZ_TLS_CLIENT_CA"], default="",
+         help="mTLS: require a client certificate issued by this CA (PEM), e.g. Envoy's")
     flag(p, "--limits-redis-url", env=["AUTHZ_LIMITS_REDIS_URL"], default="",
          help="where the policy's rate limits are counted: redis://, rediss://, unix://, "
               "redis+sentinel://, redis+cluster:// (as ratelimit-service's --redis-url); "
@@ -128,6 +136,13 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         config_path, holder, lambda: load_policy(config_path, keys),
         interval=args.reload_interval, also_watch=watched_files,
     )
+    tls = None
+    if args.tls_files is not None:
+        try:
+            tls = ServerTls(args.tls_files, interval=args.reload_interval)
+        except TlsError as exc:
+            log.error("invalid TLS files", extra={"error": str(exc)})
+            raise SystemExit(1) from None
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
@@ -137,7 +152,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         # Health: "" and the service name say ready (every JWT source holds usable keys);
         # "liveness" only says the process answers.
         app = GrpcApp(args.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))],
-                      readiness=keys.readiness)
+                      readiness=keys.readiness, tls=tls)
     listeners: list[Listener] = []
     draining = False
 
@@ -150,7 +165,8 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers,
                              forwarding=args.forwarding)
         listeners.append(HttpServer(args.http_address, door,
-                                    HttpLimits(max_body_bytes=args.http_max_body_bytes)))
+                                    HttpLimits(max_body_bytes=args.http_max_body_bytes),
+                                    tls=tls))
 
     def on_draining() -> None:
         nonlocal draining
@@ -167,7 +183,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
             listeners=listeners,
             drain_seconds=args.drain_seconds,
             announce_seconds=args.drain_announce_seconds,
-            background=[watcher.run, keys.run],
+            background=[watcher.run, keys.run, *([tls.run] if tls is not None else [])],
             on_reload_signal=watcher.request_reload,
             on_draining=on_draining,
             on_stop=on_stop,
@@ -208,6 +224,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not prefix.startswith("/") or prefix.endswith("/"):
         p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
     args.forwarding = _forwarding(p, args)
+    try:
+        args.tls_files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+    except TlsError as exc:
+        p.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)
