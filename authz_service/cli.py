@@ -136,13 +136,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         config_path, holder, lambda: load_policy(config_path, keys),
         interval=args.reload_interval, also_watch=watched_files,
     )
-    tls = None
-    if args.tls_files is not None:
-        try:
-            tls = ServerTls(args.tls_files, interval=args.reload_interval)
-        except TlsError as exc:
-            log.error("invalid TLS files", extra={"error": str(exc)})
-            raise SystemExit(1) from None
+    tls: ServerTls | None = args.tls
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
@@ -225,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
     args.forwarding = _forwarding(p, args)
     try:
-        args.tls_files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+        files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+        args.tls = ServerTls(files, interval=args.reload_interval) if files else None
     except TlsError as exc:
         p.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
     configure_logging(args.log_level, args.log_format)

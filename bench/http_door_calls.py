@@ -1,0 +1,79 @@
+"""The HTTP door's per-check cost for a cached token, in instructions (deterministic).
+
+Runs N checks of one cached-token request through HttpCheckDoor.__call__ (parse the
+request into a context, decide, render the allow), in process; under callgrind the
+difference of two runs divided by the difference of N is the instructions per check:
+
+    for n in 2000 12000; do valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \\
+        .venv/bin/python bench/http_door_calls.py $n; done
+    # per check = (Ir(12000) - Ir(2000)) / 10000, Ir from `callgrind_annotate` totals
+
+`--forwarded nginx` measures the forwarded mode's door instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from authz_service.doors.http import HttpCheckDoor  # noqa: E402
+from authz_service.keys.registry import KeyRegistry  # noqa: E402
+from authz_service.pipeline import Pipeline  # noqa: E402
+from authz_service.policy.loading import load_policy  # noqa: E402
+from bench.authz_bench import CONFIG  # noqa: E402
+from tests.authz import jwt_kit  # noqa: E402
+from tollgate.http_server import HttpRequest  # noqa: E402
+from tollgate.reload import ConfigHolder  # noqa: E402
+
+
+def main() -> None:
+    count = int(sys.argv[1])
+    forwarded = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--forwarded" else ""
+    key = jwt_kit.rsa_key("bench-1")
+    with tempfile.TemporaryDirectory() as tmp:
+        jwks = Path(tmp) / "jwks.json"
+        jwks.write_text(json.dumps(jwt_kit.jwks(key)))
+        config = Path(tmp) / "authz.yaml"
+        config.write_text(CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE,
+                                        jwks=jwks, cache=1000))
+        keys = KeyRegistry()
+        pipeline = Pipeline(ConfigHolder(load_policy(config, keys)), keys)
+    headers = [("host", "api.test"), ("authorization", "Bearer " + jwt_kit.mint(key)),
+               ("x-request-id", "rid-1"), ("x-tollgate-attr-source-address", "10.0.0.1")]
+    target, peer = "/check/orders/1", ""
+    door = HttpCheckDoor(pipeline)
+    if forwarded:
+        from authz_service.doors.forwarded import (  # noqa: PLC0415
+            CONVENTIONS,
+            Forwarding,
+            TrustedForwarders,
+        )
+
+        door = HttpCheckDoor(pipeline, forwarding=Forwarding(
+            CONVENTIONS[forwarded], TrustedForwarders.parse("127.0.0.1/32")))
+        target, peer = "/check", "127.0.0.1"
+        headers += [("x-original-method", "GET"), ("x-original-uri", "/orders/1"),
+                    ("x-forwarded-for", "10.0.0.1")]
+
+    async def run() -> None:
+        request = HttpRequest("GET", target, headers, b"", peer, True)
+        first = door(request)
+        if not isinstance(first, bytes):
+            await first  # the first check verifies the token; the rest find it cached
+        answer = door(request)
+        if not (isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 200")):
+            raise SystemExit(f"not a cached allow: {answer!r}")
+        for _ in range(count):
+            door(request)
+
+    asyncio.run(run())
+
+
+if __name__ == "__main__":
+    main()
