@@ -103,3 +103,56 @@ def test_a_rotation_is_installed_once_whole(live: TlsFiles, certs: devcerts.DevC
 def test_the_first_set_must_load(live: TlsFiles, certs: devcerts.DevCerts) -> None:
     with pytest.raises(TlsError):
         ServerTls(TlsFiles(live.cert, certs.client_key("admin")))
+
+
+def _answer_over_tls(port: int, ca: Path, client: tuple[Path, Path] | None) -> bytes:
+    """One GET over TLS with `client` (cert, key); b"" when the server refused it."""
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    if client is not None:
+        context.load_cert_chain(*client)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"GET /x HTTP/1.1\r\nhost: x\r\n\r\n")
+            return tls.recv(4096)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return b""
+
+
+def test_the_http_server_takes_a_new_client_ca_for_new_connections(
+    live: TlsFiles, certs: devcerts.DevCerts, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from tollgate.http_server import HttpServer, simple_response
+
+    other = devcerts.ensure(tmp_path / "other-ca")  # another CA and its client certs
+    ca_file = tmp_path / "live" / "client-ca.crt"
+    shutil.copy(certs.ca, ca_file)
+    files = TlsFiles(live.cert, live.key, ca_file)
+    ours = (certs.client_cert("admin"), certs.client_key("admin"))
+    theirs = (other.client_cert("admin"), other.client_key("admin"))
+
+    async def main() -> None:
+        tls = ServerTls(files)
+        server = HttpServer("127.0.0.1:0", lambda r: simple_response(200, b"ok"), tls=tls)
+        port = int((await server.start()).rpartition(":")[2])
+        try:
+            ask = asyncio.to_thread
+            assert (await ask(_answer_over_tls, port, certs.ca, ours)).startswith(
+                b"HTTP/1.1 200")
+            assert await ask(_answer_over_tls, port, certs.ca, theirs) == b""
+            assert await ask(_answer_over_tls, port, certs.ca, None) == b""
+            shutil.copy(other.ca, ca_file.with_suffix(".new"))
+            os.replace(ca_file.with_suffix(".new"), ca_file)
+            assert tls.check()
+            assert (await ask(_answer_over_tls, port, certs.ca, theirs)).startswith(
+                b"HTTP/1.1 200")
+            assert await ask(_answer_over_tls, port, certs.ca, ours) == b""
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())
