@@ -5,6 +5,7 @@ request, and the upstream sees the identity the gRPC door would have set."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,12 @@ def test_the_upstream_never_sees_the_credential(fronted: Fronted) -> None:
     assert reply.status == 200 and reply.upstream is not None
     assert reply.upstream["x-tollgate-subject"] == "svc-billing"
     assert "x-api-key" not in reply.upstream and "authorization" not in reply.upstream
+
+
+def test_with_the_door_unreachable_nginx_answers_503_and_never_the_upstream(
+    tmp_path: Path,
+) -> None:
+    with echo_upstream() as app, nginx(tmp_path, f"unix:{tmp_path / 'nobody.sock'}",
+                                       app) as port:
+        reply = ask_proxy(port, "GET", "/orders/1", {"x-api-key": API_KEY})
+    assert reply.status == 503 and reply.upstream is None

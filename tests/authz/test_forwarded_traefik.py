@@ -5,6 +5,7 @@ denials whole, and the upstream the gRPC door's identity headers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +83,9 @@ def test_the_upstream_never_sees_the_credential(fronted: Fronted) -> None:
     assert reply.status == 200 and reply.upstream is not None
     assert reply.upstream["x-tollgate-subject"] == "svc-billing"
     assert "x-api-key" not in reply.upstream and "authorization" not in reply.upstream
+
+
+def test_with_the_door_unreachable_traefik_fails_closed(tmp_path: Path) -> None:
+    with echo_upstream() as app, traefik(tmp_path, free_port(), app) as port:
+        reply = ask_proxy(port, "GET", "/orders/1", {"x-api-key": API_KEY})
+    assert reply.status >= 500 and reply.upstream is None
