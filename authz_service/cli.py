@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwarders
 from authz_service.doors.grpc import AuthorizationService, service_spec
 from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.keys.registry import KeyRegistry
@@ -26,6 +27,7 @@ from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
+from tollgate.tls import ServerTls, TlsError, TlsFiles
 from tollgate.tracing import configure_tracing
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
@@ -46,8 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
               "unix:PATH; 'off' disables it")
     flag(p, "--http-path-prefix", env=["AUTHZ_HTTP_PATH_PREFIX"], default=DEFAULT_PATH_PREFIX,
          help="the http_service path_prefix Envoy puts before the client's path")
+    flag(p, "--http-forwarded", env=["AUTHZ_HTTP_FORWARDED"], default=OFF,
+         choices=[OFF, *CONVENTIONS],
+         help="the HTTP door takes checks from NGINX auth_request (nginx: X-Original-Method/"
+              "-URI) or Traefik forwardAuth (traefik, generic: X-Forwarded-Method/-Uri), "
+              "not from Envoy (off); needs --http-trusted-forwarders")
+    flag(p, "--http-trusted-forwarders", env=["AUTHZ_HTTP_TRUSTED_FORWARDERS"], default="",
+         help="CIDR,... (and 'unix' for the door's Unix socket): the only TCP peers whose "
+              "forwarded headers are believed; any other peer is refused")
     flag(p, "--http-max-body-bytes", env=["AUTHZ_HTTP_MAX_BODY_BYTES"], default=1024 * 1024,
          kind=int, help="largest check request body the HTTP door reads (413 beyond)")
+    flag(p, "--tls-cert", env=["AUTHZ_TLS_CERT"], default="",
+         help="serve both doors over TLS with this certificate chain (PEM); reloaded when "
+              "it changes")
+    flag(p, "--tls-key", env=["AUTHZ_TLS_KEY"], default="",
+         help="the TLS certificate's private key (PEM)")
+    flag(p, "--tls-client-ca", env=["AUTHZ_TLS_CLIENT_CA"], default="",
+         help="mTLS: require a client certificate issued by this CA (PEM), e.g. Envoy's")
     flag(p, "--limits-redis-url", env=["AUTHZ_LIMITS_REDIS_URL"], default="",
          help="where the policy's rate limits are counted: redis://, rediss://, unix://, "
               "redis+sentinel://, redis+cluster:// (as ratelimit-service's --redis-url); "
@@ -135,6 +152,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         config_path, holder, lambda: _load(config_path, keys),
         interval=args.reload_interval, also_watch=watched_files,
     )
+    tls: ServerTls | None = args.tls
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
@@ -144,7 +162,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         # Health: "" and the service name say ready (every JWT source holds usable keys);
         # "liveness" only says the process answers.
         app = GrpcApp(args.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))],
-                      readiness=keys.readiness)
+                      readiness=keys.readiness, tls=tls)
     listeners: list[Listener] = []
     draining = False
 
@@ -154,9 +172,11 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         return keys.readiness.blockers()
 
     if args.http_address != OFF:
-        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers)
+        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers,
+                             forwarding=args.forwarding)
         listeners.append(HttpServer(args.http_address, door,
-                                    HttpLimits(max_body_bytes=args.http_max_body_bytes)))
+                                    HttpLimits(max_body_bytes=args.http_max_body_bytes),
+                                    tls=tls))
 
     def on_draining() -> None:
         nonlocal draining
@@ -173,7 +193,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
             listeners=listeners,
             drain_seconds=args.drain_seconds,
             announce_seconds=args.drain_announce_seconds,
-            background=[watcher.run, keys.run],
+            background=[watcher.run, keys.run, *([tls.run] if tls is not None else [])],
             on_reload_signal=watcher.request_reload,
             on_draining=on_draining,
             on_stop=on_stop,
@@ -181,6 +201,20 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     except OSError as exc:  # the address cannot be bound
         log.error("cannot serve", extra={"error": str(exc)})
         raise SystemExit(1) from None
+
+
+def _forwarding(p: argparse.ArgumentParser, args: argparse.Namespace) -> Forwarding | None:
+    if args.http_forwarded == OFF:
+        if args.http_trusted_forwarders:
+            p.error("--http-trusted-forwarders is only read with --http-forwarded")
+        return None
+    if args.http_address == OFF:
+        p.error("--http-forwarded needs the HTTP door (--http-address is off)")
+    try:
+        trusted = TrustedForwarders.parse(args.http_trusted_forwarders)
+    except ValueError as exc:
+        p.error(f"--http-trusted-forwarders: {exc}")
+    return Forwarding(CONVENTIONS[args.http_forwarded], trusted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,6 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = args.http_path_prefix
     if not prefix.startswith("/") or prefix.endswith("/"):
         p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
+    args.forwarding = _forwarding(p, args)
+    try:
+        files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+        args.tls = ServerTls(files, interval=args.reload_interval) if files else None
+    except TlsError as exc:
+        p.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)

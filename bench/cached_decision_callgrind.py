@@ -21,22 +21,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from authz_service.identity.token_cache import TokenCache
+from authz_service.keys.registry import KeyRegistry
+from authz_service.models import RequestContext
+from authz_service.pipeline import Pipeline
+from authz_service.policy.loading import load_policy
+from tests.kits import jwt_kit
+from tollgate.eager import start
+from tollgate.reload import ConfigHolder
 
-from authz_service.identity.token_cache import TokenCache  # noqa: E402
-from authz_service.keys.registry import KeyRegistry  # noqa: E402
-from authz_service.models import RequestContext  # noqa: E402
-from authz_service.pipeline import Pipeline  # noqa: E402
-from authz_service.policy.loading import load_policy  # noqa: E402
-from tests.kits import jwt_kit  # noqa: E402
-from tollgate.eager import start  # noqa: E402
-from tollgate.reload import ConfigHolder  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 JWT = """
 identities:

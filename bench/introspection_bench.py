@@ -15,20 +15,19 @@ import argparse
 import asyncio
 import logging
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from authz_service.keys.registry import KeyRegistry
+from authz_service.models import Answer, Deny, RequestContext
+from authz_service.pipeline import Pipeline
+from authz_service.policy.loading import load_policy
+from tests.authz.introspection_kit import Endpoint, introspection_endpoint
+from tollgate.reload import ConfigHolder
 
-from authz_service.keys.registry import KeyRegistry  # noqa: E402
-from authz_service.models import Answer, Deny, RequestContext  # noqa: E402
-from authz_service.pipeline import Pipeline  # noqa: E402
-from authz_service.policy.loading import load_policy  # noqa: E402
-from tests.authz.introspection_kit import Endpoint, introspection_endpoint  # noqa: E402
-from tollgate.reload import ConfigHolder  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 CONFIG = """
 identities:

@@ -35,6 +35,7 @@ from tollgate.metrics import serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
+from tollgate.tls import ServerTls, TlsError, TlsFiles
 from tollgate.tracing import configure_tracing
 from tollgate.workers import port_for, run_workers, socket_path_for, worker_index
 
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--grpc-address", env=["RATELIMIT_GRPC_ADDRESS"],
          help=f"HOST:PORT or unix:PATH (also GRPC_UDS, GRPC_HOST + GRPC_PORT); "
               f"default {DEFAULT_ADDRESS}")
+    # envoyproxy/ratelimit's GRPC_SERVER_TLS_* names too (a certificate turns TLS on).
+    flag(p, "--tls-cert", env=["RATELIMIT_TLS_CERT", "GRPC_SERVER_TLS_CERT"], default="",
+         help="serve gRPC over TLS with this certificate chain (PEM); reloaded when it "
+              "changes")
+    flag(p, "--tls-key", env=["RATELIMIT_TLS_KEY", "GRPC_SERVER_TLS_KEY"], default="",
+         help="the TLS certificate's private key (PEM)")
+    flag(p, "--tls-client-ca", env=["RATELIMIT_TLS_CLIENT_CA", "GRPC_CLIENT_TLS_CACERT"],
+         default="", help="mTLS: require a client certificate issued by this CA (PEM)")
     flag(p, "--redis-url", env=["RATELIMIT_REDIS_URL", "REDIS_URL"], default="",
          help="redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// or the "
               "reference's bare forms; empty: in-memory store")
@@ -267,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
         parser.error(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
+    try:
+        tls_files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+        tls = ServerTls(tls_files, interval=args.reload_interval) if tls_files else None
+    except TlsError as exc:
+        parser.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
     config_path = resolve_config_path(args.config)
     merge, allow_empty = args.merge_domain_config, args.allow_empty_config
     try:
@@ -318,7 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             probe.block_until_probed()
             background.append(probe.run)
         app = GrpcApp(address, [service_spec(limiter, tracer)], readiness=readiness,
-                      reuse_port=worker is not None)
+                      reuse_port=worker is not None, tls=tls)
+        if tls is not None:
+            background.append(tls.run)
         admin = None
         if args.admin_address:
             admin = AdminServer(args.admin_address, limiter,

@@ -33,6 +33,8 @@ from http import HTTPStatus
 
 import httptools
 
+from tollgate.tls import ServerTls
+
 log = logging.getLogger("tollgate.http")
 
 QUIET_SECONDS = 0.25  # a drain stops listening once no connection came for this long
@@ -291,6 +293,7 @@ class HttpServer:
     address: str
     handler: Handler
     limits: HttpLimits = field(default_factory=HttpLimits)
+    tls: ServerTls | None = None  # serve TLS (mTLS with a client CA), reloaded on change
     connections: set[_Connection] = field(default_factory=set)
     draining: bool = False
     bound: str = ""
@@ -324,18 +327,21 @@ class HttpServer:
             self._sweeper = loop.call_later(max(self.limits.request_seconds / 4, 0.05),
                                             self._sweep)
         address = self.address.strip()
+        tls = self.tls.http_context() if self.tls is not None else None
         if address.startswith("unix:"):
             path = address[len("unix:"):]
             path = "/" + path.lstrip("/") if path.startswith("//") else path
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a stale socket from a killed process
-            self._server = await loop.create_unix_server(lambda: _Connection(self), path)
+            self._server = await loop.create_unix_server(lambda: _Connection(self), path,
+                                                         ssl=tls)
             self.bound = f"unix:{path}"
         else:
             host, _, port = address.rpartition(":")
             host = host.strip("[]")
             server = await loop.create_server(
-                lambda: _Connection(self), host, int(port), reuse_address=True, backlog=1024
+                lambda: _Connection(self), host, int(port), reuse_address=True, backlog=1024,
+                ssl=tls,
             )
             for sock in server.sockets:
                 with contextlib.suppress(OSError):

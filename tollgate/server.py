@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tollgate.health import LIVENESS_SERVICE, Readiness
+from tollgate.tls import ServerTls
 
 log = logging.getLogger("tollgate.server")
 
@@ -61,11 +62,14 @@ def _unix_path(address: str) -> str:
     return "/" + rest.lstrip("/") if rest.startswith("//") else rest
 
 
-def _bind(server: grpc.aio.Server, address: str) -> int:
+def _bind(server: grpc.aio.Server, address: str, tls: ServerTls | None = None) -> int:
     # grpcio reports a taken port as a bare RuntimeError (or port 0): make it an
     # OSError naming the address, which the CLIs turn into one log line and exit 1.
     try:
-        port: int = server.add_insecure_port(address)
+        if tls is None:
+            port: int = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, tls.grpc_credentials())
     except RuntimeError:
         port = 0
     if port == 0:
@@ -140,6 +144,7 @@ class GrpcApp:
     # "" and each service name report readiness; LIVENESS_SERVICE only liveness.
     readiness: Readiness = field(default_factory=Readiness)
     reuse_port: bool = False  # SO_REUSEPORT: worker processes share one TCP port
+    tls: ServerTls | None = None  # serve TLS (mTLS with a client CA), reloaded on change
     _gate: _LastCallsGate = field(default_factory=lambda: _LastCallsGate(()), repr=False)
 
     @property
@@ -169,10 +174,10 @@ class GrpcApp:
             path = _unix_path(address)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)  # a stale socket from a killed process
-            _bind(server, address)
+            _bind(server, address, self.tls)
             self.bound = address
         else:
-            port = _bind(server, address)
+            port = _bind(server, address, self.tls)
             host = address.rpartition(":")[0]
             self.bound = f"{host}:{port}"
         await server.start()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from authz_service.doors.forwarded import Forwarding, ForwardRefused
 from authz_service.doors.http_wire import AnswerRenderer, NotACheck, to_context
 from authz_service.models import Answer
 from authz_service.pipeline import CheckUnavailable, Pipeline
@@ -32,21 +33,27 @@ class HttpCheckDoor:
         *,
         path_prefix: str = DEFAULT_PATH_PREFIX,
         blockers: Callable[[], dict[str, str]] = dict,
+        forwarding: Forwarding | None = None,
     ) -> None:
-        """`blockers`: what keeps the service from being ready, by name (none: ready)."""
+        """`blockers`: what keeps the service from being ready, by name (none: ready).
+        `forwarding`: checks come from NGINX or Traefik (doors/forwarded.py), not Envoy."""
         if not path_prefix.startswith("/") or path_prefix.endswith("/"):
             raise ValueError(f"path prefix '{path_prefix}' must start with '/' and not end "
                              "with one (e.g. /check)")
         self.pipeline = pipeline
         self.path_prefix = path_prefix
         self.blockers = blockers
-        self.answers = AnswerRenderer()
+        # Chosen once: the Envoy door's per-request path has no forwarded-mode branch.
+        self._context = to_context if forwarding is None else forwarding.context
+        self.answers = AnswerRenderer(deny=None if forwarding is None else forwarding.deny)
 
     def __call__(self, request: HttpRequest) -> Response:
         try:
-            ctx = to_context(request, self.path_prefix)
+            ctx = self._context(request, self.path_prefix)
         except NotACheck:
             return self._other(request)
+        except ForwardRefused as refused:
+            return refused.response
         head_only = request.method == "HEAD"
         try:
             outcome = start(self.pipeline.decide(ctx))

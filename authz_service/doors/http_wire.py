@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from http import HTTPStatus
 from types import MappingProxyType
+from typing import Protocol
 
 from authz_service.contract import (
     ATTRIBUTE_HEADERS,
@@ -47,7 +48,7 @@ def to_context(request: HttpRequest, path_prefix: str) -> RequestContext:
         attributes = {field: headers.pop(header) for field, header in _ATTRIBUTE_FIELDS
                       if header in headers}
     else:
-        headers, duplicates, attributes = _with_repeats(lines)
+        headers, duplicates, attributes = split_headers(lines)
     extensions = _NO_EXTENSIONS
     route, scopes = attributes.get("route"), attributes.get("scopes")
     if route or scopes:
@@ -76,10 +77,12 @@ def to_context(request: HttpRequest, path_prefix: str) -> RequestContext:
 _ATTRIBUTE_FIELDS = tuple(ATTRIBUTE_HEADERS.items())
 
 
-def _with_repeats(
+def split_headers(
     lines: list[tuple[str, str]],
 ) -> tuple[dict[str, str], frozenset[str], dict[str, str]]:
-    """A request with a header name on several lines: joined as Envoy's map form joins
+    """The client's headers, the names seen more than once, and the attribute headers.
+
+    A header name on several lines is joined as Envoy's map form joins
     them (cookies with '; ', others with ','), and an attribute set twice trusted for
     neither (Envoy sets each once: a second one came from somewhere else)."""
     headers: dict[str, str] = {}
@@ -102,17 +105,23 @@ def _with_repeats(
     return headers, frozenset(duplicates), attributes
 
 
+class DenyRenderer(Protocol):
+    def __call__(self, deny: Deny, request_id: str, *, head_only: bool = False) -> bytes: ...
+
+
 class AnswerRenderer:
     """Answers as HTTP responses; a reused Allow's (a cached token's) status line and
-    headers are rendered once and kept, the rate-limit headers added per request."""
+    headers are rendered once and kept, the rate-limit headers added per request.
+    `deny` renders denials (a forwarding proxy may want them its own way)."""
 
-    def __init__(self, memo_entries: int = 10_000) -> None:
+    def __init__(self, memo_entries: int = 10_000, deny: DenyRenderer | None = None) -> None:
         self._heads: Memo[bytes] = Memo(memo_entries)
+        self._deny: DenyRenderer = deny_response if deny is None else deny
 
     def render(self, answer: Answer, request_id: str, *, head_only: bool = False) -> bytes:
         decision = answer.decision
         if not isinstance(decision, Allow):
-            return deny_response(decision, request_id, head_only=head_only)
+            return self._deny(decision, request_id, head_only=head_only)
         head = self._heads.get(decision, None)
         if head is None:
             head = self._heads.put(decision, None, allow_head(decision))
@@ -139,9 +148,10 @@ def allow_response(head: bytes, client_headers: tuple[tuple[str, str], ...]) -> 
     return head + _lines(list(client_headers)) + b"\r\n"
 
 
-def deny_response(deny: Deny, request_id: str, *, head_only: bool = False) -> bytes:
+def deny_response(deny: Deny, request_id: str, *, head_only: bool = False,
+                  extra_headers: tuple[tuple[str, str], ...] = ()) -> bytes:
     status = deny.status if deny.status in _STATUS_LINES and deny.status != 200 else 403
     body = denial_body(deny, request_id)
-    headers = [*denial_headers(deny), ("content-length", str(len(body)))]
+    headers = [*denial_headers(deny), *extra_headers, ("content-length", str(len(body)))]
     response = _STATUS_LINES[status] + _lines(headers) + b"\r\n"
     return response if head_only else response + body

@@ -120,10 +120,12 @@ class AuthzClient:
 
 @contextmanager
 def authz_process(
-    config: Path, workdir: Path, env: Mapping[str, str] | None = None
+    config: Path, workdir: Path, env: Mapping[str, str] | None = None,
+    http_address: str = "",
 ) -> Iterator[tuple[subprocess.Popen[bytes], AuthzClient]]:
     """Run `authz-service` on a unix socket; yield once it is live (not necessarily ready:
-    a JWT source whose IdP is down keeps it NOT_SERVING on "")."""
+    a JWT source whose IdP is down keeps it NOT_SERVING on ""). The HTTP door is on
+    `http_address` when given, else on workdir/authz-http.sock."""
     import os
 
     socket_path = workdir / "authz.sock"
@@ -135,7 +137,7 @@ def authz_process(
                 "--config", str(config),
                 "--grpc-address", f"unix:{socket_path}",
                 # Both doors, so the suite can ask each (tests/authz/door_kit.py).
-                "--http-address", f"unix:{workdir / 'authz-http.sock'}",
+                "--http-address", http_address or f"unix:{workdir / 'authz-http.sock'}",
                 "--reload-interval", "0.05",
                 "--log-level", "debug",
             ],
