@@ -23,7 +23,7 @@ from authz_service.keys.registry import KeyRegistry
 from authz_service.models import Answer, Deny, RequestContext
 from authz_service.pipeline import Pipeline
 from authz_service.policy.loading import load_policy
-from tests.authz.introspection_kit import Endpoint, introspection_endpoint
+from tests.kits.introspection_kit import Endpoint, introspection_endpoint
 from tollgate.reload import ConfigHolder
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.authz.conftest import API_KEY
+from tests.kits import jwt_kit
+from tests.kits.door_kit import Ask
+from tests.kits.grpc_kit import authz_process
 from tests.kits.proxy_kit import (
     CASES,
     EXPECTED,
@@ -22,9 +25,6 @@ from tests.kits.proxy_kit import (
     through_grpc,
     through_proxy,
 )
-from tests.kits import jwt_kit
-from tests.kits.door_kit import Ask
-from tests.kits.grpc_kit import authz_process
 
 pytestmark = pytest.mark.integration
 

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.authz.conftest import API_KEY
+from tests.kits import jwt_kit
+from tests.kits.door_kit import Ask
+from tests.kits.grpc_kit import authz_process
+from tests.kits.processes import free_port
 from tests.kits.proxy_kit import (
     CASES,
     EXPECTED,
@@ -22,10 +26,6 @@ from tests.kits.proxy_kit import (
     through_proxy,
     traefik,
 )
-from tests.kits import jwt_kit
-from tests.kits.door_kit import Ask
-from tests.kits.grpc_kit import authz_process
-from tests.kits.processes import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -38,8 +38,8 @@ from authz_service.pipeline import Pipeline
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy, compile_config
 from authz_service.policy.loading import load_policy
-from tests.authz.introspection_kit import Endpoint, introspection_endpoint
 from tests.kits import jwt_kit
+from tests.kits.introspection_kit import Endpoint, introspection_endpoint
 from tollgate.config import ConfigError
 from tollgate.reload import ConfigHolder
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.introspection_kit import Endpoint, introspection_endpoint
 from tests.kits.door_kit import Ask, HttpDoorClient, Reply, ask_grpc, ask_http, door_socket
 from tests.kits.envoy_kit import envoy_in_front
 from tests.kits.grpc_kit import AuthzClient, authz_process
+from tests.kits.introspection_kit import Endpoint, introspection_endpoint
 
 pytestmark = pytest.mark.integration
 
