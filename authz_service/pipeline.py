@@ -21,6 +21,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from authz_service.identity.base import Proven
+from authz_service.identity.dpop_replay import (
+    MemoryReplayStore,
+    ReplayStore,
+    ReplayStoreUnavailable,
+)
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledSet
@@ -29,7 +35,7 @@ from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy
-from authz_service.policy.denials import internal_error
+from authz_service.policy.denials import dpop_refusal, dpop_replay_unavailable, internal_error
 from authz_service.policy.routes import CompiledRoute
 from ratelimit_service.decision import DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers
@@ -51,13 +57,16 @@ class Pipeline:
         keys: KeyRegistry,
         counter: LimitCounter | None = None,
         clock: Callable[[], float] = time.time,
+        replay: ReplayStore | None = None,
     ) -> None:
+        """`replay`: where spent DPoP proofs are remembered (default: this process)."""
         self.holder = holder
         self.keys = keys
         # No store configured: an in-memory one (a single replica's exact counts).
         self.counter = counter if counter is not None else LimitCounter(MemoryStore(),
                                                                         clock=clock)
         self.clock = clock
+        self.replay: ReplayStore = replay if replay is not None else MemoryReplayStore()
 
     async def decide(self, ctx: RequestContext) -> Answer:
         """The answer for one request; never raises but CheckUnavailable."""
@@ -102,6 +111,12 @@ class Pipeline:
                 proven = engine.authorize(policy, routed, ctx, self.clock(), may_refetch=False)
             if isinstance(proven, engine.NeedKeys):  # the refetch did not bring the key
                 proven = proven.fallback
+        if isinstance(proven, Proven):
+            spent = await self._spend(proven, policy.realm, routed.name)
+            if spent is not None:
+                return Answer(spent, identity=proven.identity,
+                              limit_outcomes=before.outcomes if before else ())
+            proven = proven.identity
         if not isinstance(proven, Identity):
             return Answer(proven, limit_outcomes=before.outcomes if before else ())
 
@@ -120,6 +135,20 @@ class Pipeline:
         headers = rate_limit_headers(statuses, policy.limits.style, HEADER_NAMES) \
             if statuses else ()
         return Answer(decision, headers, identity=proven, limit_outcomes=outcomes)
+
+    async def _spend(self, proven: Proven, realm: str, route: str) -> Deny | None:
+        """Record the request's DPoP proof; its denial when it was spent before (a
+        replay) or the store cannot tell (never an allow on an unchecked proof)."""
+        proof = proven.proof
+        try:
+            fresh = await self.replay.first_use(proof.replay_key, proof.expires, self.clock())
+        except ReplayStoreUnavailable as exc:
+            log.warning("DPoP replay store unavailable", extra={"error": str(exc)})
+            return dpop_replay_unavailable(route)
+        if fresh:
+            return None
+        return dpop_refusal(realm, "invalid_dpop_proof", "DPoP proof already used", proof.algs,
+                            route)
 
     async def _limit(
         self,

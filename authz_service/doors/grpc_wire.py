@@ -58,6 +58,7 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
         request_id=request_id,
         body=http.raw_body or http.body.encode(),
         source_address=source.address.socket_address.address,
+        peer_certificate_pem=source.certificate,
     )
 
 
