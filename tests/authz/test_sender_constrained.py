@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -18,7 +19,11 @@ from jwt.algorithms import ECAlgorithm
 
 from authz_service.config import AuthzConfig
 from authz_service.identity.dpop import jwk_thumbprint, normal_htu, normal_path
-from authz_service.identity.dpop_replay import MemoryReplayStore, ReplayStoreUnavailable
+from authz_service.identity.dpop_replay import (
+    MemoryReplayStore,
+    RedisReplayStore,
+    ReplayStoreUnavailable,
+)
 from authz_service.identity.jwt import JwtSource, KeyProvider
 from authz_service.keys.keyset import KeySet, parse_jwks
 from authz_service.keys.registry import KeyRegistry
@@ -26,6 +31,8 @@ from authz_service.models import Allow, Answer, Deny, RequestContext
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import compile_config
 from tests.authz import dpop_kit, jwt_kit
+from tests.ratelimit.redis_procs import RedisProcess
+from tests.support import free_port
 from tollgate.reload import ConfigHolder
 from tollgate_cli import devcerts
 
@@ -73,6 +80,7 @@ class Service:
 
     def __init__(self, settings: dict[str, Any] | None = None,
                  replay: MemoryReplayStore | None = None) -> None:
+        """`replay`: the store to read in the test; the pipeline's may be replaced."""
         keys = parse_jwks(json.dumps(jwt_kit.jwks(ISSUER_KEY)))
 
         def factory(name: str, source: JwtSource) -> KeyProvider:
@@ -487,3 +495,62 @@ def test_a_nonce_secret_that_is_not_set_is_a_config_error(monkeypatch: pytest.Mo
     monkeypatch.delenv(SECRET_ENV, raising=False)
     with pytest.raises(ValueError, match=f"'{SECRET_ENV}' must hold a secret"):
         Service(config(dpop_proof={"nonce_secret_env": SECRET_ENV}))
+
+
+# --- replicas sharing spent proofs in a real Redis -------------------------------------
+
+
+@pytest.mark.integration
+def test_replicas_sharing_a_redis_refuse_a_proof_spent_on_another(tmp_path: Path) -> None:
+    server = RedisProcess(tmp_path)
+    server.start()
+    try:
+        first, second = Service(), Service()
+        access = dpop_token()
+        headers = dpop_headers(access, proof(access))
+        ctx = RequestContext("GET", "/orders/1", "api.test", headers=headers)
+
+        async def both() -> tuple[Answer, Answer, Answer, int]:
+            stores = [RedisReplayStore(server.url, timeout=5, key_prefix="t:")
+                      for _ in range(2)]
+            first.pipeline.replay, second.pipeline.replay = stores
+            try:
+                spent = await first.pipeline.decide(ctx)
+                replayed = await second.pipeline.decide(ctx)
+                fresh_ctx = RequestContext("GET", "/orders/1", "api.test",
+                                           headers=dpop_headers(access, proof(access)))
+                fresh = await second.pipeline.decide(fresh_ctx)
+                keys = await stores[0].connection.call("KEYS", "t:dpop:*")
+                ttl = await stores[0].connection.call("PTTL", keys[0])
+            finally:
+                for store in stores:
+                    await store.close()
+            return spent, replayed, fresh, int(ttl)
+
+        spent, replayed, fresh, ttl = asyncio.run(both())
+        assert isinstance(spent.decision, Allow)
+        assert denied(replayed).description == "DPoP proof already used"
+        assert isinstance(fresh.decision, Allow)
+        # remembered only while the proof could be accepted: iat + 60 s + 5 s of skew
+        assert 0 < ttl <= 65_000
+    finally:
+        server.stop()
+
+
+def test_an_unreachable_replay_redis_refuses_the_proof_with_503() -> None:
+    service = Service()
+    access = dpop_token()
+    ctx = RequestContext("GET", "/orders/1", "api.test",
+                         headers=dpop_headers(access, proof(access)))
+
+    async def ask() -> Answer:
+        store = RedisReplayStore(f"redis://127.0.0.1:{free_port()}", timeout=2)
+        service.pipeline.replay = store
+        try:
+            return await service.pipeline.decide(ctx)
+        finally:
+            await store.close()
+
+    deny = denied(asyncio.run(ask()))
+    assert (deny.status, deny.code) == (503, "dpop_replay_unavailable")
+    assert ("retry-after", "1") in deny.headers
