@@ -115,6 +115,12 @@ class JwtSource(Model):
     dpop: DpopMode = "off"  # allow: DPoP and bearer tokens; require: DPoP only
     dpop_proof: DpopSettings = Field(default_factory=DpopSettings)
 
+    @field_validator("dpop", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        # YAML 1.1 reads an unquoted `off` as false: `dpop: off` means what it says.
+        return "off" if value is False else value
+
     @field_validator("algorithms")
     @classmethod
     def _known_algorithms(cls, value: list[str]) -> list[str]:

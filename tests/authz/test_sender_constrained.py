@@ -30,6 +30,7 @@ from authz_service.keys.registry import KeyRegistry
 from authz_service.models import Allow, Answer, Deny, RequestContext
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import compile_config
+from authz_service.policy.loading import load_policy
 from tests.authz import dpop_kit, jwt_kit
 from tests.ratelimit.redis_procs import RedisProcess
 from tests.support import free_port
@@ -489,6 +490,15 @@ def test_unusable_htu_values_match_nothing(htu: str) -> None:
 def test_unsafe_dpop_settings_are_refused(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AuthzConfig.model_validate(config(**settings))
+
+
+def test_dpop_off_unquoted_in_yaml_means_off(tmp_path: Path) -> None:
+    (tmp_path / "jwks.json").write_text(json.dumps(jwt_kit.jwks(ISSUER_KEY)))
+    (tmp_path / "authz.yaml").write_text(
+        "identities:\n  - name: idp\n    jwt: {issuer: https://x.test, jwks_file: jwks.json,"
+        " dpop: off}\nroutes:\n  - name: all\n")
+    policy = load_policy(tmp_path / "authz.yaml", KeyRegistry())
+    assert policy.config.identities[0].jwt.dpop == "off"
 
 
 def test_a_nonce_secret_that_is_not_set_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
