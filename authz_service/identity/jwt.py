@@ -224,6 +224,7 @@ class JwtIdentitySource:
         self.dpop: DpopVerifier | None = None
         if config.dpop != "off":
             self.dpop = DpopVerifier(config.dpop_proof, _nonces(config.dpop_proof))
+        self.dpop_algs = self.dpop.algs if self.dpop is not None else ""  # for the challenge
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | Proven | None:
         token = find_token(ctx, self.locations, self.max_token_bytes)

@@ -37,9 +37,13 @@ def dpop_replay_unavailable(route: str = "") -> Deny:
                 route, headers=(("retry-after", "1"),))
 
 
-def missing_credentials(realm: str, route: str = "") -> Deny:
-    """No credentials at all: a bare challenge with no error (RFC 6750 §3.1)."""
-    return Deny(401, "missing_credentials", "authentication required", _challenge(realm), route)
+def missing_credentials(realm: str, route: str = "", dpop_algs: str = "") -> Deny:
+    """No credentials at all: a bare challenge with no error (RFC 6750 §3.1), and a DPoP
+    one naming the proof algorithms when the route takes DPoP (RFC 9449 §7.1)."""
+    challenge = _challenge(realm)
+    if dpop_algs:
+        challenge += f', DPoP realm="{_quote(realm)}", algs="{_quote(dpop_algs)}"'
+    return Deny(401, "missing_credentials", "authentication required", challenge, route)
 
 
 def invalid_token(realm: str, description: str, route: str = "") -> Deny:

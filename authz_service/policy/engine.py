@@ -133,14 +133,14 @@ def authorize(
                 return NeedKeys(needed.source, needed.kid, deny)
             return deny
         if not route.anonymous:
-            return denials.missing_credentials(policy.realm, route.name)
+            return denials.missing_credentials(policy.realm, route.name, route.dpop_algs)
         identity = ANONYMOUS
 
     extra = ctx.context_extensions.get(SCOPES_EXTENSION, "").split()
     refusal = check_requirements(route.require, identity, policy.realm, route.name, extra)
     if refusal is not None:
         if identity.kind == ANONYMOUS_KIND:
-            return denials.missing_credentials(policy.realm, route.name)
+            return denials.missing_credentials(policy.realm, route.name, route.dpop_algs)
         return refusal
     return identity if proof is None else proof
 

@@ -365,6 +365,14 @@ def test_a_proof_without_a_usable_jti_is_refused(service: Service, jti: str | No
         "DPoP proof needs a 'jti'"
 
 
+def test_no_credentials_on_a_dpop_route_offers_both_schemes(service: Service) -> None:
+    deny = denied(service.ask({}))
+    assert deny.code == "missing_credentials"
+    assert deny.challenge == ('Bearer realm="tollgate", '
+                              'DPoP realm="tollgate", algs="ES256 EdDSA RS256 PS256"')
+    assert denied(service.ask({}, "/plain")).challenge == 'Bearer realm="tollgate"'
+
+
 def test_a_dpop_token_without_its_proof_is_refused(service: Service) -> None:
     access = dpop_token()
     deny = denied(service.ask({"authorization": f"DPoP {access}"}))
