@@ -54,6 +54,7 @@ class MemoryReplayStore:
         if len(seen) >= self.max_entries:
             raise ReplayStoreUnavailable("DPoP replay store full")
         seen[key] = expires
+        seen.move_to_end(key)  # an expired entry of the same key is live again: last in line
         return True
 
     def __len__(self) -> int:

@@ -459,6 +459,19 @@ def test_a_full_replay_store_refuses_rather_than_forgets() -> None:
         asyncio.run(MemoryReplayStore(max_entries=0).first_use("k", NOW + 1, NOW))
 
 
+def test_the_memory_store_remembers_a_key_until_it_expires_and_again_after() -> None:
+    store = MemoryReplayStore()
+
+    async def uses() -> list[bool]:
+        return [
+            await store.first_use("a", 10, 0), await store.first_use("a", 10, 9.9),
+            await store.first_use("b", 12, 1), await store.first_use("a", 21, 11),
+            await store.first_use("a", 21, 15), await store.first_use("b", 30, 13),
+        ]
+
+    assert asyncio.run(uses()) == [True, False, True, True, False, True]
+
+
 # --- the pure helpers and the settings ------------------------------------------------
 
 
