@@ -6,8 +6,9 @@
 The phases are the pure engine's; the stages in brackets count hits (I/O, through
 `authz_service.limits.stage`), and so does the one-time key refetch for a token with
 an unknown key id, and the recording of a DPoP proof's jti in the replay store
-(`authz_service.identity.dpop_replay`) once identity and authorization passed. Doors turn a wire request into a RequestContext, call `decide`,
-and turn the Answer into their wire answer; nothing here knows which door asked.
+(`authz_service.identity.dpop_replay`) once identity and authorization passed.
+Doors turn a wire request into a RequestContext, call `decide`, and turn the Answer
+into their wire answer; nothing here knows which door asked.
 Decisions are counted and timed here, once, whatever the door.
 
 `decide` is written to finish without suspending when nothing needs I/O (a cached
