@@ -12,6 +12,7 @@ from typing import TextIO
 from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwarders
 from authz_service.doors.grpc import AuthorizationService, service_spec
 from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
+from authz_service.identity.dpop_replay import MemoryReplayStore, RedisReplayStore, ReplayStore
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.stage import LimitCounter
 from authz_service.metrics import TOKEN_CACHE_ENTRIES
@@ -80,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
          help="prefix of every counter key (ratelimit-service's CACHE_KEY_PREFIX)")
     flag(p, "--limits-memory-max-keys", env=["AUTHZ_LIMITS_MEMORY_MAX_KEYS"],
          default=1_000_000, kind=int, help="bound on counters kept in memory")
+    flag(p, "--dpop-replay-redis-url", env=["AUTHZ_DPOP_REPLAY_REDIS_URL"], default="",
+         help="where spent DPoP proofs (jti) are remembered when replicas share the work: "
+              "redis://, rediss://, unix://; empty: in memory (one replica)")
+    flag(p, "--dpop-replay-redis-timeout", env=["AUTHZ_DPOP_REPLAY_REDIS_TIMEOUT"],
+         default=0.25, kind=float, help="seconds to wait for that Redis before the proof is "
+         "refused with 503 (keep it under Envoy's ext_authz timeout)")
+    flag(p, "--dpop-replay-key-prefix", env=["AUTHZ_DPOP_REPLAY_KEY_PREFIX"], default="",
+         help="prefix of every DPoP replay key in Redis")
+    flag(p, "--dpop-replay-memory-max-entries", env=["AUTHZ_DPOP_REPLAY_MEMORY_MAX_ENTRIES"],
+         default=1_000_000, kind=int, help="bound on spent DPoP proofs kept in memory (past "
+         "it, new proofs are refused until old ones expire)")
     flag(p, "--reload-interval", env=["AUTHZ_RELOAD_INTERVAL"], default=1.0, kind=float,
          help="seconds between config file checks")
     flag(p, "--drain-seconds", env=["AUTHZ_DRAIN_SECONDS"], default=10.0, kind=float,
@@ -140,7 +152,15 @@ def _limit_counter(args: argparse.Namespace) -> LimitCounter:
     return LimitCounter(store, key_prefix=args.limits_key_prefix)
 
 
-async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
+def _replay_store(args: argparse.Namespace) -> ReplayStore:
+    if not args.dpop_replay_redis_url:
+        return MemoryReplayStore(args.dpop_replay_memory_max_entries)
+    return RedisReplayStore(args.dpop_replay_redis_url, timeout=args.dpop_replay_redis_timeout,
+                            key_prefix=args.dpop_replay_key_prefix)
+
+
+async def serve(args: argparse.Namespace, counter: LimitCounter,
+                replay: ReplayStore | None = None) -> None:
     config_path = Path(args.config) if args.config else DEFAULT_CONFIG
     keys = KeyRegistry()
     try:
@@ -156,7 +176,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
-    pipeline = Pipeline(holder, keys, counter)
+    pipeline = Pipeline(holder, keys, counter, replay=replay)
     app = None
     if args.grpc_address != OFF:
         # Health: "" and the service name say ready (every JWT source holds usable keys);
@@ -185,6 +205,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     async def on_stop() -> None:
         await keys.close()
         await counter.store.close()
+        await pipeline.replay.close()
 
     log.info("config loaded", extra={"file": str(config_path)})
     try:
@@ -246,7 +267,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         counter = _limit_counter(args)
     except TargetError as exc:
         p.error(f"--limits-redis-url: {exc}")
-    run(lambda: serve(args, counter))
+    try:
+        replay = _replay_store(args)
+    except TargetError as exc:
+        p.error(f"--dpop-replay-redis-url: {exc}")
+    run(lambda: serve(args, counter, replay))
     return 0
 
 

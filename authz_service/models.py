@@ -40,6 +40,7 @@ class RequestContext:
     body: bytes = b""
     source_address: str = ""  # the client's IP address as Envoy determined it
     peer_certificate_sha256: str = ""  # hex SHA-256 of the verified client certificate (DER)
+    peer_certificate_pem: str = ""  # gRPC door: Envoy's URL-encoded PEM of that certificate
 
 
 @dataclass(frozen=True, slots=True)

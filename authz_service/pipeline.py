@@ -5,9 +5,11 @@
 
 The phases are the pure engine's; the stages in brackets count hits (I/O, through
 `authz_service.limits.stage`), and so do the one-time key refetch for a token with an
-unknown key id and the introspection call for an opaque token not yet cached. Doors
-turn a wire request into a RequestContext, call `decide`, and turn the Answer into
-their wire answer; nothing here knows which door asked.
+unknown key id, the introspection call for an opaque token not yet cached, and the
+recording of a DPoP proof's jti in the replay store (`authz_service.identity.dpop_replay`)
+once identity and authorization passed. Doors turn a wire request into a RequestContext,
+call `decide`, and turn the Answer into their wire answer; nothing here knows which door
+asked.
 Decisions are counted and timed here, once, whatever the door.
 
 `decide` is written to finish without suspending when nothing needs I/O (a cached
@@ -23,6 +25,12 @@ import logging
 import time
 from collections.abc import Callable
 
+from authz_service.identity.base import Proven
+from authz_service.identity.dpop_replay import (
+    MemoryReplayStore,
+    ReplayStore,
+    ReplayStoreUnavailable,
+)
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledSet
@@ -31,7 +39,7 @@ from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy
-from authz_service.policy.denials import internal_error
+from authz_service.policy.denials import dpop_refusal, dpop_replay_unavailable, internal_error
 from authz_service.policy.routes import CompiledRoute
 from ratelimit_service.decision import DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers
@@ -53,13 +61,16 @@ class Pipeline:
         keys: KeyRegistry,
         counter: LimitCounter | None = None,
         clock: Callable[[], float] = time.time,
+        replay: ReplayStore | None = None,
     ) -> None:
+        """`replay`: where spent DPoP proofs are remembered (default: this process)."""
         self.holder = holder
         self.keys = keys
         # No store configured: an in-memory one (a single replica's exact counts).
         self.counter = counter if counter is not None else LimitCounter(MemoryStore(),
                                                                         clock=clock)
         self.clock = clock
+        self.replay: ReplayStore = replay if replay is not None else MemoryReplayStore()
 
     async def decide(self, ctx: RequestContext) -> Answer:
         """The answer for one request; never raises but CheckUnavailable."""
@@ -99,11 +110,16 @@ class Pipeline:
                 return Answer(before.denial, limit_outcomes=before.outcomes)
 
         proven = engine.authorize(policy, routed, ctx, now)
+        if isinstance(proven, engine.NeedKeys | engine.NeedLookup):
+            proven = await self._after_io(policy, routed, ctx, proven)
+        if isinstance(proven, Proven):
+            spent = await self._spend(proven, policy.realm, routed.name)
+            if spent is not None:
+                return Answer(spent, identity=proven.identity,
+                              limit_outcomes=before.outcomes if before else ())
+            proven = proven.identity
         if not isinstance(proven, Identity):
-            if isinstance(proven, engine.NeedKeys | engine.NeedLookup):
-                proven = await self._after_io(policy, routed, ctx, proven)
-            if not isinstance(proven, Identity):
-                return Answer(proven, limit_outcomes=before.outcomes if before else ())
+            return Answer(proven, limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
         if limits is not None and limits.after:
@@ -127,7 +143,7 @@ class Pipeline:
         routed: CompiledRoute,
         ctx: RequestContext,
         waiting: engine.NeedKeys | engine.NeedLookup,
-    ) -> Identity | Deny:
+    ) -> Identity | Proven | Deny:
         """Authorization once more after the I/O it asked for: a key refetch for an
         unknown kid, or the lookups (introspection calls) of sources that had no cached
         answer. Each bounds its own wait; a second miss is answered with the fallback."""
@@ -140,6 +156,20 @@ class Pipeline:
             await asyncio.gather(*(lookup() for lookup in waiting.lookups))
         again = engine.authorize(policy, routed, ctx, self.clock(), may_refetch=False)
         return again.fallback if isinstance(again, engine.NeedKeys | engine.NeedLookup) else again
+
+    async def _spend(self, proven: Proven, realm: str, route: str) -> Deny | None:
+        """Record the request's DPoP proof; its denial when it was spent before (a
+        replay) or the store cannot tell (never an allow on an unchecked proof)."""
+        proof = proven.proof
+        try:
+            fresh = await self.replay.first_use(proof.replay_key, proof.expires, self.clock())
+        except ReplayStoreUnavailable as exc:
+            log.warning("DPoP replay store unavailable", extra={"error": str(exc)})
+            return dpop_replay_unavailable(route)
+        if fresh:
+            return None
+        return dpop_refusal(realm, "invalid_dpop_proof", "DPoP proof already used", proof.algs,
+                            route)
 
     async def _limit(
         self,

@@ -23,6 +23,7 @@ def mint(
     tenant: str = "demo",
     ttl: int = 300,
     now: float | None = None,
+    cnf: dict[str, str] | None = None,
 ) -> str:
     """An RS256 at+jwt for the demo audience; FileNotFoundError if there is no key yet."""
     key = demo_issuer.load_key(run_dir)
@@ -36,6 +37,8 @@ def mint(
         "plan": plan, "tenant": tenant, "client_id": "tollgate-demo-cli",
         "iat": issued, "nbf": issued, "exp": issued + ttl, "jti": uuid.uuid4().hex,
     }
+    if cnf:  # a sender-constrained token: bound to a certificate (x5t#S256) or a DPoP key (jkt)
+        claims["cnf"] = cnf
     return jwt.encode(
         claims, key.private_key, algorithm="RS256", headers={"typ": "at+jwt", "kid": key.kid}
     )

@@ -44,6 +44,7 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
     # Envoy's own stream id (`http.id`) only when no x-request-id came: the denial body
     # names the id that Envoy's access log and the upstream see.
     request_id = headers.get("x-request-id") or http.id
+    certificate = source.certificate  # read once: a upb string field copies per read
     return RequestContext(
         method=http.method.upper(),
         path=path,
@@ -53,11 +54,12 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
         headers=headers,
         duplicate_headers=duplicates,
         peer_principal=source.principal,
-        peer_certificate=bool(source.certificate),
+        peer_certificate=bool(certificate),
         context_extensions=_MapView(extensions) if extensions else _NO_EXTENSIONS,
         request_id=request_id,
         body=http.raw_body or http.body.encode(),
         source_address=source.address.socket_address.address,
+        peer_certificate_pem=certificate,
     )
 
 

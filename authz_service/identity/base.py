@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from authz_service.models import Identity, RequestContext
+
+
+@dataclass(frozen=True, slots=True)
+class ProofUse:
+    """A proof of possession this request spends (a DPoP proof's jti): the pipeline
+    records it in a replay store before answering, and refuses it if seen before."""
+
+    replay_key: str
+    expires: float  # when it may be forgotten (the proof is too old by then)
+    algs: str  # the challenge's algs= if it was replayed
+
+
+@dataclass(frozen=True, slots=True)
+class Proven:
+    """An identity proven with a proof that still has to be recorded (ProofUse)."""
+
+    identity: Identity
+    proof: ProofUse
 
 
 class IdentitySource(Protocol):
     name: str
     kind: str  # the mechanism's registry name, also Identity.kind
 
-    def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
+    def authenticate(self, ctx: RequestContext, now: float) -> Identity | Proven | None:
         """The proven identity, None when this kind of credential is absent.
 
         Raises a CredentialError subclass when the credential is present but bad.

@@ -21,6 +21,8 @@ class CookieLocation:
 
 
 Location = HeaderLocation | CookieLocation
+# RFC 9449 §7.1: a DPoP-bound token travels under its own scheme.
+DPOP_AUTHORIZATION = HeaderLocation("authorization", "DPoP ")
 
 
 def read_header_credential(

@@ -40,6 +40,19 @@ class KeysUnavailable(CredentialError):
     outage since start, or only unusable keys published): nothing the client can fix."""
 
 
+class DpopRefusal(InvalidCredential):
+    """401 with an RFC 9449 `WWW-Authenticate: DPoP` challenge: `error` is
+    invalid_dpop_proof (the proof), invalid_token (the token's DPoP binding) or
+    use_dpop_nonce (send the nonce in `nonce`); `algs`: the proof algorithms accepted."""
+
+    def __init__(self, description: str, algs: str, error: str = "invalid_dpop_proof",
+                 nonce: str = "") -> None:
+        super().__init__(description)
+        self.error = error
+        self.algs = algs
+        self.nonce = nonce
+
+
 class ForeignCredential(InvalidCredential):
     """A credential meant for another source (a token of another issuer): reported only
     if no source accepts the request."""

@@ -160,6 +160,12 @@ def verify_signature(token: ParsedToken, alg: str, keys: KeySet) -> None:
     raise TokenError("signature verification failed")
 
 
+def verify_with_key(token: ParsedToken, alg: str, key: object) -> None:
+    """The signature under this one key (a DPoP proof's own `jwk`); `alg` allow-listed."""
+    if not _ALGORITHMS[alg].verify(token.signing_input, key, token.signature):
+        raise TokenError("signature verification failed")
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRules:
     issuer: str
@@ -169,7 +175,7 @@ class ClaimRules:
     max_lifetime: float | None
 
 
-def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+def numeric_date(claims: dict[str, Any], name: str) -> float | None:
     if name not in claims:
         return None
     value = claims[name]
@@ -195,9 +201,9 @@ def check_claims(claims: dict[str, Any], rules: ClaimRules, now: float) -> float
         raise TokenError("wrong issuer")
     if rules.audiences and not audience_accepted(claims.get("aud"), rules.audiences):
         raise TokenError("audience not accepted")
-    exp = _numeric_date(claims, "exp")
-    nbf = _numeric_date(claims, "nbf")
-    iat = _numeric_date(claims, "iat")
+    exp = numeric_date(claims, "exp")
+    nbf = numeric_date(claims, "nbf")
+    iat = numeric_date(claims, "iat")
     if exp is not None and now >= exp + rules.skew:
         raise TokenError("token expired")
     if nbf is not None and now < nbf - rules.skew:

@@ -14,10 +14,20 @@ from authz_service.models import Identity
 
 
 @dataclass(frozen=True, slots=True)
+class TokenBinding:
+    """What a sender-constrained token is bound to (its `cnf` claim): checked on every
+    request, cached or not."""
+
+    x5t_s256: str | None = None  # RFC 8705: the client certificate's thumbprint
+    jkt: str | None = None  # RFC 9449: the DPoP proof key's thumbprint
+
+
+@dataclass(frozen=True, slots=True)
 class CachedIdentity:
     identity: Identity
     valid_until: float
     keys_generation: int
+    binding: TokenBinding | None = None  # None: a bearer token
 
 
 class TokenCache:
@@ -33,7 +43,7 @@ class TokenCache:
 
     def get(
         self, source: str, digest: bytes, now: float, keys_generation: int
-    ) -> Identity | None:
+    ) -> CachedIdentity | None:
         key = (source, digest)
         entry = self._entries.get(key)
         if entry is None:
@@ -45,7 +55,7 @@ class TokenCache:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return entry.identity
+        return entry
 
     def put(
         self, source: str, digest: bytes, entry: CachedIdentity

@@ -84,14 +84,15 @@ def parse_jwks(document: bytes | str) -> KeySet:
     skipped: list[str] = []
     for index, jwk in enumerate(data["keys"]):
         try:
-            keys.append(_verification_key(jwk))
+            keys.append(verification_key(jwk))
         except (KeySetError, InvalidKeyError, ValueError, TypeError, KeyError) as exc:
             kid = jwk.get("kid") if isinstance(jwk, dict) else None
             skipped.append(f"key {index} (kid={kid!r}): {exc}")
     return key_set(keys, skipped)
 
 
-def _verification_key(jwk: Any) -> VerificationKey:
+def verification_key(jwk: Any) -> VerificationKey:
+    """One public signing key from its JWK; KeySetError names what is wrong with it."""
     if not isinstance(jwk, dict):
         raise KeySetError("not an object")
     if jwk.get("use", "sig") != "sig":

@@ -18,9 +18,32 @@ def _challenge(realm: str, **params: str) -> str:
     return ", ".join(parts)
 
 
-def missing_credentials(realm: str, route: str = "") -> Deny:
-    """No credentials at all: a bare challenge with no error (RFC 6750 §3.1)."""
-    return Deny(401, "missing_credentials", "authentication required", _challenge(realm), route)
+def dpop_refusal(
+    realm: str, error: str, description: str, algs: str, route: str = "", *, nonce: str = ""
+) -> Deny:
+    """RFC 9449 §7.1: a 401 with a DPoP challenge naming the proof algorithms accepted;
+    `use_dpop_nonce` also hands out the nonce to send (§8)."""
+    params = {"error": error, "error_description": description, "algs": algs}
+    challenge = ", ".join([f'DPoP realm="{_quote(realm)}"'] + [
+        f'{name}="{_quote(value)}"' for name, value in params.items() if value])
+    headers = (("dpop-nonce", nonce),) if nonce else ()
+    return Deny(401, error, description, challenge, route, headers=headers)
+
+
+def dpop_replay_unavailable(route: str = "") -> Deny:
+    """The replay store could not say whether a DPoP proof is new: refused, never
+    allowed unchecked; a 503 the client may retry with a fresh proof."""
+    return Deny(503, "dpop_replay_unavailable", "DPoP proofs cannot be checked now", None,
+                route, headers=(("retry-after", "1"),))
+
+
+def missing_credentials(realm: str, route: str = "", dpop_algs: str = "") -> Deny:
+    """No credentials at all: a bare challenge with no error (RFC 6750 §3.1), and a DPoP
+    one naming the proof algorithms when the route takes DPoP (RFC 9449 §7.1)."""
+    challenge = _challenge(realm)
+    if dpop_algs:
+        challenge += f', DPoP realm="{_quote(realm)}", algs="{_quote(dpop_algs)}"'
+    return Deny(401, "missing_credentials", "authentication required", challenge, route)
 
 
 def invalid_token(realm: str, description: str, route: str = "") -> Deny:

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from authz_service.contract import ROUTE_EXTENSION, SCOPES_EXTENSION
+from authz_service.identity.base import Proven
 from authz_service.identity.errors import (
     CredentialError,
     DependencyUnavailable,
+    DpopRefusal,
     ForeignCredential,
     KeysUnavailable,
     LookupNeeded,
@@ -71,7 +73,8 @@ class NeedLookup:
     fallback: Deny  # the answer if the lookups settle nothing
 
 
-Outcome = Decision | NeedKeys | NeedLookup
+# Proven: the caller must still record its proof (a DPoP jti) before the answer.
+Outcome = Decision | NeedKeys | NeedLookup | Proven
 
 
 def decide(
@@ -110,15 +113,19 @@ def authorize(
     now: float,
     *,
     may_refetch: bool = True,
-) -> Identity | Deny | NeedKeys | NeedLookup:
-    """Phase 2: who is calling (first source that succeeds) and whether they may."""
+) -> Identity | Proven | Deny | NeedKeys | NeedLookup:
+    """Phase 2: who is calling (first source that succeeds) and whether they may.
+
+    Proven: an identity whose proof of possession the caller records (I/O) first.
+    """
     identity: Identity | None = None
+    proven: Identity | Proven | None = None
     failure: CredentialError | None = None
     needed: KeysNeeded | None = None
     lookups: tuple[Callable[[], Awaitable[None]], ...] = ()
     for source in route.sources:
         try:
-            identity = source.authenticate(ctx, now)
+            proven = source.authenticate(ctx, now)
         except KeysNeeded as exc:
             needed = needed or exc
             failure = _worse(failure, exc.error)
@@ -130,9 +137,14 @@ def authorize(
         except CredentialError as exc:
             failure = _worse(failure, exc)
             continue
-        if identity is not None:
+        if proven is not None:
             break
 
+    proof: Proven | None = None
+    if isinstance(proven, Proven):
+        proof, identity = proven, proven.identity
+    else:
+        identity = proven
     if identity is None:
         if failure is not None:
             deny = _credential_denial(policy.realm, failure, route.name)
@@ -143,16 +155,16 @@ def authorize(
                     return NeedLookup(lookups, deny)
             return deny
         if not route.anonymous:
-            return denials.missing_credentials(policy.realm, route.name)
+            return denials.missing_credentials(policy.realm, route.name, route.dpop_algs)
         identity = ANONYMOUS
 
     extra = ctx.context_extensions.get(SCOPES_EXTENSION, "").split()
     refusal = check_requirements(route.require, identity, policy.realm, route.name, extra)
     if refusal is not None:
         if identity.kind == ANONYMOUS_KIND:
-            return denials.missing_credentials(policy.realm, route.name)
+            return denials.missing_credentials(policy.realm, route.name, route.dpop_algs)
         return refusal
-    return identity
+    return identity if proof is None else proof
 
 
 def finish(
@@ -186,6 +198,9 @@ def _worse(current: CredentialError | None, new: CredentialError) -> CredentialE
 
 
 def _credential_denial(realm: str, error: CredentialError, route: str) -> Deny:
+    if isinstance(error, DpopRefusal):
+        return denials.dpop_refusal(realm, error.error, error.description, error.algs,
+                                    route, nonce=error.nonce)
     if isinstance(error, MalformedRequest):
         return denials.invalid_request(realm, error.description, route)
     if isinstance(error, NotAllowed):

@@ -63,6 +63,7 @@ class CompiledRoute:
     sources: tuple[IdentitySource, ...]
     require: Requirements
     validator: RequestValidator | None = None  # request validation, after authorization
+    dpop_algs: str = ""  # proof algorithms of its DPoP sources: the 401's `DPoP algs=`
 
     def matches(self, ctx: RequestContext) -> bool:
         if self.methods and ctx.method not in self.methods:
@@ -91,6 +92,9 @@ def compile_route(
         sources=sources,
         require=policy.require,
         validator=validator,
+        # A source that takes DPoP says which proof algorithms (identity/jwt.py).
+        dpop_algs=" ".join(dict.fromkeys(
+            alg for source in sources for alg in getattr(source, "dpop_algs", "").split())),
     )
 
 

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from authz_service.config_base import Model
+from authz_service.identity.base import Proven
 from authz_service.identity.errors import CredentialError
 from authz_service.identity.given import GivenIdentity
 from authz_service.identity.registry import KINDS
@@ -130,6 +131,8 @@ def run_suite(
         # Offline: no key is fetched and no introspection made; what would wait on one
         # answers as it would if the I/O settled nothing.
         decision = decided.fallback if isinstance(decided, NeedKeys | NeedLookup) else decided
+        if isinstance(decision, Proven):  # a stated caller is proven without a credential
+            raise TypeError("a policy test's caller carries no proof of possession")
         results.append(CaseResult(test, index, describe(decision),
                                   tuple(_mismatches(test.expect, decision))))
     return results

@@ -63,7 +63,9 @@ def test_valid_token_reaches_the_upstream_with_identity_headers(stack: Stack) ->
 def test_no_token_is_401_with_a_challenge(stack: Stack) -> None:
     answer = https(stack, "GET", "/orders/42")
     assert answer.status == 401
-    assert answer.headers["www-authenticate"] == 'Bearer realm="tollgate"'
+    # The demo issuer also takes DPoP (RFC 9449 §7.1): both schemes are offered.
+    assert answer.headers["www-authenticate"] == (
+        'Bearer realm="tollgate", DPoP realm="tollgate", algs="ES256 EdDSA RS256 PS256"')
     body = answer.json()
     assert body["error"] == "missing_credentials" and body["request_id"]
 
