@@ -90,7 +90,7 @@ def main() -> int:
     service = pipeline(dpop)
     contexts: list[RequestContext]
     if dpop:
-        from tests.authz import dpop_kit  # noqa: PLC0415
+        from tests.kits import dpop_kit  # noqa: PLC0415
 
         proof_key = jwt_kit.ec_key("proof")
         access = jwt_kit.mint(ISSUER_KEY, iat=NOW, nbf=NOW, exp=NOW + 600,

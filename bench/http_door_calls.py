@@ -8,7 +8,9 @@ difference of two runs divided by the difference of N is the instructions per ch
         .venv/bin/python bench/http_door_calls.py $n; done
     # per check = (Ir(6000) - Ir(1000)) / 5000 (valgrind prints "Collected")
 
-`--forwarded nginx` measures the forwarded mode's door instead.
+`--forwarded nginx` measures the forwarded mode's door instead; `--limit` adds one
+rate limit per subject decided in the check (in-memory counters), as
+`python -m bench.envoy_bench`'s http_authz_limit_memory case does.
 """
 
 from __future__ import annotations
@@ -43,10 +45,29 @@ routes:
     require: {{scopes: {{all_of: ["orders:read"]}}}}
 """
 
+LIMITS = """
+rate_limits:
+  rules: {rules}
+  domain: bench
+  sets:
+    - name: per-subject
+      stage: after_authz
+      descriptors: [{{actions: [{{subject: {{}}}}]}}]
+      store_failure_mode: closed
+"""
+
+RULES = """
+domain: bench
+descriptors:
+  - key: subject
+    rate_limit: {unit: second, requests_per_unit: 1000000000}
+"""
+
 
 def main() -> None:
     count = int(sys.argv[1])
     forwarded = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--forwarded" else ""
+    limited = "--limit" in sys.argv[2:]
     # A fixed Ed25519 key: no key generation, deterministic signatures, the same count
     # of instructions on every run.
     key = jwt_kit.SigningKey("bench-1", "EdDSA", Ed25519PrivateKey.from_private_bytes(
@@ -55,8 +76,12 @@ def main() -> None:
         jwks = Path(tmp) / "jwks.json"
         jwks.write_text(json.dumps(jwt_kit.jwks(key)))
         config = Path(tmp) / "authz.yaml"
-        config.write_text(CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE,
-                                        jwks=jwks))
+        text = CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE, jwks=jwks)
+        if limited:
+            rules = Path(tmp) / "rules.yaml"
+            rules.write_text(RULES)
+            text += LIMITS.format(rules=rules)
+        config.write_text(text)
         keys = KeyRegistry()
         pipeline = Pipeline(ConfigHolder(load_policy(config, keys)), keys)
     headers = [("host", "api.test"), ("authorization", "Bearer " + jwt_kit.mint(key)),
@@ -82,10 +107,14 @@ def main() -> None:
         if not isinstance(first, bytes):
             await first  # the first check verifies the token; the rest find it cached
         answer = door(request)
-        if not (isinstance(answer, bytes) and answer.startswith(b"HTTP/1.1 200")):
+        if not isinstance(answer, bytes):  # a limit stage awaits its count
+            answer = await answer
+        if not answer.startswith(b"HTTP/1.1 200"):
             raise SystemExit(f"not a cached allow: {answer!r}")
         for _ in range(count):
-            door(request)
+            answer = door(request)
+            if not isinstance(answer, bytes):
+                await answer
 
     asyncio.run(run())
 

@@ -31,7 +31,7 @@ from authz_service.models import Allow, Answer, Deny, RequestContext
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.loading import load_policy
-from tests.authz import dpop_kit, jwt_kit
+from tests.kits import dpop_kit, jwt_kit
 from tests.kits.processes import free_port
 from tests.kits.redis_procs import RedisProcess
 from tollgate.reload import ConfigHolder

@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests.authz import dpop_kit, jwt_kit
+from tests.kits import dpop_kit, jwt_kit
 from tollgate_cli import token
 from tollgate_cli.stack import Response, Stack, request
 
