@@ -35,7 +35,7 @@ from authz_service.policy import denials
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import finish
 from authz_service.validation.problems import ProblemDetail
-from tests.deploy._util import ext_authz_filters, is_http_layout, shipped_envoy_configs
+from tests.kits.deploy_kit import ext_authz_filters, is_http_layout, shipped_envoy_configs
 from tollgate_cli.stack import ENVOY_DIR, render
 
 # The shipped configs are rendered as users apply them: kubectl kustomize, Helm's engine.

@@ -18,7 +18,7 @@ from authz_service.doors.forwarded import (
 )
 from authz_service.doors.http_wire import NotACheck
 from authz_service.models import Deny, RequestContext
-from tests.authz.conftest import Stack, config_text
+from tests.kits.authz_stack import Stack, config_text
 from tests.kits.door_kit import HttpDoorClient
 from tests.kits.grpc_kit import authz_process
 from tests.kits.processes import binary, free_port

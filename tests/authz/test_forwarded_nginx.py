@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.conftest import API_KEY
 from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY
 from tests.kits.door_kit import Ask
 from tests.kits.grpc_kit import authz_process
 from tests.kits.proxy_kit import (

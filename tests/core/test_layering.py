@@ -48,3 +48,22 @@ def test_the_pure_decision_code_imports_no_io() -> None:
         if any(module.startswith(pure) for pure in PURE) and names & IO:
             offenders[module] = sorted(names & IO)
     assert offenders == {}
+
+
+def test_suites_and_benches_share_kits_not_each_others_modules() -> None:
+    """tests/ and bench/ import harness from tests/kits/ only: never a test module, a
+    conftest, or a helper living beside one suite; bench/ never edits sys.path."""
+    for folder in ("tests", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            text = path.read_text()
+            for node in ast.walk(ast.parse(text)):
+                modules = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
+                           else [a.name for a in node.names] if isinstance(node, ast.Import)
+                           else [])
+                for module in modules:
+                    if module.startswith("tests.") or module == "tests":
+                        assert module.startswith("tests.kits") or (
+                            isinstance(node, ast.ImportFrom) and module == "tests.kits"), (
+                            f"{path.relative_to(ROOT)} imports {module}")
+            if folder == "bench":
+                assert "sys.path" not in text, f"{path.relative_to(ROOT)} edits sys.path"

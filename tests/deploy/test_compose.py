@@ -21,7 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy._util import (
+from tests.kits.deploy_kit import (
     COMPOSE_DIR,
     COMPOSE_FILE,
     ROOT,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy._util import HEALTH_SCRIPT, HTTP_HEALTH_SCRIPT, K8S, kustomize
+from tests.kits.deploy_kit import HEALTH_SCRIPT, HTTP_HEALTH_SCRIPT, K8S, kustomize
 from tests.kits.processes import VENV_BIN, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy._util import (
+from tests.kits.deploy_kit import (
     DOCKERFILE,
     HEALTH_SCRIPT,
     HTTP_HEALTH_SCRIPT,

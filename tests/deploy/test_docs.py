@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy._util import ROOT
+from tests.kits.deploy_kit import ROOT
 
 GUIDES = ["deploy.md", "migrate-from-envoy-ratelimit.md", "migrate-from-jwt-authn.md",
           "tuning.md", "security.md"]

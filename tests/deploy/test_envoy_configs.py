@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from authz_service.contract import METADATA_KEYS
-from tests.deploy._util import (
+from tests.kits.deploy_kit import (
     ext_authz_filters,
     is_http_layout,
     run_tool,

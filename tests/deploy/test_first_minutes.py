@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from tests.deploy._util import ROOT
+from tests.kits.deploy_kit import ROOT
 from tollgate_cli.stack import (
     DEMO_TOKEN,
     DemoCall,

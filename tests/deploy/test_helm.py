@@ -18,7 +18,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from tests.deploy._util import CHART, CHART_CASES, KUBERNETES_VERSIONS
+from tests.kits.deploy_kit import CHART, CHART_CASES, KUBERNETES_VERSIONS
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy._util import (
+from tests.kits.deploy_kit import (
     CHART_EXTERNAL,
     ISTIO,
     K8S,
@@ -36,7 +36,7 @@ from tests.deploy._util import (
     run_tool,
     tollgate_image,
 )
-from tests.deploy.references import containers, unresolved
+from tests.kits.references import containers, unresolved
 
 pytestmark = pytest.mark.integration  # kubectl kustomize, Helm's engine, the services
 

@@ -22,8 +22,8 @@ import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.authz.conftest import API_KEY, config_text
 from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY, config_text
 from tests.kits.processes import binary, free_port, stop_process, wait_for
 from tollgate_cli import devcerts
 

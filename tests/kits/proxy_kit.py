@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.authz.conftest import API_KEY, config_text
 from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY, config_text
 from tests.kits.door_kit import Ask, Reply, ask_grpc
 from tests.kits.grpc_kit import AuthzClient
 from tests.kits.processes import binary, free_port, stop_process, wait_for

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from tests.deploy.references import Image
 from tests.kits.processes import binary
+from tests.kits.references import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
