@@ -32,11 +32,13 @@ class ClaimNames(Model):
     plan_claim: str = "plan"
 
 
-def given_claims(names: ClaimNames, given: GivenIdentity, issuer: str) -> dict[str, Any]:
+def given_claims(
+    names: ClaimNames, given: GivenIdentity, issuer: str, what: str = "JWT"
+) -> dict[str, Any]:
     """The claims a credential would carry for a policy test's caller (`tollgate test`):
     its stated claims, with subject, scopes and roles under the source's claim names."""
     if given.key is not None or given.spiffe is not None:
-        raise ValueError("a token's identity is given as claims (and subject, scopes, roles)")
+        raise ValueError(f"a {what} identity is given as claims (and subject, scopes, roles)")
     claims: dict[str, Any] = {"iss": issuer, **given.claims}
     if given.subject is not None:
         claims[names.subject_claim] = given.subject

@@ -282,5 +282,5 @@ def credential_headers(config: IntrospectionSource) -> tuple[str, ...]:
 def given_identity(source: IntrospectionIdentitySource, given: GivenIdentity) -> Identity:
     """A policy test's caller: the identity an active introspection answer proves."""
     issuer = source.config.issuers[0] if source.config.issuers else ""
-    claims = given_claims(source.config, given, issuer)
+    claims = given_claims(source.config, given, issuer, "introspection")
     return source.mapping.identity(claims, str(claims.get("iss", issuer)))

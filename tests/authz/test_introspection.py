@@ -19,7 +19,7 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import example, given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from authz_service.config import AuthzConfig
@@ -452,7 +452,8 @@ def load_error(tmp_path: Path, text: str) -> str:
      "algorithm 'HS256' is not allowed for private_key_jwt"),
     ("{method: private_key_jwt, client_id: c, private_key_file: k.pem, algorithm: none}",
      "algorithm 'none' is not allowed for private_key_jwt"),
-    ("{method: mtls, client_id: c}", "Input should be 'client_secret_basic'"),
+    ("{method: mtls, client_id: c}",
+     "must be 'client_secret_basic', 'client_secret_post' or 'private_key_jwt'"),
     ("{method: client_secret_post, client_id: c, client_secret_env: TG_UNSET_VAR_X}",
      "$TG_UNSET_VAR_X (the client secret) is unset or empty"),
     ("{method: private_key_jwt, client_id: c, private_key_file: missing.pem}",
@@ -558,6 +559,7 @@ _values = st.one_of(st.none(), st.booleans(), st.integers(-10, 3000), st.floats(
 
 @example({"active": True, "exp": float("nan"), "sub": "s", "iss": "i", "aud": "a"})
 @example({"active": True, "exp": float("inf"), "sub": "s", "iss": "i", "aud": ["a"]})
+@settings(suppress_health_check=[HealthCheck.too_slow])  # a loaded machine draws slowly
 @given(st.dictionaries(st.sampled_from(["active", "exp", "sub", "iss", "aud", "scope", "x"]),
                        _values, max_size=7))
 def test_no_answer_is_a_yes_unless_active_is_true_unexpired_and_accepted(

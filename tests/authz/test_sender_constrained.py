@@ -53,7 +53,7 @@ class StaticKeys:
 
 
 def source(name: str, issuer: str, **settings: Any) -> dict[str, Any]:
-    return {"name": name, "jwt": {"issuer": issuer, "jwks_file": "unused.json",
+    return {"name": name, "jwt": {"issuer": issuer, "jwks_file": "unused.json", "audiences": "any",
                                   "algorithms": ["RS256"], **settings}}
 
 
@@ -517,6 +517,7 @@ def test_dpop_off_unquoted_in_yaml_means_off(tmp_path: Path) -> None:
     (tmp_path / "jwks.json").write_text(json.dumps(jwt_kit.jwks(ISSUER_KEY)))
     (tmp_path / "authz.yaml").write_text(
         "identities:\n  - name: idp\n    jwt: {issuer: https://x.test, jwks_file: jwks.json,"
+        " audiences: any,"
         " dpop: off}\nroutes:\n  - name: all\n")
     policy = load_policy(tmp_path / "authz.yaml", KeyRegistry())
     assert policy.config.identities[0].jwt.dpop == "off"

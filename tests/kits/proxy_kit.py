@@ -196,7 +196,7 @@ rate_limits:
       stage: after_authz
       routes: [limited]
       descriptors: [{actions: [{subject: {}}]}]
-      on_store_failure: allow
+      store_failure_mode: open
 """
 RULES = """
 domain: api
