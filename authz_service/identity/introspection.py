@@ -227,7 +227,9 @@ class IntrospectionIdentitySource:
         *,
         kept_claims: frozenset[str] = frozenset({"roles"}),
         clock: Callable[[], float] = time.time,
+        base_dir: Path | None = None,
     ) -> None:
+        base_dir = base_dir or Path.cwd()
         self.name = name
         self.config = config
         self.introspector = introspector
@@ -240,6 +242,12 @@ class IntrospectionIdentitySource:
             else CookieLocation(loc.cookie or "")
             for loc in config.from_
         ]
+        # Files whose change reloads the policy (a rotated Secret): see policy/loading.py.
+        self.files = tuple(
+            name if name.is_absolute() else base_dir / name
+            for name in map(Path, filter(None, (config.client.client_secret_file,
+                                                config.client.private_key_file)))
+        )
         self._unavailable = DependencyUnavailable(
             UNAVAILABLE_CODE, "the token introspection endpoint is unavailable"
         )
@@ -272,7 +280,7 @@ def build(ctx: SourceContext, config: IntrospectionSource) -> IntrospectionIdent
                          "(compile with an introspector factory)")
     introspector = ctx.introspector(ctx.name, config, ctx.base_dir)  # ValueError: bad settings
     return IntrospectionIdentitySource(ctx.name, config, introspector, ctx.max_token_bytes,
-                                       kept_claims=ctx.kept_claims)
+                                       kept_claims=ctx.kept_claims, base_dir=ctx.base_dir)
 
 
 def credential_headers(config: IntrospectionSource) -> tuple[str, ...]:

@@ -38,5 +38,8 @@ def load_policy(
 
 
 def watched_files(policy: CompiledPolicy) -> tuple[Path, ...]:
-    """Files besides the policy whose change must reload it (its rate-limit rules)."""
-    return policy.limits.files if policy.limits is not None else ()
+    """Files besides the policy whose change must reload it: its rate-limit rules, and
+    what identity sources read when built (an introspection client's secret or key)."""
+    limits = policy.limits.files if policy.limits is not None else ()
+    sources = tuple(f for source in policy.sources.values() for f in getattr(source, "files", ()))
+    return limits + sources

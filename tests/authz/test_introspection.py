@@ -37,7 +37,7 @@ from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.pipeline import Pipeline
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy, compile_config
-from authz_service.policy.loading import load_policy
+from authz_service.policy.loading import load_policy, watched_files
 from tests.kits import jwt_kit
 from tests.kits.introspection_kit import Endpoint, introspection_endpoint
 from tollgate.config import ConfigError
@@ -579,3 +579,17 @@ def test_no_answer_is_a_yes_unless_active_is_true_unexpired_and_accepted(
         assert aud == "a" or (isinstance(aud, list) and "a" in aud)
         assert isinstance(answer.get("sub"), str) and answer["sub"]
         assert verdict.cached_until <= (exp if exp is not None else float("inf"))
+
+
+def test_a_reload_reads_a_rotated_client_secret_file(tmp_path: Path, endpoint: Endpoint) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("first-secret")
+    text = config_text(endpoint.url, client_block("client_secret_post",
+                                                  client_secret_file="secret.txt"))
+    first = Service(tmp_path, text)
+    # The watcher reloads the policy when the secret file changes, as when the policy does.
+    assert watched_files(first.pipeline.holder.current) == (secret,)
+    first.one("x")
+    secret.write_text("rotated-secret")  # a Kubernetes Secret update; then the reload
+    Service(tmp_path, text).one("x")
+    assert [s.form["client_secret"] for s in endpoint.seen] == ["first-secret", "rotated-secret"]
