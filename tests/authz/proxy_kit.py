@@ -317,3 +317,12 @@ def assert_the_credential_stays_at_the_proxy(port: int) -> None:
     assert reply.status == 200 and reply.upstream is not None, reply
     assert reply.upstream["x-tollgate-subject"] == "svc-billing"
     assert "x-api-key" not in reply.upstream and "authorization" not in reply.upstream
+
+
+def assert_a_head_request_is_decided_as_head(fronted: Fronted) -> None:
+    """HEAD is its own method to the policy (orders-read allows GET only), and the proxy's
+    check request carries no body to wait for whatever method it uses."""
+    ask = Ask("HEAD", "/orders/1", {"x-api-key": API_KEY})
+    by_grpc = through_grpc(fronted, ask)
+    reply = ask_proxy(fronted.port, "HEAD", "/orders/1", {"x-api-key": API_KEY})
+    assert by_grpc.status == reply.status == 403 and reply.body == b""

@@ -15,6 +15,7 @@ from tests.authz.proxy_kit import (
     CASES,
     Fronted,
     ask_proxy,
+    assert_a_head_request_is_decided_as_head,
     assert_the_credential_stays_at_the_proxy,
     both_doors,
     echo_upstream,
@@ -59,3 +60,7 @@ def test_with_the_door_unreachable_nginx_answers_503_and_never_the_upstream(
                                        app) as port:
         reply = ask_proxy(port, "GET", "/orders/1", {"x-api-key": API_KEY})
     assert reply.status == 503 and reply.upstream is None
+
+
+def test_a_head_request_is_decided_as_head(fronted: Fronted) -> None:
+    assert_a_head_request_is_decided_as_head(fronted)

@@ -17,6 +17,7 @@ from tests.authz.proxy_kit import (
     CASES,
     Fronted,
     ask_proxy,
+    assert_a_head_request_is_decided_as_head,
     assert_the_credential_stays_at_the_proxy,
     both_doors,
     echo_upstream,
@@ -72,3 +73,7 @@ def test_with_the_door_unreachable_traefik_fails_closed(tmp_path: Path) -> None:
     with echo_upstream() as app, traefik(tmp_path, free_port(), app) as port:
         reply = ask_proxy(port, "GET", "/orders/1", {"x-api-key": API_KEY})
     assert reply.status >= 500 and reply.upstream is None
+
+
+def test_a_head_request_is_decided_as_head(fronted: Fronted) -> None:
+    assert_a_head_request_is_decided_as_head(fronted)
