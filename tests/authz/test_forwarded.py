@@ -18,7 +18,8 @@ from authz_service.doors.forwarded import (
 )
 from authz_service.doors.http_wire import NotACheck
 from authz_service.models import Deny, RequestContext
-from tests.kits.authz_stack import Stack, config_text
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import config_text
 from tests.kits.door_kit import HttpDoorClient
 from tests.kits.grpc_kit import authz_process
 from tests.kits.processes import binary, free_port
@@ -149,11 +150,11 @@ def test_nginx_gets_the_denial_body_in_a_header_too() -> None:
 
 
 @pytest.mark.integration
-def test_the_door_refuses_forwarded_checks_from_an_untrusted_tcp_peer(
-    stack: Stack, tmp_path: Path
-) -> None:
+def test_the_door_refuses_forwarded_checks_from_an_untrusted_tcp_peer(tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(jwt_kit.jwks(jwt_kit.ec_key("fwd-1"))))
     config = tmp_path / "authz.yaml"
-    config.write_text(config_text(stack.jwks))
+    config.write_text(config_text(jwks))
     port = free_port()
     env = {"AUTHZ_HTTP_FORWARDED": "traefik", "AUTHZ_HTTP_TRUSTED_FORWARDERS": "10.0.0.0/8"}
     with authz_process(config, tmp_path, env, http_address=f"127.0.0.1:{port}"):

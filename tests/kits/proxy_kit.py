@@ -283,3 +283,46 @@ EXPECTED = {
     "ambiguous path": 400, "query string": 200, "forged identity headers": 200,
     "forged envoy attribute": 401,
 }
+
+
+def both_doors(fronted: Fronted, case: str) -> tuple[Reply, Reply]:
+    """CASES[case] through the gRPC door and through the proxy: (gRPC, proxy)."""
+    ask = CASES[case](fronted.key)
+    ask = Ask(ask.method, ask.path, ask.headers, ask.body,
+              request_id="rid-" + case.replace(" ", "-"))
+    by_grpc = through_grpc(fronted, ask)
+    assert by_grpc.status == EXPECTED[case], by_grpc
+    return by_grpc, through_proxy(fronted, ask)
+
+
+def limited_thrice(fronted: Fronted) -> tuple[list[Reply], list[Reply]]:
+    """Three requests of one subject on the route limited to two, through each door
+    (each with a subject of its own): (gRPC, proxy)."""
+    grpc_token, proxy_token = (bearer(jwt_kit.mint(fronted.key, sub=f"{who}-{fronted.port}"))
+                               for who in ("grpc", "proxy"))
+    by_grpc = [through_grpc(fronted, Ask(path="/limited/1", headers=grpc_token))
+               for _ in range(3)]
+    by_proxy = [through_proxy(fronted, Ask(path="/limited/1", headers=proxy_token))
+                for _ in range(3)]
+    assert [r.status for r in by_proxy] == [r.status for r in by_grpc] == [200, 200, 429]
+    assert by_proxy[2].code == "rate_limited" and by_proxy[2].body == by_grpc[2].body
+    for name in ("content-type", "retry-after", "x-ratelimit-limit", "x-ratelimit-remaining"):
+        assert by_proxy[2].headers[name] == by_grpc[2].headers[name], name
+    return by_grpc, by_proxy
+
+
+def assert_the_credential_stays_at_the_proxy(port: int) -> None:
+    """An allowed API-key request: the upstream gets the identity, not the key."""
+    reply = ask_proxy(port, "GET", "/orders/1", {"x-api-key": API_KEY})
+    assert reply.status == 200 and reply.upstream is not None, reply
+    assert reply.upstream["x-tollgate-subject"] == "svc-billing"
+    assert "x-api-key" not in reply.upstream and "authorization" not in reply.upstream
+
+
+def assert_a_head_request_is_decided_as_head(fronted: Fronted) -> None:
+    """HEAD is its own method to the policy (orders-read allows GET only), and the proxy's
+    check request carries no body to wait for whatever method it uses."""
+    ask = Ask("HEAD", "/orders/1", {"x-api-key": API_KEY})
+    by_grpc = through_grpc(fronted, ask)
+    reply = ask_proxy(fronted.port, "HEAD", "/orders/1", {"x-api-key": API_KEY})
+    assert by_grpc.status == reply.status == 403 and reply.body == b""
