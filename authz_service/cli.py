@@ -204,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix = args.http_path_prefix
     if not prefix.startswith("/") or prefix.endswith("/"):
         p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
+    try:  # connects on first use: only the URL is checked here
+        replay = _replay_store(args)
+    except TargetError as exc:
+        p.error(f"--dpop-replay-redis-url: {exc}")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)
@@ -211,10 +215,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         counter = _limit_counter(args)
     except TargetError as exc:
         p.error(f"--limits-redis-url: {exc}")
-    try:
-        replay = _replay_store(args)
-    except TargetError as exc:
-        p.error(f"--dpop-replay-redis-url: {exc}")
     run(lambda: serve(args, counter, replay))
     return 0
 
