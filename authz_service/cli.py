@@ -260,6 +260,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.tls = ServerTls(files, interval=args.reload_interval) if files else None
     except TlsError as exc:
         p.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
+    try:  # connects on first use: only the URL is checked here
+        replay = _replay_store(args)
+    except TargetError as exc:
+        p.error(f"--dpop-replay-redis-url: {exc}")
     configure_logging(args.log_level, args.log_format)
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)
@@ -267,10 +271,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         counter = _limit_counter(args)
     except TargetError as exc:
         p.error(f"--limits-redis-url: {exc}")
-    try:
-        replay = _replay_store(args)
-    except TargetError as exc:
-        p.error(f"--dpop-replay-redis-url: {exc}")
     run(lambda: serve(args, counter, replay))
     return 0
 

@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from jwt.algorithms import ECAlgorithm
 
+from authz_service import cli
 from authz_service.config import AuthzConfig
 from authz_service.identity.dpop import jwk_thumbprint, normal_htu, normal_path
 from authz_service.identity.dpop_replay import (
@@ -586,3 +587,12 @@ def test_an_unreachable_replay_redis_refuses_the_proof_with_503() -> None:
     deny = denied(asyncio.run(ask()))
     assert (deny.status, deny.code) == (503, "dpop_replay_unavailable")
     assert ("retry-after", "1") in deny.headers
+
+
+def test_a_replay_redis_url_that_cannot_be_used_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--dpop-replay-redis-url", "http://127.0.0.1:1"])
+    assert exited.value.code == 2
+    assert "--dpop-replay-redis-url: 'http://127.0.0.1:1': not a redis://, rediss:// or " \
+        "unix:// URL" in capsys.readouterr().err
