@@ -35,3 +35,8 @@ LIMIT_OUTCOMES = LabelledCounter(
     "store_failed_open, store_failed_closed).",
     ["limit_set", "outcome"],
 )
+WOULD_DENY = LabelledCounter(
+    "tollgate_authz_would_deny",
+    "Denials a shadow-mode (dry-run) route or policy let through, by stable error code.",
+    ["code"],
+)

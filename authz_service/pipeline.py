@@ -25,7 +25,7 @@ from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledSet
 from authz_service.limits.stage import HEADER_NAMES, LimitCounter, StageResult
-from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES
+from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES, WOULD_DENY
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy
@@ -85,6 +85,24 @@ class Pipeline:
         return answer
 
     async def _decide(self, policy: CompiledPolicy, ctx: RequestContext) -> Answer:
+        answer = await self._phases(policy, ctx)
+        if isinstance(answer.decision, Deny):  # shadow mode or the operator's shape
+            self._settle(policy, ctx, answer)
+        return answer
+
+    @staticmethod
+    def _settle(policy: CompiledPolicy, ctx: RequestContext, answer: Answer) -> None:
+        name = answer.decision.route
+        route = policy.routes_by_name.get(name) if name else None
+        decision, shadowed = engine.settle(policy, route, answer.decision, ctx, answer.identity)
+        if shadowed is not None:
+            WOULD_DENY.inc((shadowed.code,))
+            log.info("would deny", extra={"code": shadowed.code, "route": shadowed.route,
+                                          "request_id": ctx.request_id})
+        answer.decision = decision
+        answer.shadowed = shadowed
+
+    async def _phases(self, policy: CompiledPolicy, ctx: RequestContext) -> Answer:
         now = self.clock()
         routed = engine.route(policy, ctx)
         if not isinstance(routed, CompiledRoute):
@@ -96,14 +114,19 @@ class Pipeline:
             if before.denial is not None:
                 return Answer(before.denial, limit_outcomes=before.outcomes)
 
-        proven = engine.authorize(policy, routed, ctx, now)
+        proven = engine.authenticate(policy, routed, ctx, now)
         if isinstance(proven, engine.NeedKeys):
             if await self.keys.refresh_for_unknown_kid(proven.source):
-                proven = engine.authorize(policy, routed, ctx, self.clock(), may_refetch=False)
+                proven = engine.authenticate(policy, routed, ctx, self.clock(),
+                                             may_refetch=False)
             if isinstance(proven, engine.NeedKeys):  # the refetch did not bring the key
                 proven = proven.fallback
         if not isinstance(proven, Identity):
             return Answer(proven, limit_outcomes=before.outcomes if before else ())
+        refusal = engine.permit(policy, routed, proven, ctx)
+        if refusal is not None:
+            return Answer(refusal, identity=proven,
+                          limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
         if limits is not None and limits.after:

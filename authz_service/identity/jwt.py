@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
+from authz_service.claims import parse_claim_path
 from authz_service.config_base import HEADER, Model
 from authz_service.identity.base import string_list
 from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
@@ -91,6 +92,19 @@ class JwtSource(Model):
     )
     refresh: JwksRefresh = Field(default_factory=JwksRefresh)
     allow_insecure_http: bool = False  # http:// key URLs outside loopback
+
+    @field_validator("subject_claim", "roles_claim", "tenant_claim", "plan_claim")
+    @classmethod
+    def _claim_path(cls, value: str) -> str:
+        parse_claim_path(value)  # claim paths: `realm_access.roles`, `["https://x/roles"]`
+        return value
+
+    @field_validator("scope_claims")
+    @classmethod
+    def _claim_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parse_claim_path(path)
+        return value
 
     @field_validator("algorithms")
     @classmethod
@@ -185,6 +199,11 @@ class JwtIdentitySource:
             else CookieLocation(loc.cookie or "")
             for loc in config.from_
         ]
+        self.subject_path = parse_claim_path(config.subject_claim)
+        self.scope_paths = tuple(parse_claim_path(p) for p in config.scope_claims)
+        self.roles_path = parse_claim_path(config.roles_claim)
+        self.tenant_path = parse_claim_path(config.tenant_claim)
+        self.plan_path = parse_claim_path(config.plan_claim)
         self.rules = ClaimRules(
             issuer=config.issuer,
             audiences=frozenset(config.audiences),
@@ -214,17 +233,21 @@ class JwtIdentitySource:
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
         claims = parsed.claims
-        subject = claims.get(self.config.subject_claim)
+        subject = self.subject_path.read(claims)
         if not isinstance(subject, str) or not subject:
             raise InvalidCredential(f"missing required claim '{self.config.subject_claim}'")
         scopes: set[str] = set()
-        for claim in self.config.scope_claims:
-            scopes.update(string_list(claims.get(claim)))
-        kept = {name: claims[name] for name in self.kept_claims if name in claims}
-        if self.config.roles_claim in claims:
-            kept["roles"] = string_list(claims[self.config.roles_claim])
-        tenant = claims.get(self.config.tenant_claim)
-        plan = claims.get(self.config.plan_claim)
+        for path in self.scope_paths:
+            scopes.update(string_list(path.read(claims)))
+        if "*" in self.kept_claims:  # a CEL condition reads claims freely
+            kept = dict(claims)
+        else:
+            kept = {name: claims[name] for name in self.kept_claims if name in claims}
+        roles = self.roles_path.read(claims)
+        if roles is not None:
+            kept["roles"] = string_list(roles)
+        tenant = self.tenant_path.read(claims)
+        plan = self.plan_path.read(claims)
         identity = Identity(
             kind=KIND,
             subject=subject,

@@ -34,9 +34,11 @@ from authz_service.models import (
 )
 from authz_service.policy import denials
 from authz_service.policy.compiled import CompiledPolicy
+from authz_service.policy.config import POLICY_DENIALS
 from authz_service.policy.routes import CompiledRoute, check_requirements
 
 MAX_HEADER_VALUE = 1024
+_SHADOWABLE = frozenset(POLICY_DENIALS)
 
 # Dot segments, doubled slashes, backslashes and encoded '.', '/', '\\' in the
 # path: Envoy normalises these when configured to; if one reaches us, the request
@@ -70,17 +72,45 @@ def decide(
     """
     routed = route(policy, ctx)
     if not isinstance(routed, CompiledRoute):
-        return routed
-    proven = authorize(policy, routed, ctx, now, may_refetch=may_refetch)
-    if not isinstance(proven, Identity):
+        return settle(policy, None, routed, ctx)[0]
+    proven = authenticate(policy, routed, ctx, now, may_refetch=may_refetch)
+    if isinstance(proven, NeedKeys):
         return proven
-    return finish(policy, routed, proven, ctx)
+    if not isinstance(proven, Identity):
+        return settle(policy, routed, proven, ctx)[0]
+    refusal = permit(policy, routed, proven, ctx)
+    decision = refusal if refusal is not None else finish(policy, routed, proven, ctx)
+    return settle(policy, routed, decision, ctx, proven)[0]
+
+
+def settle(
+    policy: CompiledPolicy,
+    route: CompiledRoute | None,
+    decision: Decision,
+    ctx: RequestContext,
+    identity: Identity | None = None,
+) -> tuple[Decision, Deny | None]:
+    """The answer to send for a decision: a policy denial (POLICY_DENIALS) in shadow mode
+    becomes an allow, and is returned second, as what would have been answered; a denial
+    the operator shaped is shaped. Malformed requests, rate limits (their sets have
+    their own shadow mode) and failures are never shadowed."""
+    if not isinstance(decision, Deny):
+        return decision, None
+    shadow = route.shadow if route is not None else policy.shadow
+    if shadow and decision.code in _SHADOWABLE:
+        return _allow(policy, identity or ANONYMOUS, route.name if route else ""), decision
+    shape = route.shape if route is not None else policy.shape
+    if shape is not None and shape.applies(decision):
+        return shape.shape(decision, ctx), None
+    return decision, None
 
 
 def route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute | Decision:
     """Phase 1: the route policy this request falls under, or the answer without one."""
     if _AMBIGUOUS_PATH.search(ctx.path):
         return denials.invalid_request(policy.realm, "ambiguous request path")
+    if policy.address is not None and not policy.address.admits(ctx.source_address):
+        return denials.address_denied()
     selected = _select_route(policy, ctx)
     if selected is None:
         if policy.unmatched_allowed:
@@ -98,6 +128,25 @@ def authorize(
     may_refetch: bool = True,
 ) -> Identity | Deny | NeedKeys:
     """Phase 2: who is calling (first source that succeeds) and whether they may."""
+    proven = authenticate(policy, route, ctx, now, may_refetch=may_refetch)
+    if not isinstance(proven, Identity):
+        return proven
+    refusal = permit(policy, route, proven, ctx)
+    return proven if refusal is None else refusal
+
+
+def authenticate(
+    policy: CompiledPolicy,
+    route: CompiledRoute,
+    ctx: RequestContext,
+    now: float,
+    *,
+    may_refetch: bool = True,
+) -> Identity | Deny | NeedKeys:
+    """Phase 2a: the route's address rule, then who is calling (first source that
+    succeeds; ANONYMOUS on a public route without credentials)."""
+    if route.address is not None and not route.address.admits(ctx.source_address):
+        return denials.address_denied(route.name)
     identity: Identity | None = None
     failure: CredentialError | None = None
     needed: KeysNeeded | None = None
@@ -123,14 +172,21 @@ def authorize(
         if not route.anonymous:
             return denials.missing_credentials(policy.realm, route.name)
         identity = ANONYMOUS
+    return identity
 
+
+def permit(
+    policy: CompiledPolicy, route: CompiledRoute, identity: Identity, ctx: RequestContext
+) -> Deny | None:
+    """Phase 2b: None when the identity meets the route's requirements, else the denial."""
     extra = ctx.context_extensions.get(SCOPES_EXTENSION, "").split()
-    refusal = check_requirements(route.require, identity, policy.realm, route.name, extra)
+    refusal = check_requirements(route.require, identity, ctx, realm=policy.realm,
+                                 route=route.name, extra_scopes=extra)
     if refusal is not None:
         if identity.kind == ANONYMOUS_KIND:
             return denials.missing_credentials(policy.realm, route.name)
         return refusal
-    return identity
+    return None
 
 
 def finish(
@@ -205,8 +261,8 @@ def _build_allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allo
         (up.tenant, identity.tenant),
         (up.plan, identity.plan),
     ]
-    for claim, header in up.claims.items():
-        values.append((header, _header_value(identity.claims.get(claim)) or ""))
+    for path, header in policy.upstream_claims:
+        values.append((header, _header_value(path.read(identity.claims)) or ""))
     headers: list[tuple[str, str]] = []
     for name, value in values:
         safe = _header_value(value) if value else None

@@ -1,0 +1,135 @@
+"""CEL conditions: `require: {cel: '...'}`, compiled and type-checked when the config loads.
+
+The library is cel-expr-python (Google's cel-cpp), chosen by measurement
+(bench/policy_bench.py, bench/RESULTS.md): the fastest per evaluation of the three that
+install on a realistic request document, and the only one that type-checks at compile
+time, so `reqest.method` is a config error, not a denial at 3 a.m.
+
+Two variables, each a map, built per evaluation only if the expression names it:
+  request:  method, path, host, scheme, headers (map, lower-case names), query (map,
+            first value of each parameter), source_address
+  identity: subject, principal (the same), kind, source, issuer, tenant, plan,
+            scopes (list), roles (list), claims (map: what a cached token keeps)
+Runtime errors (a missing header key, a wrong type) are CEL error values; anything but
+`true` fails the condition: fail closed.
+
+Cost is bounded by the shape of what may be written: at most MAX_EXPRESSION characters
+and MAX_MACROS comprehension macros (`all`, `exists`, `map`, `filter`, ...), over inputs
+whose sizes Envoy and the token size limit bound.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from cel_expr_python import cel as _cel
+
+from authz_service.identity.base import string_list
+from authz_service.models import Identity, RequestContext
+from authz_service.policy.tree import Location, Missing, Requirement
+from tollgate.config import LocatedError
+
+MAX_EXPRESSION = 1024
+MAX_MACROS = 3
+_MACROS = re.compile(r"\.\s*(all|exists|exists_one|map|filter)\s*\(")
+_STRINGS = re.compile(r"""'''.*?'''|\"\"\".*?\"\"\"|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.S)
+_ENV = _cel.NewEnv(variables={"request": _cel.Type.DYN, "identity": _cel.Type.DYN})
+_NOT_MET = Missing("condition not met")
+
+
+@dataclass(frozen=True, slots=True)
+class CelCondition:
+    text: str
+    program: Any  # a compiled cel_expr_python Expression
+    uses_request: bool
+    uses_identity: bool
+    claim_roots: frozenset[str]  # claims it reads; every claim when it cannot tell
+    label: str = ""
+    children: tuple[Requirement, ...] = ()
+
+    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+        data: dict[str, Any] = {}
+        if self.uses_request:
+            data["request"] = request_document(ctx)
+        if self.uses_identity:
+            data["identity"] = identity_document(identity)
+        result = self.program.eval(data=data)
+        return None if result.type() == _cel.Type.BOOL and result.value() is True else _NOT_MET
+
+
+def compile_condition(text: str, location: Location) -> CelCondition:
+    """A CEL condition, or LocatedError with the reason (the loader adds file:line)."""
+    if len(text) > MAX_EXPRESSION:
+        raise LocatedError(location, f"CEL condition longer than {MAX_EXPRESSION} characters")
+    code = _STRINGS.sub('""', text)
+    if len(_MACROS.findall(code)) > MAX_MACROS:
+        raise LocatedError(location, f"CEL condition uses more than {MAX_MACROS} "
+                                     "comprehension macros (all/exists/map/filter)")
+    try:
+        program = _ENV.compile(text)
+    except RuntimeError as exc:
+        raise LocatedError(location, f"CEL: {_first_error(str(exc))}") from None
+    kind = program.return_type()
+    if kind not in (_cel.Type.BOOL, _cel.Type.DYN):
+        raise LocatedError(location, f"a CEL condition must be a bool, not {kind.name()}")
+    return CelCondition(
+        text=text,
+        program=program,
+        uses_request=re.search(r"\brequest\b", code) is not None,
+        uses_identity=re.search(r"\bidentity\b", code) is not None,
+        claim_roots=_claim_roots(code),
+        label=f"cel {text}",
+    )
+
+
+def _claim_roots(code: str) -> frozenset[str]:
+    # identity.claims.NAME...: the cache keeps NAME; any other use of identity.claims
+    # (claims["x"], a macro over it, a dynamic key) keeps every claim: "*".
+    uses = re.findall(r"\bidentity\s*\.\s*claims\b(\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)?", code)
+    if any(not name for name in uses):
+        return frozenset({"*"})
+    return frozenset(name.split(".")[-1].strip() for name in uses)
+
+
+def _first_error(message: str) -> str:
+    # "INVALID_ARGUMENT: ERROR: <input>:1:7: undeclared reference ..." -> the reason,
+    # with its column, on one line.
+    line = message.splitlines()[0]
+    match = re.search(r"<input>:(\d+):(\d+): (.*?)( \[[A-Z_]+\])?$", line)
+    if match is None:
+        return line
+    return f"{match.group(3)} (line {match.group(1)}, column {match.group(2)} of the expression)"
+
+
+def request_document(ctx: RequestContext) -> dict[str, Any]:
+    query: dict[str, str] = {}
+    if ctx.query:
+        for name, value in parse_qsl(ctx.query, keep_blank_values=True):
+            query.setdefault(name, value)
+    return {
+        "method": ctx.method,
+        "path": ctx.path,
+        "host": ctx.host,
+        "scheme": ctx.scheme,
+        "headers": dict(ctx.headers),
+        "query": query,
+        "source_address": ctx.source_address,
+    }
+
+
+def identity_document(identity: Identity) -> dict[str, Any]:
+    return {
+        "subject": identity.subject,
+        "principal": identity.subject,
+        "kind": identity.kind,
+        "source": identity.source,
+        "issuer": identity.issuer,
+        "tenant": identity.tenant,
+        "plan": identity.plan,
+        "scopes": sorted(identity.scopes),
+        "roles": string_list(identity.claims.get("roles")),
+        "claims": dict(identity.claims),
+    }
