@@ -74,7 +74,7 @@ def compile_condition(text: str, location: Location) -> CelCondition:
         raise LocatedError(location, f"CEL: {_first_error(str(exc))}") from None
     kind = program.return_type()
     if kind not in (_cel.Type.BOOL, _cel.Type.DYN):
-        raise LocatedError(location, f"a CEL condition must be a bool, not {kind.name()}")
+        raise LocatedError(location, f"a CEL condition must be a bool, not {kind.name().lower()}")
     return CelCondition(
         text=text,
         program=program,
@@ -97,7 +97,7 @@ def _claim_roots(code: str) -> frozenset[str]:
 def _first_error(message: str) -> str:
     # "INVALID_ARGUMENT: ERROR: <input>:1:7: undeclared reference ..." -> the reason,
     # with its column, on one line.
-    line = message.splitlines()[0]
+    line = message.splitlines()[0].replace(" (in container '')", "")
     match = re.search(r"<input>:(\d+):(\d+): (.*?)( \[[A-Z_]+\])?$", line)
     if match is None:
         return line
