@@ -36,6 +36,7 @@ class PathMatcher:
     exact: str | None
     prefix: str | None
     regex: re.Pattern[str] | None
+    template: str = ""
 
     def matches(self, path: str) -> bool:
         if self.exact is not None:
@@ -43,6 +44,13 @@ class PathMatcher:
         if self.prefix is not None:
             return path.startswith(self.prefix)
         return self.regex is not None and self.regex.fullmatch(path) is not None
+
+    def describe(self) -> str:
+        if self.exact is not None:
+            return f"exact {self.exact}"
+        if self.prefix is not None:
+            return f"prefix {self.prefix}"
+        return f"template {self.template}"
 
 
 def _host_matches(patterns: Sequence[str], host: str) -> bool:
@@ -77,6 +85,16 @@ class CompiledRoute:
             return False
         return self.path is None or self.path.matches(ctx.path)
 
+    def mismatch(self, ctx: RequestContext) -> str | None:
+        """Why this route does not match `ctx` (None: it matches), for explain."""
+        if self.methods and ctx.method not in self.methods:
+            return f"method {ctx.method} not in {sorted(self.methods)}"
+        if self.hosts and not _host_matches(self.hosts, ctx.host):
+            return f"host '{ctx.host}' not in {list(self.hosts)}"
+        if self.path is not None and not self.path.matches(ctx.path):
+            return f"path {ctx.path} does not match {self.path.describe()}"
+        return None
+
 
 def compile_route(
     policy: RoutePolicy,
@@ -93,7 +111,7 @@ def compile_route(
     path = None
     if match.path is not None:
         regex = template_regex(match.path.template) if match.path.template else None
-        path = PathMatcher(match.path.exact, match.path.prefix, regex)
+        path = PathMatcher(match.path.exact, match.path.prefix, regex, match.path.template or "")
     return CompiledRoute(
         name=policy.name,
         hosts=tuple(h.lower() for h in match.hosts),
