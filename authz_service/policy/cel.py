@@ -7,7 +7,9 @@ time, so `reqest.method` is a config error, not a denial at 3 a.m.
 
 Two variables, each a map, built per evaluation only if the expression names it:
   request:  method, path, host, scheme, headers (map, lower-case names), query (map,
-            first value of each parameter), source_address
+            first value of each parameter), source_address, and on a route that
+            validates its body, body (the JSON body, once the request passes validation;
+            a request that fails it fails the condition)
   identity: subject, principal (the same), kind, source, issuer, tenant, plan,
             scopes (list), roles (list), claims (map: what a cached token keeps)
 Runtime errors (a missing header key, a wrong type) are CEL error values; anything but
@@ -21,6 +23,7 @@ whose sizes Envoy and the token size limit bound.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -30,7 +33,10 @@ from cel_expr_python import cel as _cel
 from authz_service.identity.base import string_list
 from authz_service.models import Identity, RequestContext
 from authz_service.policy.tree import Location, Missing, Requirement
+from authz_service.validation.request import INVALID
 from tollgate.config import LocatedError
+
+BodyReader = Callable[[RequestContext], Any]  # the validated JSON body, or INVALID
 
 MAX_EXPRESSION = 1024
 MAX_MACROS = 3
@@ -38,6 +44,8 @@ _MACROS = re.compile(r"\.\s*(all|exists|exists_one|map|filter)\s*\(")
 _STRINGS = re.compile(r"""'''.*?'''|\"\"\".*?\"\"\"|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*\"""", re.S)
 _ENV = _cel.NewEnv(variables={"request": _cel.Type.DYN, "identity": _cel.Type.DYN})
 _NOT_MET = Missing("condition not met")
+_INVALID_BODY = Missing("condition not met: the request is not valid")
+_READS_BODY = re.compile(r"\brequest\s*\.\s*body\b|\brequest\s*\[\s*\"body\"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,7 @@ class CelCondition:
     uses_request: bool
     uses_identity: bool
     claim_roots: frozenset[str]  # claims it reads; every claim when it cannot tell
+    body: BodyReader | None = None  # set when it reads request.body
     label: str = ""
     children: tuple[Requirement, ...] = ()
 
@@ -54,14 +63,22 @@ class CelCondition:
         data: dict[str, Any] = {}
         if self.uses_request:
             data["request"] = request_document(ctx)
+            if self.body is not None:
+                document = self.body(ctx)
+                if document is INVALID:
+                    return _INVALID_BODY
+                data["request"]["body"] = document
         if self.uses_identity:
             data["identity"] = identity_document(identity)
         result = self.program.eval(data=data)
         return None if result.type() == _cel.Type.BOOL and result.value() is True else _NOT_MET
 
 
-def compile_condition(text: str, location: Location) -> CelCondition:
-    """A CEL condition, or LocatedError with the reason (the loader adds file:line)."""
+def compile_condition(
+    text: str, location: Location, body: BodyReader | None = None
+) -> CelCondition:
+    """A CEL condition, or LocatedError with the reason (the loader adds file:line).
+    `body`: the route's validated-body reader, when it validates its body."""
     if len(text) > MAX_EXPRESSION:
         raise LocatedError(location, f"CEL condition longer than {MAX_EXPRESSION} characters")
     code = _STRINGS.sub('""', text)
@@ -72,6 +89,10 @@ def compile_condition(text: str, location: Location) -> CelCondition:
         program = _ENV.compile(text)
     except RuntimeError as exc:
         raise LocatedError(location, f"CEL: {_first_error(str(exc))}") from None
+    reads_body = _READS_BODY.search(text) is not None
+    if reads_body and body is None:
+        raise LocatedError(location, "request.body is only there on a route that validates "
+                                     "its body ('validate' with a schema or OpenAPI)")
     kind = program.return_type()
     if kind not in (_cel.Type.BOOL, _cel.Type.DYN):
         raise LocatedError(location, f"a CEL condition must be a bool, not {kind.name().lower()}")
@@ -81,6 +102,7 @@ def compile_condition(text: str, location: Location) -> CelCondition:
         uses_request=re.search(r"\brequest\b", code) is not None,
         uses_identity=re.search(r"\bidentity\b", code) is not None,
         claim_roots=_claim_roots(code),
+        body=body if reads_body else None,
         label=f"cel {text}",
     )
 

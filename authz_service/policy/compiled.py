@@ -10,6 +10,7 @@ keys, so a reload starts them empty.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from authz_service.claims import ClaimPath, parse_claim_path
@@ -67,11 +68,21 @@ def compile_config(
     cache = TokenCache(config.token_cache.max_entries)
     max_token = config.limits.max_token_bytes
     global_shape = compile_shape(config.deny) if config.deny is not None else None
-    # Requirements first: what they read decides which claims a cached identity keeps.
-    requirements = [
-        compile_requirements(policy.require, ("routes", index, "require"), compile_condition)
-        for index, policy in enumerate(config.routes)
-    ]
+    # Validators and requirements first: a CEL condition may read the validated body,
+    # and what requirements read decides which claims a cached identity keeps.
+    validators: list[RequestValidator | None] = []
+    requirements = []
+    for index, policy in enumerate(config.routes):
+        validator: RequestValidator | None = None
+        if policy.validate_ is not None:
+            try:
+                validator = compile_validation(policy.validate_, base_dir or Path.cwd())
+            except SchemaError as exc:
+                raise LocatedError(("routes", index, "validate"), str(exc)) from None
+        validators.append(validator)
+        cel = partial(compile_condition, body=validator.body_document if validator else None)
+        requirements.append(
+            compile_requirements(policy.require, ("routes", index, "require"), cel))
     upstream_claims = tuple((parse_claim_path(p), h) for p, h in config.upstream.claims.items())
     # Cached identities keep only the claims some rule or header reads: a verified
     # token's full claim set would cost ~2 KB per cache entry. "*": a CEL condition
@@ -110,12 +121,7 @@ def compile_config(
             raise LocatedError(
                 ("routes", index), "route has no identity sources and is not anonymous"
             )
-        validator: RequestValidator | None = None
-        if policy.validate_ is not None:
-            try:
-                validator = compile_validation(policy.validate_, base_dir or Path.cwd())
-            except SchemaError as exc:
-                raise LocatedError(("routes", index, "validate"), str(exc)) from None
+        validator = validators[index]
         shape = compile_shape(policy.deny) if policy.deny is not None else global_shape
         try:
             route = compile_route(policy, tuple(sources[n] for n in names), validator,

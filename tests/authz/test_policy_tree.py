@@ -14,6 +14,7 @@ from authz_service.config import AuthzConfig
 from authz_service.models import Allow, Deny
 from authz_service.policy.engine import settle
 from tests.authz.test_engine import Built, allow, bearer, ctx, deny, token
+from tollgate.config import LocatedError
 
 KEYCLOAK = {  # a Keycloak access token's authorization claims
     "realm_access": {"roles": ["offline_access", "ops"]},
@@ -431,3 +432,28 @@ def test_shapes_cannot_echo_a_credential_or_break_framing(
 ) -> None:
     with pytest.raises(ValidationError, match=message):
         AuthzConfig.model_validate(config([{"name": "r", "deny": shape}]))
+
+
+def test_cel_reads_the_validated_body() -> None:
+    b = built([{"name": "pay", "require": {"cel": "request.body.amount <= 100"},
+                "validate": {"schema": {"type": "object", "required": ["amount"],
+                                        "properties": {"amount": {"type": "integer"}}}}}])
+    json_type = {"content-type": "application/json"}
+
+    def pay(body: bytes) -> Allow | Deny:
+        request = ctx("/pay", "POST", {**bearer(token()), **json_type})
+        request.body = body
+        outcome = b.decide(request)
+        assert isinstance(outcome, Allow | Deny)
+        return outcome
+
+    allow(pay(b'{"amount": 20}'))
+    assert deny(pay(b'{"amount": 500}')).description == "condition not met"
+    # a body that fails validation fails the condition; schema detail is not shown
+    assert deny(pay(b'{"amount": "lots"}')).description == \
+        "condition not met: the request is not valid"
+
+
+def test_cel_body_needs_a_validated_route() -> None:
+    with pytest.raises(LocatedError, match=r"request\.body is only there on a route that"):
+        built([{"name": "x", "require": {"cel": "request.body.a == 1"}}])
