@@ -59,6 +59,9 @@ class CelCondition:
     label: str = ""
     children: tuple[Requirement, ...] = ()
 
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        return self.failure(identity, ctx) is None
+
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
         data: dict[str, Any] = {}
         if self.uses_request:

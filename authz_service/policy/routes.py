@@ -139,7 +139,7 @@ def check_requirements(
     """None when the identity meets every requirement; else the denial to send."""
     if extra_scopes:
         require = with_scopes(require, extra_scopes)
-    if require is None:
+    if require is None or require.holds(identity, ctx):
         return None
     missing = require.failure(identity, ctx)
     if missing is None:

@@ -48,7 +48,13 @@ class Requirement(Protocol):
         """What it requires, for explain."""
         ...
 
-    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None: ...
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        """The hot path: whether it is met, building nothing."""
+        ...
+
+    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+        """None when met, else why not (the deny path: may evaluate again)."""
+        ...
 
     @property
     def children(self) -> Sequence[Requirement]: ...
@@ -65,8 +71,17 @@ class ScopesRequired:
     any_of: tuple[str, ...]
     label: str = ""
     children: tuple[Requirement, ...] = ()
+    all_set: frozenset[str] = frozenset()  # all_of, for one C-level subset test
+
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        held = identity.scopes
+        if not self.all_set <= held:
+            return False
+        return not self.any_of or any(s in held for s in self.any_of)
 
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+        if self.holds(identity, ctx):
+            return None
         held = identity.scopes
         missing = [s for s in self.all_of if s not in held]
         if not missing and self.any_of and not any(s in held for s in self.any_of):
@@ -84,13 +99,13 @@ class RolesRequired:
     label: str = ""
     children: tuple[Requirement, ...] = ()
 
-    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
         roles = string_list(identity.claims.get("roles"))
-        if all(r in roles for r in self.all_of) and (
-            not self.any_of or any(r in roles for r in self.any_of)
-        ):
-            return None
-        return Missing("required role missing")
+        return all(r in roles for r in self.all_of) and (
+            not self.any_of or any(r in roles for r in self.any_of))
+
+    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+        return None if self.holds(identity, ctx) else Missing("required role missing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +115,19 @@ class ClaimAccepted:
     label: str = ""
     children: tuple[Requirement, ...] = ()
 
-    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
         value = self.path.read(identity.claims)
         values = [value] if isinstance(value, str | int | bool) else string_list(value)
         for v in values:
             text = str(v)
             # a JSON boolean matches YAML's spelling too: `email_verified: "true"`
             if text in self.accepted or (isinstance(v, bool) and text.lower() in self.accepted):
-                return None
+                return True
+        return False
+
+    def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
+        if self.holds(identity, ctx):
+            return None
         return Missing(f"claim '{self.path.text}' not accepted")
 
 
@@ -117,8 +137,11 @@ class PrincipalAllowed:
     label: str = ""
     children: tuple[Requirement, ...] = ()
 
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        return identity.subject in self.principals
+
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
-        return None if identity.subject in self.principals else Missing("principal not allowed")
+        return None if self.holds(identity, ctx) else Missing("principal not allowed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +150,11 @@ class AddressAllowed:
     label: str = ""
     children: tuple[Requirement, ...] = ()
 
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        return self.rule.admits(ctx.source_address)
+
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
-        if self.rule.admits(ctx.source_address):
+        if self.holds(identity, ctx):
             return None
         return Missing("client address not allowed", "address_denied")
 
@@ -137,6 +163,12 @@ class AddressAllowed:
 class AllOf:
     children: tuple[Requirement, ...]
     label: str = "all of"
+
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        for child in self.children:  # noqa: SIM110 (a loop: no generator on the hot path)
+            if not child.holds(identity, ctx):
+                return False
+        return True
 
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
         for index, child in enumerate(self.children):
@@ -171,6 +203,12 @@ class AnyOf:
     children: tuple[Requirement, ...]
     label: str = "any of"
 
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        for child in self.children:  # noqa: SIM110 (a loop: no generator on the hot path)
+            if child.holds(identity, ctx):
+                return True
+        return False
+
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
         reasons: list[Missing] = []
         for child in self.children:
@@ -196,8 +234,11 @@ class Not:
     def children(self) -> tuple[Requirement, ...]:
         return (self.child,)
 
+    def holds(self, identity: Identity, ctx: RequestContext) -> bool:
+        return not self.child.holds(identity, ctx)
+
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
-        if self.child.failure(identity, ctx) is None:
+        if self.child.holds(identity, ctx):
             return Missing(f"excluded by rule: not {self.child.label}")
         return None
 
@@ -247,12 +288,14 @@ def compile_requirements(
 
 def with_scopes(tree: Requirement | None, scopes: Sequence[str]) -> Requirement:
     """`tree` and these scopes too (Envoy's per-route `tollgate_scopes`), scopes first."""
-    extra = ScopesRequired(tuple(scopes), (), f"scopes all_of {list(scopes)}")
+    extra = ScopesRequired(tuple(scopes), (), f"scopes all_of {list(scopes)}", (),
+                           frozenset(scopes))
     return extra if tree is None else AllOf((extra, tree))
 
 
 def _scopes(rule: ScopeRule) -> ScopesRequired:
-    return ScopesRequired(tuple(rule.all_of), tuple(rule.any_of), _rule_label("scopes", rule))
+    return ScopesRequired(tuple(rule.all_of), tuple(rule.any_of), _rule_label("scopes", rule),
+                          (), frozenset(rule.all_of))
 
 
 def _rule_label(what: str, rule: ScopeRule) -> str:
