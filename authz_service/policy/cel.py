@@ -52,6 +52,8 @@ _READS_BODY = re.compile(r"\brequest\s*\.\s*body\b|\brequest\s*\[\s*\"body\"")
 class CelCondition:
     text: str
     program: Any  # a compiled cel_expr_python Expression
+    request_fields: frozenset[str] | None  # what it reads of `request`; None: all
+    identity_fields: frozenset[str] | None
     uses_request: bool
     uses_identity: bool
     claim_roots: frozenset[str]  # claims it reads; every claim when it cannot tell
@@ -65,16 +67,16 @@ class CelCondition:
     def failure(self, identity: Identity, ctx: RequestContext) -> Missing | None:
         data: dict[str, Any] = {}
         if self.uses_request:
-            data["request"] = request_document(ctx)
+            data["request"] = request_document(ctx, self.request_fields)
             if self.body is not None:
                 document = self.body(ctx)
                 if document is INVALID:
                     return _INVALID_BODY
                 data["request"]["body"] = document
         if self.uses_identity:
-            data["identity"] = identity_document(identity)
-        result = self.program.eval(data=data)
-        return None if result.type() == _cel.Type.BOOL and result.value() is True else _NOT_MET
+            data["identity"] = identity_document(identity, self.identity_fields)
+        # Only a bool true is True: an int, a string or an error value is not.
+        return None if self.program.eval(data=data).value() is True else _NOT_MET
 
 
 def compile_condition(
@@ -96,18 +98,35 @@ def compile_condition(
     if reads_body and body is None:
         raise LocatedError(location, "request.body is only there on a route that validates "
                                      "its body ('validate' with a schema or OpenAPI)")
+    for variable, known in (("request", {*_REQUEST, "body"}), ("identity", set(_IDENTITY))):
+        unknown = sorted((_fields_read(code, variable) or frozenset()) - known)
+        if unknown:
+            raise LocatedError(location, f"CEL: {variable} has no field '{unknown[0]}' "
+                                         f"(it has: {', '.join(sorted(known))})")
     kind = program.return_type()
     if kind not in (_cel.Type.BOOL, _cel.Type.DYN):
         raise LocatedError(location, f"a CEL condition must be a bool, not {kind.name().lower()}")
     return CelCondition(
         text=text,
         program=program,
+        request_fields=_fields_read(code, "request"),
+        identity_fields=_fields_read(code, "identity"),
         uses_request=re.search(r"\brequest\b", code) is not None,
         uses_identity=re.search(r"\bidentity\b", code) is not None,
         claim_roots=_claim_roots(code),
         body=body if reads_body else None,
         label=f"cel {text}",
     )
+
+
+def _fields_read(code: str, variable: str) -> frozenset[str] | None:
+    # Handing the library a map costs per entry (bench/policy_bench.py): give it only
+    # the fields the expression names, or all of them when it uses the variable any
+    # other way (`request["path"]`, a macro over it).
+    uses = re.findall(rf"\b{variable}\b(\s*\.\s*[A-Za-z_][A-Za-z0-9_]*)?", code)
+    if any(not name for name in uses):
+        return None
+    return frozenset(name.split(".")[-1].strip() for name in uses)
 
 
 def _claim_roots(code: str) -> frozenset[str]:
@@ -129,32 +148,44 @@ def _first_error(message: str) -> str:
     return f"{match.group(3)} (line {match.group(1)}, column {match.group(2)} of the expression)"
 
 
-def request_document(ctx: RequestContext) -> dict[str, Any]:
+def _query(ctx: RequestContext) -> dict[str, str]:
     query: dict[str, str] = {}
     if ctx.query:
         for name, value in parse_qsl(ctx.query, keep_blank_values=True):
             query.setdefault(name, value)
-    return {
-        "method": ctx.method,
-        "path": ctx.path,
-        "host": ctx.host,
-        "scheme": ctx.scheme,
-        "headers": dict(ctx.headers),
-        "query": query,
-        "source_address": ctx.source_address,
-    }
+    return query
 
 
-def identity_document(identity: Identity) -> dict[str, Any]:
-    return {
-        "subject": identity.subject,
-        "principal": identity.subject,
-        "kind": identity.kind,
-        "source": identity.source,
-        "issuer": identity.issuer,
-        "tenant": identity.tenant,
-        "plan": identity.plan,
-        "scopes": sorted(identity.scopes),
-        "roles": string_list(identity.claims.get("roles")),
-        "claims": dict(identity.claims),
-    }
+_REQUEST: dict[str, Callable[[RequestContext], Any]] = {
+    "method": lambda ctx: ctx.method,
+    "path": lambda ctx: ctx.path,
+    "host": lambda ctx: ctx.host,
+    "scheme": lambda ctx: ctx.scheme,
+    "headers": lambda ctx: dict(ctx.headers),
+    "query": _query,
+    "source_address": lambda ctx: ctx.source_address,
+}
+_IDENTITY: dict[str, Callable[[Identity], Any]] = {
+    "subject": lambda i: i.subject,
+    "principal": lambda i: i.subject,
+    "kind": lambda i: i.kind,
+    "source": lambda i: i.source,
+    "issuer": lambda i: i.issuer,
+    "tenant": lambda i: i.tenant,
+    "plan": lambda i: i.plan,
+    "scopes": lambda i: sorted(i.scopes),
+    "roles": lambda i: string_list(i.claims.get("roles")),
+    "claims": lambda i: dict(i.claims),
+}
+
+
+def request_document(ctx: RequestContext, fields: frozenset[str] | None = None
+                     ) -> dict[str, Any]:
+    """`request` as CEL sees it (only `fields`, when given)."""
+    return {k: get(ctx) for k, get in _REQUEST.items() if fields is None or k in fields}
+
+
+def identity_document(identity: Identity, fields: frozenset[str] | None = None
+                      ) -> dict[str, Any]:
+    """`identity` as CEL sees it (only `fields`, when given)."""
+    return {k: get(identity) for k, get in _IDENTITY.items() if fields is None or k in fields}

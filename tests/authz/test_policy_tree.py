@@ -260,6 +260,8 @@ def test_cel_in_a_tree_beside_scopes() -> None:
      "CEL: undeclared reference to 'reqest.method' (line 1, column 7 of the expression)"),
     ("request.method ==", "CEL: Syntax error: mismatched input '<EOF>'"),
     ("1 + 2", "a CEL condition must be a bool, not int"),
+    ('request.methd == "GET"', "CEL: request has no field 'methd' (it has: body, headers, "
+                               "host, method, path, query, scheme, source_address)"),
     ("x" * 1100, "CEL condition longer than 1024 characters"),
     ("[1].all(a, [1].all(b, [1].all(c, [1].all(d, true))))",
      "CEL condition uses more than 3 comprehension macros"),
