@@ -459,3 +459,15 @@ def test_cel_reads_the_validated_body() -> None:
 def test_cel_body_needs_a_validated_route() -> None:
     with pytest.raises(LocatedError, match=r"request\.body is only there on a route that"):
         built([{"name": "x", "require": {"cel": "request.body.a == 1"}}])
+
+
+def test_address_verdicts_are_remembered_within_a_bound() -> None:
+    from authz_service.policy.address import MAX_REMEMBERED, compile_address_rule
+    from authz_service.policy.config import AddressRule
+
+    rule = compile_address_rule(AddressRule(allow=["10.0.0.0/8"]))
+    for n in range(MAX_REMEMBERED + 10):
+        address = f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"
+        assert rule.admits(address)
+        assert len(rule._seen) <= MAX_REMEMBERED
+    assert not rule.admits("192.0.2.1") and not rule.admits("192.0.2.1")  # remembered: same
