@@ -12,10 +12,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, create_model, field_validator, model_validator
 
+from authz_service.claims import parse_claim_path
 from authz_service.config_base import HEADER, NAME, Model
 from authz_service.identity.registry import KINDS
 from authz_service.limits.config import RateLimits
 from authz_service.methods import known_methods
+from authz_service.policy.config import (
+    AddressRule,
+    DenialShape,
+    Requirements,
+    ScopeRule,
+)
+
+__all__ = ["AddressRule", "DenialShape", "Requirements", "ScopeRule"]
 
 _NAME = NAME
 _HEADER = HEADER
@@ -79,19 +88,6 @@ class RouteMatch(Model):
         return known_methods(value)
 
 
-class ScopeRule(Model):
-    all_of: list[str] = Field(default_factory=list)
-    any_of: list[str] = Field(default_factory=list)
-
-
-class Requirements(Model):
-    scopes: ScopeRule | None = None
-    roles: ScopeRule | None = None
-    # claim -> accepted values; a list-valued claim passes if any element is accepted
-    claims: dict[str, list[str] | str] = Field(default_factory=dict)
-    principals: list[str] = Field(default_factory=list)  # subjects / SPIFFE IDs allowed
-
-
 class OpenApiSpec(Model):
     file: Annotated[str, Field(min_length=1)]  # relative to the config file
     base_path: str = ""  # prefix before the document's paths, e.g. /v1
@@ -125,6 +121,9 @@ class RoutePolicy(Model):
     identities: list[str] | None = None  # identity source names, tried in order
     require: Requirements = Field(default_factory=Requirements)
     validate_: Validation | None = Field(None, alias="validate")  # see docs: Request validation
+    address: AddressRule | None = None  # client networks let in, checked before identity
+    shadow: bool = False  # dry run: a denial is logged and counted, the request allowed
+    deny: DenialShape | None = None  # how this route's denials are answered
 
 
 class UpstreamHeaders(Model):
@@ -141,6 +140,13 @@ class UpstreamHeaders(Model):
     def _header_name(cls, value: str | None) -> str | None:
         if value is not None and not re.fullmatch(_HEADER, value):
             raise ValueError(f"'{value}' is not a lower-case header name")
+        return value
+
+    @field_validator("claims")
+    @classmethod
+    def _claim_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value:
+            parse_claim_path(path)
         return value
 
 
@@ -165,6 +171,9 @@ class AuthzConfig(Model):
     identities: list[IdentitySource] = Field(default_factory=list)
     routes: list[RoutePolicy] = Field(default_factory=list)
     upstream: UpstreamHeaders = Field(default_factory=UpstreamHeaders)
+    address: AddressRule | None = None  # for every request, before any route
+    shadow: bool = False  # dry run for the whole policy (see RoutePolicy.shadow)
+    deny: DenialShape | None = None  # the shape of every route's denials without its own
     # Rate limits decided in the same Check (authz_service.limits).
     rate_limits: RateLimits | None = None
     # Without routes every request gets the `unmatched` answer: the same one for

@@ -43,3 +43,10 @@ INTROSPECTIONS = Counter(
     ["source", "result"],
     registry=REGISTRY,
 )
+
+
+WOULD_DENY = LabelledCounter(
+    "tollgate_authz_would_deny",
+    "Denials a shadow-mode (dry-run) route or policy let through, by stable error code.",
+    ["code"],
+)

@@ -82,6 +82,9 @@ class Deny:
     route: str = ""
     problem: ProblemDetail | None = None  # a malformed request: answered as problem+json
     headers: tuple[tuple[str, str], ...] = ()  # more response headers (Retry-After, ...)
+    # An operator-shaped answer (authz_service.policy.shaping): this exact body and type.
+    body: bytes | None = None
+    content_type: str = ""
 
 
 Decision = Allow | Deny

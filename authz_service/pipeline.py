@@ -35,7 +35,7 @@ from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledSet
 from authz_service.limits.stage import HEADER_NAMES, LimitCounter, StageResult
-from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES
+from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES, WOULD_DENY
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy
@@ -98,6 +98,24 @@ class Pipeline:
         return answer
 
     async def _decide(self, policy: CompiledPolicy, ctx: RequestContext) -> Answer:
+        answer = await self._phases(policy, ctx)
+        if isinstance(answer.decision, Deny):  # shadow mode or the operator's shape
+            self._settle(policy, ctx, answer)
+        return answer
+
+    @staticmethod
+    def _settle(policy: CompiledPolicy, ctx: RequestContext, answer: Answer) -> None:
+        name = answer.decision.route
+        route = policy.routes_by_name.get(name) if name else None
+        decision, shadowed = engine.settle(policy, route, answer.decision, ctx, answer.identity)
+        if shadowed is not None:
+            WOULD_DENY.inc((shadowed.code,))
+            log.info("would deny", extra={"code": shadowed.code, "route": shadowed.route,
+                                          "request_id": ctx.request_id})
+        answer.decision = decision
+        answer.shadowed = shadowed
+
+    async def _phases(self, policy: CompiledPolicy, ctx: RequestContext) -> Answer:
         now = self.clock()
         routed = engine.route(policy, ctx)
         if not isinstance(routed, CompiledRoute):
@@ -109,17 +127,22 @@ class Pipeline:
             if before.denial is not None:
                 return Answer(before.denial, limit_outcomes=before.outcomes)
 
-        proven = engine.authorize(policy, routed, ctx, now)
-        if isinstance(proven, engine.NeedKeys | engine.NeedLookup):
-            proven = await self._after_io(policy, routed, ctx, proven)
-        if isinstance(proven, Proven):
-            spent = await self._spend(proven, policy.realm, routed.name)
-            if spent is not None:
-                return Answer(spent, identity=proven.identity,
-                              limit_outcomes=before.outcomes if before else ())
-            proven = proven.identity
+        found = engine.authenticate(policy, routed, ctx, now)
+        if isinstance(found, engine.NeedKeys | engine.NeedLookup):
+            found = await self._after_io(policy, routed, ctx, found)
+        proof = found if isinstance(found, Proven) else None
+        proven = found.identity if isinstance(found, Proven) else found
         if not isinstance(proven, Identity):
             return Answer(proven, limit_outcomes=before.outcomes if before else ())
+        refusal = engine.permit(policy, routed, proven, ctx)
+        if refusal is not None:
+            return Answer(refusal, identity=proven,
+                          limit_outcomes=before.outcomes if before else ())
+        if proof is not None:  # permitted: only now is its DPoP proof spent
+            spent = await self._spend(proof, policy.realm, routed.name)
+            if spent is not None:
+                return Answer(spent, identity=proven,
+                              limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
         if limits is not None and limits.after:
@@ -144,7 +167,7 @@ class Pipeline:
         ctx: RequestContext,
         waiting: engine.NeedKeys | engine.NeedLookup,
     ) -> Identity | Proven | Deny:
-        """Authorization once more after the I/O it asked for: a key refetch for an
+        """Authentication once more after the I/O it asked for: a key refetch for an
         unknown kid, or the lookups (introspection calls) of sources that had no cached
         answer. Each bounds its own wait; a second miss is answered with the fallback."""
         if isinstance(waiting, engine.NeedKeys):
@@ -154,7 +177,7 @@ class Pipeline:
             await waiting.lookups[0]()
         else:
             await asyncio.gather(*(lookup() for lookup in waiting.lookups))
-        again = engine.authorize(policy, routed, ctx, self.clock(), may_refetch=False)
+        again = engine.authenticate(policy, routed, ctx, self.clock(), may_refetch=False)
         return again.fallback if isinstance(again, engine.NeedKeys | engine.NeedLookup) else again
 
     async def _spend(self, proven: Proven, realm: str, route: str) -> Deny | None:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo-issuer": ("tollgate_cli.demo_issuer", "serve the demo OIDC discovery and JWKS"),
     "demo-upstream": ("tollgate_cli.demo_upstream", "serve the echo upstream"),
     "limits": ("tollgate_cli.limits", "show or reset a descriptor's rate-limit counters"),
+    "explain": ("tollgate_cli.explain", "show why the policy decides what it does for a request"),
 }
 
 

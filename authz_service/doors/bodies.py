@@ -17,10 +17,9 @@ MAX_REQUEST_ID = 128
 
 def denial_headers(deny: Deny) -> list[tuple[str, str]]:
     problem = deny.problem
-    headers = [
-        ("content-type", "application/json" if problem is None else "application/problem+json"),
-        ("cache-control", "no-store"),
-    ]
+    content_type = deny.content_type or (
+        "application/json" if problem is None else "application/problem+json")
+    headers = [("content-type", content_type), ("cache-control", "no-store")]
     if deny.challenge is not None:
         headers.append(("www-authenticate", deny.challenge))
     headers.extend(deny.headers)
@@ -28,6 +27,8 @@ def denial_headers(deny: Deny) -> list[tuple[str, str]]:
 
 
 def denial_body(deny: Deny, request_id: str) -> bytes:
+    if deny.body is not None:  # shaped by the operator: already rendered
+        return deny.body
     if deny.problem is not None:
         return problem_body(deny.problem, request_id)
     body = {"error": deny.code, "error_description": deny.description}

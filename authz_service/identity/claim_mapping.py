@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from authz_service.claims import parse_claim_path
 from authz_service.config_base import Model
 from authz_service.identity.base import string_list
 from authz_service.identity.errors import InvalidCredential
@@ -30,6 +31,20 @@ class ClaimNames(Model):
     roles_claim: str = "roles"
     tenant_claim: str = "tenant"
     plan_claim: str = "plan"
+
+    # Claim paths: `realm_access.roles`, `resource_access["orders.api"].roles`, `groups[0]`.
+    @field_validator("subject_claim", "roles_claim", "tenant_claim", "plan_claim")
+    @classmethod
+    def _claim_path(cls, value: str) -> str:
+        parse_claim_path(value)
+        return value
+
+    @field_validator("scope_claims")
+    @classmethod
+    def _claim_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            parse_claim_path(path)
+        return value
 
 
 def given_claims(
@@ -58,21 +73,30 @@ class ClaimMapping:
         self.names = names
         self.kept_claims = kept_claims
         self._scope_sets: dict[frozenset[str], frozenset[str]] = {}
+        # Parsed once, at load: no path is parsed per request.
+        self.subject_path = parse_claim_path(names.subject_claim)
+        self.scope_paths = tuple(parse_claim_path(p) for p in names.scope_claims)
+        self.roles_path = parse_claim_path(names.roles_claim)
+        self.tenant_path = parse_claim_path(names.tenant_claim)
+        self.plan_path = parse_claim_path(names.plan_claim)
 
     def identity(self, claims: Mapping[str, Any], issuer: str) -> Identity:
         """The caller these claims prove; InvalidCredential without a subject."""
-        names = self.names
-        subject = claims.get(names.subject_claim)
+        subject = self.subject_path.read(claims)
         if not isinstance(subject, str) or not subject:
-            raise InvalidCredential(f"missing required claim '{names.subject_claim}'")
+            raise InvalidCredential(f"missing required claim '{self.names.subject_claim}'")
         scopes: set[str] = set()
-        for claim in names.scope_claims:
-            scopes.update(string_list(claims.get(claim)))
-        kept = {name: claims[name] for name in self.kept_claims if name in claims}
-        if names.roles_claim in claims:
-            kept["roles"] = string_list(claims[names.roles_claim])
-        tenant = claims.get(names.tenant_claim)
-        plan = claims.get(names.plan_claim)
+        for path in self.scope_paths:
+            scopes.update(string_list(path.read(claims)))
+        if "*" in self.kept_claims:  # a CEL condition reads claims freely
+            kept = dict(claims)
+        else:
+            kept = {name: claims[name] for name in self.kept_claims if name in claims}
+        roles = self.roles_path.read(claims)
+        if roles is not None:
+            kept["roles"] = string_list(roles)
+        tenant = self.tenant_path.read(claims)
+        plan = self.plan_path.read(claims)
         return Identity(
             kind=self.kind,
             subject=subject,

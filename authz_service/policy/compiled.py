@@ -10,8 +10,10 @@ keys, so a reload starts them empty.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
+from authz_service.claims import ClaimPath, parse_claim_path
 from authz_service.config import AuthzConfig, UpstreamHeaders
 from authz_service.identity.base import IdentitySource
 from authz_service.identity.introspection import IntrospectorFactory
@@ -20,7 +22,11 @@ from authz_service.identity.registry import KINDS, SourceContext
 from authz_service.identity.token_cache import TokenCache
 from authz_service.limits.compiled import CompiledLimits, claim_roots, compile_limits
 from authz_service.models import Allow
+from authz_service.policy.address import CompiledAddressRule, compile_address_rule
+from authz_service.policy.cel import compile_condition
 from authz_service.policy.routes import CompiledRoute, compile_route
+from authz_service.policy.shaping import CompiledShape, compile_shape
+from authz_service.policy.tree import compile_requirements, kept_claim_roots
 from authz_service.validation.request import RequestValidator, compile_validation
 from authz_service.validation.schema import SchemaError
 from tollgate.config import LocatedError
@@ -50,6 +56,10 @@ class CompiledPolicy:
     caches: PolicyCaches
     limits: CompiledLimits | None  # the rate limits decided in the Check, if any
     config: AuthzConfig
+    upstream_claims: tuple[tuple[ClaimPath, str], ...] = ()  # claim path -> header
+    address: CompiledAddressRule | None = None  # for every request, before routing
+    shadow: bool = False  # dry run for the whole policy
+    shape: CompiledShape | None = None  # the denial shape of routes without their own
 
 
 def compile_config(
@@ -62,11 +72,29 @@ def compile_config(
     `introspector`: builds the I/O side of introspection sources (none: they are refused)."""
     cache = TokenCache(config.token_cache.max_entries)
     max_token = config.limits.max_token_bytes
+    global_shape = compile_shape(config.deny) if config.deny is not None else None
+    # Validators and requirements first: a CEL condition may read the validated body,
+    # and what requirements read decides which claims a cached identity keeps.
+    validators: list[RequestValidator | None] = []
+    requirements = []
+    for index, policy in enumerate(config.routes):
+        validator: RequestValidator | None = None
+        if policy.validate_ is not None:
+            try:
+                validator = compile_validation(policy.validate_, base_dir or Path.cwd())
+            except SchemaError as exc:
+                raise LocatedError(("routes", index, "validate"), str(exc)) from None
+        validators.append(validator)
+        cel = partial(compile_condition, body=validator.body_document if validator else None)
+        requirements.append(
+            compile_requirements(policy.require, ("routes", index, "require"), cel))
+    upstream_claims = tuple((parse_claim_path(p), h) for p, h in config.upstream.claims.items())
     # Cached identities keep only the claims some rule or header reads: a verified
-    # token's full claim set would cost ~2 KB per cache entry.
+    # token's full claim set would cost ~2 KB per cache entry. "*": a CEL condition
+    # reads claims in a way that cannot be told in advance, so all are kept.
     kept_claims = frozenset(
-        {"roles", *config.upstream.claims}
-        | {claim for route in config.routes for claim in route.require.claims}
+        {"roles", *(path.root for path, _ in upstream_claims)}
+        | {root for tree in requirements for root in kept_claim_roots(tree)}
         | claim_roots(config.rate_limits)
     )
     sources: dict[str, IdentitySource] = {}
@@ -99,14 +127,12 @@ def compile_config(
             raise LocatedError(
                 ("routes", index), "route has no identity sources and is not anonymous"
             )
-        validator: RequestValidator | None = None
-        if policy.validate_ is not None:
-            try:
-                validator = compile_validation(policy.validate_, base_dir or Path.cwd())
-            except SchemaError as exc:
-                raise LocatedError(("routes", index, "validate"), str(exc)) from None
+        validator = validators[index]
+        shape = compile_shape(policy.deny) if policy.deny is not None else global_shape
         try:
-            route = compile_route(policy, tuple(sources[n] for n in names), validator)
+            route = compile_route(policy, tuple(sources[n] for n in names), validator,
+                                  require=requirements[index], shape=shape,
+                                  shadow=config.shadow)
         except ValueError as exc:
             raise LocatedError(("routes", index, "match", "path"), str(exc)) from None
         routes.append(route)
@@ -135,4 +161,8 @@ def compile_config(
         caches=PolicyCaches(cache, Memo(2 * config.token_cache.max_entries)),
         limits=limits,
         config=config,
+        upstream_claims=upstream_claims,
+        address=compile_address_rule(config.address) if config.address is not None else None,
+        shadow=config.shadow,
+        shape=global_shape,
     )

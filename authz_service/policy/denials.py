@@ -81,6 +81,11 @@ def access_denied(description: str, route: str = "", code: str = "access_denied"
     return Deny(403, code, description, None, route)
 
 
+def address_denied(route: str = "") -> Deny:
+    """The client's address is outside the networks the policy lets in."""
+    return Deny(403, "address_denied", "client address not allowed", None, route)
+
+
 def no_route(route: str = "") -> Deny:
     return Deny(403, "no_matching_route", "no policy allows this request", None, route)
 

@@ -41,9 +41,11 @@ from authz_service.models import (
 )
 from authz_service.policy import denials
 from authz_service.policy.compiled import CompiledPolicy
+from authz_service.policy.config import POLICY_DENIALS
 from authz_service.policy.routes import CompiledRoute, check_requirements
 
 MAX_HEADER_VALUE = 1024
+_SHADOWABLE = frozenset(POLICY_DENIALS)
 
 # Dot segments, doubled slashes, backslashes and encoded '.', '/', '\\' in the
 # path: Envoy normalises these when configured to; if one reaches us, the request
@@ -87,17 +89,48 @@ def decide(
     """
     routed = route(policy, ctx)
     if not isinstance(routed, CompiledRoute):
-        return routed
-    proven = authorize(policy, routed, ctx, now, may_refetch=may_refetch)
+        return settle(policy, None, routed, ctx)[0]
+    found = authenticate(policy, routed, ctx, now, may_refetch=may_refetch)
+    if isinstance(found, NeedKeys | NeedLookup):
+        return found
+    proven = found.identity if isinstance(found, Proven) else found
     if not isinstance(proven, Identity):
-        return proven
-    return finish(policy, routed, proven, ctx)
+        return settle(policy, routed, proven, ctx)[0]
+    refusal = permit(policy, routed, proven, ctx)
+    if refusal is None and isinstance(found, Proven):
+        return found  # the caller records its proof (I/O), then finishes
+    decision = refusal if refusal is not None else finish(policy, routed, proven, ctx)
+    return settle(policy, routed, decision, ctx, proven)[0]
+
+
+def settle(
+    policy: CompiledPolicy,
+    route: CompiledRoute | None,
+    decision: Decision,
+    ctx: RequestContext,
+    identity: Identity | None = None,
+) -> tuple[Decision, Deny | None]:
+    """The answer to send for a decision: a policy denial (POLICY_DENIALS) in shadow mode
+    becomes an allow, and is returned second, as what would have been answered; a denial
+    the operator shaped is shaped. Malformed requests, rate limits (their sets have
+    their own shadow mode) and failures are never shadowed."""
+    if not isinstance(decision, Deny):
+        return decision, None
+    shadow = route.shadow if route is not None else policy.shadow
+    if shadow and decision.code in _SHADOWABLE:
+        return _allow(policy, identity or ANONYMOUS, route.name if route else ""), decision
+    shape = route.shape if route is not None else policy.shape
+    if shape is not None and shape.applies(decision):
+        return shape.shape(decision, ctx), None
+    return decision, None
 
 
 def route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute | Decision:
     """Phase 1: the route policy this request falls under, or the answer without one."""
     if _AMBIGUOUS_PATH.search(ctx.path):
         return denials.invalid_request(policy.realm, "ambiguous request path")
+    if policy.address is not None and not policy.address.admits(ctx.source_address):
+        return denials.address_denied()
     selected = _select_route(policy, ctx)
     if selected is None:
         if policy.unmatched_allowed:
@@ -118,6 +151,27 @@ def authorize(
 
     Proven: an identity whose proof of possession the caller records (I/O) first.
     """
+    proven = authenticate(policy, route, ctx, now, may_refetch=may_refetch)
+    identity = proven.identity if isinstance(proven, Proven) else proven
+    if not isinstance(identity, Identity):
+        return identity
+    refusal = permit(policy, route, identity, ctx)
+    return proven if refusal is None else refusal
+
+
+def authenticate(
+    policy: CompiledPolicy,
+    route: CompiledRoute,
+    ctx: RequestContext,
+    now: float,
+    *,
+    may_refetch: bool = True,
+) -> Identity | Proven | Deny | NeedKeys | NeedLookup:
+    """Phase 2a: the route's address rule, then who is calling (first source that
+    succeeds; ANONYMOUS on a public route without credentials). Proven: the identity
+    comes with a proof of possession the caller records (I/O) once it is permitted."""
+    if route.address is not None and not route.address.admits(ctx.source_address):
+        return denials.address_denied(route.name)
     identity: Identity | None = None
     proven: Identity | Proven | None = None
     failure: CredentialError | None = None
@@ -157,14 +211,21 @@ def authorize(
         if not route.anonymous:
             return denials.missing_credentials(policy.realm, route.name, route.dpop_algs)
         identity = ANONYMOUS
+    return identity if proof is None else proof
 
+
+def permit(
+    policy: CompiledPolicy, route: CompiledRoute, identity: Identity, ctx: RequestContext
+) -> Deny | None:
+    """Phase 2b: None when the identity meets the route's requirements, else the denial."""
     extra = ctx.context_extensions.get(SCOPES_EXTENSION, "").split()
-    refusal = check_requirements(route.require, identity, policy.realm, route.name, extra)
+    refusal = check_requirements(route.require, identity, ctx, realm=policy.realm,
+                                 route=route.name, extra_scopes=extra)
     if refusal is not None:
         if identity.kind == ANONYMOUS_KIND:
             return denials.missing_credentials(policy.realm, route.name, route.dpop_algs)
         return refusal
-    return identity if proof is None else proof
+    return None
 
 
 def finish(
@@ -244,8 +305,8 @@ def _build_allow(policy: CompiledPolicy, identity: Identity, route: str) -> Allo
         (up.tenant, identity.tenant),
         (up.plan, identity.plan),
     ]
-    for claim, header in up.claims.items():
-        values.append((header, _header_value(identity.claims.get(claim)) or ""))
+    for path, header in policy.upstream_claims:
+        values.append((header, _header_value(path.read(identity.claims)) or ""))
     headers: list[tuple[str, str]] = []
     for name, value in values:
         safe = _header_value(value) if value else None

@@ -6,10 +6,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from authz_service.config import Requirements, RouteMatch, RoutePolicy, ScopeRule
-from authz_service.identity.base import IdentitySource, string_list
+from authz_service.config import RouteMatch, RoutePolicy
+from authz_service.identity.base import IdentitySource
 from authz_service.models import Deny, Identity, RequestContext
 from authz_service.policy import denials
+from authz_service.policy.address import CompiledAddressRule, compile_address_rule
+from authz_service.policy.shaping import CompiledShape
+from authz_service.policy.tree import Requirement, with_scopes
 from authz_service.validation.request import RequestValidator
 
 _TEMPLATE_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -33,6 +36,7 @@ class PathMatcher:
     exact: str | None
     prefix: str | None
     regex: re.Pattern[str] | None
+    template: str = ""
 
     def matches(self, path: str) -> bool:
         if self.exact is not None:
@@ -40,6 +44,13 @@ class PathMatcher:
         if self.prefix is not None:
             return path.startswith(self.prefix)
         return self.regex is not None and self.regex.fullmatch(path) is not None
+
+    def describe(self) -> str:
+        if self.exact is not None:
+            return f"exact {self.exact}"
+        if self.prefix is not None:
+            return f"prefix {self.prefix}"
+        return f"template {self.template}"
 
 
 def _host_matches(patterns: Sequence[str], host: str) -> bool:
@@ -61,9 +72,12 @@ class CompiledRoute:
     path: PathMatcher | None
     anonymous: bool
     sources: tuple[IdentitySource, ...]
-    require: Requirements
+    require: Requirement | None  # None: nothing beyond a proven identity
     validator: RequestValidator | None = None  # request validation, after authorization
     dpop_algs: str = ""  # proof algorithms of its DPoP sources: the 401's `DPoP algs=`
+    address: CompiledAddressRule | None = None  # checked before identity
+    shadow: bool = False  # dry run: denials allowed, counted as would-deny
+    shape: CompiledShape | None = None  # how denials are answered, when not the default
 
     def matches(self, ctx: RequestContext) -> bool:
         if self.methods and ctx.method not in self.methods:
@@ -72,17 +86,33 @@ class CompiledRoute:
             return False
         return self.path is None or self.path.matches(ctx.path)
 
+    def mismatch(self, ctx: RequestContext) -> str | None:
+        """Why this route does not match `ctx` (None: it matches), for explain."""
+        if self.methods and ctx.method not in self.methods:
+            return f"method {ctx.method} not in {sorted(self.methods)}"
+        if self.hosts and not _host_matches(self.hosts, ctx.host):
+            return f"host '{ctx.host}' not in {list(self.hosts)}"
+        if self.path is not None and not self.path.matches(ctx.path):
+            return f"path {ctx.path} does not match {self.path.describe()}"
+        return None
+
 
 def compile_route(
     policy: RoutePolicy,
     sources: tuple[IdentitySource, ...],
     validator: RequestValidator | None = None,
+    *,
+    require: Requirement | None = None,
+    shape: CompiledShape | None = None,
+    shadow: bool = False,
 ) -> CompiledRoute:
+    """`require`: the route's compiled requirement tree (policy.tree). ValueError: a bad
+    path template."""
     match: RouteMatch = policy.match
     path = None
     if match.path is not None:
         regex = template_regex(match.path.template) if match.path.template else None
-        path = PathMatcher(match.path.exact, match.path.prefix, regex)
+        path = PathMatcher(match.path.exact, match.path.prefix, regex, match.path.template or "")
     return CompiledRoute(
         name=policy.name,
         hosts=tuple(h.lower() for h in match.hosts),
@@ -90,51 +120,34 @@ def compile_route(
         path=path,
         anonymous=policy.anonymous,
         sources=sources,
-        require=policy.require,
+        require=require,
         validator=validator,
         # A source that takes DPoP says which proof algorithms (identity/jwt.py).
         dpop_algs=" ".join(dict.fromkeys(
             alg for source in sources for alg in getattr(source, "dpop_algs", "").split())),
+        address=compile_address_rule(policy.address) if policy.address is not None else None,
+        shadow=shadow or policy.shadow,
+        shape=shape,
     )
 
 
-def _rule_failure(rule: ScopeRule | None, held: frozenset[str]) -> str | None:
-    """The missing names as the client should see them, or None when satisfied."""
-    if rule is None:
-        return None
-    missing = [s for s in rule.all_of if s not in held]
-    if missing:
-        return " ".join(missing)
-    if rule.any_of and not any(s in held for s in rule.any_of):
-        return " ".join(rule.any_of)
-    return None
-
-
 def check_requirements(
-    require: Requirements,
+    require: Requirement | None,
     identity: Identity,
+    ctx: RequestContext,
+    *,
     realm: str,
     route: str,
     extra_scopes: Sequence[str] = (),
 ) -> Deny | None:
     """None when the identity meets every requirement; else the denial to send."""
-    scope_rule = require.scopes
     if extra_scopes:
-        base = scope_rule or ScopeRule()
-        scope_rule = ScopeRule(all_of=[*base.all_of, *extra_scopes], any_of=base.any_of)
-    missing = _rule_failure(scope_rule, identity.scopes)
-    if missing is not None:
-        return denials.insufficient_scope(realm, missing, route)
-    if require.roles is not None:
-        roles = frozenset(string_list(identity.claims.get("roles")))
-        if _rule_failure(require.roles, roles) is not None:
-            return denials.access_denied("required role missing", route)
-    for claim, accepted in require.claims.items():
-        wanted = {accepted} if isinstance(accepted, str) else set(accepted)
-        value = identity.claims.get(claim)
-        values = [value] if isinstance(value, str | int | bool) else string_list(value)
-        if not any(str(v) in wanted for v in values):
-            return denials.access_denied(f"claim '{claim}' not accepted", route)
-    if require.principals and identity.subject not in require.principals:
-        return denials.access_denied("principal not allowed", route)
-    return None
+        require = with_scopes(require, extra_scopes)
+    if require is None or require.holds(identity, ctx):
+        return None
+    missing = require.failure(identity, ctx)
+    if missing is None:
+        return None
+    if missing.scopes:
+        return denials.insufficient_scope(realm, missing.scopes, route)
+    return denials.access_denied(missing.description, route, code=missing.code)

@@ -20,6 +20,7 @@ from authz_service.validation.schema import JsonSchema, SchemaError
 from tollgate._yaml import YamlError, load_yaml
 
 JSON_TYPES = ("application/json", "application/*+json")
+INVALID = object()  # body_document: the request fails validation
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,17 @@ class RequestValidator:
         except Problem as problem:
             return problem.detail
         return None
+
+    def body_document(self, ctx: RequestContext) -> Any:
+        """The request's JSON body once the whole request passes validation (what a CEL
+        condition sees as `request.body`): None without a JSON body; INVALID when the
+        request would be refused."""
+        if self.refusal(ctx) is not None:
+            return INVALID
+        kind = ctx.headers.get("content-type", "").split(";")[0].strip().lower()
+        if not ctx.body or not media_type_matches(kind, JSON_TYPES):
+            return None
+        return parse_json(ctx.body, self.json)
 
     def _check(self, ctx: RequestContext) -> None:
         self.headers.check(ctx)

@@ -75,7 +75,7 @@ def ask_grpc(client: AuthzClient, ask: Ask) -> Reply:
         )
     denied = answer.denied_response
     return Reply(int(denied.status.code), {o.header.key: o.header.value for o in denied.headers},
-                 json.loads(denied.body))
+                 json.loads(denied.body) if denied.body else None)
 
 
 METADATA_HEADERS = ("subject", "identity", "issuer", "tenant", "plan", "scopes", "route")
