@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from tollgate.hot_metrics import LabelledCounter, LatencyHistogram
+from tollgate.hot_metrics import LabelledCounter, LatencyHistogram, ReadCounter
 from tollgate.metrics import REGISTRY
 
 # Counted on every request: the hot-path kinds (tollgate.hot_metrics), same exposition.
@@ -34,4 +34,9 @@ LIMIT_OUTCOMES = LabelledCounter(
     "Rate-limit sets evaluated in the Check, by set and outcome (ok, over_limit, shadowed, "
     "store_failed_open, store_failed_closed).",
     ["limit_set", "outcome"],
+)
+DECISION_LOG_DROPPED = ReadCounter(
+    "tollgate_authz_decision_log_dropped",
+    "Decision records lost: the log's queue was full, or a sink (stdout, file, OTLP) "
+    "refused them.",
 )

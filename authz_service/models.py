@@ -40,6 +40,9 @@ class RequestContext:
     body: bytes = b""
     source_address: str = ""  # the client's IP address as Envoy determined it
     peer_certificate_sha256: str = ""  # hex SHA-256 of the verified client certificate (DER)
+    # The trace context the door received beside the request (gRPC call metadata); the
+    # HTTP door's is among its headers. Only the decision log reads it.
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)

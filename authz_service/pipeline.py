@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from authz_service.decision_log import DecisionLog
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
 from authz_service.limits.compiled import CompiledSet
@@ -51,6 +52,7 @@ class Pipeline:
         keys: KeyRegistry,
         counter: LimitCounter | None = None,
         clock: Callable[[], float] = time.time,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.holder = holder
         self.keys = keys
@@ -58,6 +60,7 @@ class Pipeline:
         self.counter = counter if counter is not None else LimitCounter(MemoryStore(),
                                                                         clock=clock)
         self.clock = clock
+        self.decision_log = decision_log
 
     async def decide(self, ctx: RequestContext) -> Answer:
         """The answer for one request; never raises but CheckUnavailable."""
@@ -69,10 +72,16 @@ class Pipeline:
             # Fail closed: an internal error never lets a request through.
             log.exception("check failed", extra={"request_id": ctx.request_id})
             self._count("error", "internal_error", "")
+            failed = Answer(internal_error())
+            if self.decision_log is not None:
+                self.decision_log.offer(ctx, failed, time.perf_counter() - started)
             if policy.fail_with_error:
                 raise CheckUnavailable from None
-            return Answer(internal_error())
-        CHECK_SECONDS.observe(time.perf_counter() - started)
+            return failed
+        seconds = time.perf_counter() - started
+        CHECK_SECONDS.observe(seconds)
+        if self.decision_log is not None:
+            self.decision_log.offer(ctx, answer, seconds)
         decision = answer.decision
         if isinstance(decision, Deny):
             self._count("deny", decision.code, decision.route)
