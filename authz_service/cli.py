@@ -30,6 +30,7 @@ from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tracing import configure_tracing
+from tollgate.version import add_version
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
 OFF = "off"
@@ -38,6 +39,7 @@ log = logging.getLogger("authz")
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="authz-service", description=__doc__)
+    add_version(p)
     flag(p, "--config", env=["AUTHZ_CONFIG"], default=None,
          help="YAML config file (the embedded demo default when unset)")
     flag(p, "--check-config", env=["AUTHZ_CHECK_CONFIG"], default=None,

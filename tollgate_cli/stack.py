@@ -554,8 +554,10 @@ def demo_text(export: str, calls: list[DemoCall], shown_run_dir: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("run"),
                         help="certificates, keys, sockets, rendered config, logs (default run/)")
-    parser.add_argument("--https-port", type=int, default=8443)
-    parser.add_argument("--mtls-port", type=int, default=8444)
+    parser.add_argument("--https-port", type=int, default=8443,
+                        help="Envoy's HTTPS listener for token callers (default 8443)")
+    parser.add_argument("--mtls-port", type=int, default=8444,
+                        help="Envoy's mTLS listener, client certificate required (default 8444)")
     parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin (default: free)")
     parser.add_argument("--issuer-port", type=int, default=demo_issuer.DEFAULT_PORT,
                         help="demo issuer port; not 9999 writes a policy copy trusting it")
