@@ -217,3 +217,12 @@ def test_a_long_request_id_and_path_are_clipped() -> None:
     record = recorded(log_with(), request(request_id="r" * 500, path="/" + "p" * 5000), deny())
     assert record is not None
     assert len(record["request_id"]) == 128 and len(record["path"]) == 2048
+
+
+def test_each_record_has_its_own_time_to_the_millisecond() -> None:
+    times = iter([WHEN, WHEN + 0.5, WHEN + 1.0, WHEN + 86_400.001])
+    dlog = DecisionLog(DecisionLogSettings(), clock=lambda: next(times))
+    stamps = [dlog.render(item)["time"] for item in
+              [dlog.pending(request(), deny(), 0.0) for _ in range(4)] if item is not None]
+    assert stamps == ["2026-12-02T03:57:25.123Z", "2026-12-02T03:57:25.623Z",
+                      "2026-12-02T03:57:26.123Z", "2026-12-03T03:57:25.124Z"]
