@@ -12,6 +12,13 @@
 2. Through the HTTP door of a real authz-service (TCP on loopback): an open-loop
    paced load (bench/paced_load.py) of cached-token allows with the log off and on
    at every allow, interleaved twice; p50 / p99 / p99.9 in ms.
+
+`--instructions` counts instead (valgrind's callgrind; deterministic, so it holds on
+a busy machine): each case runs alone for N and 3N cached-token allows, and the
+difference over 2N is the instructions per decision: the hot path's `offer`, and
+rendering plus writing one record (what the writer thread does), apart.
+
+    .venv/bin/python bench/decision_log_bench.py --instructions [--decisions 1000]
 """
 
 from __future__ import annotations
@@ -106,6 +113,49 @@ def in_process(config: Path, token: str, decisions: int, repeat: int) -> list[li
     return rows
 
 
+CASES = ("off", "offer", "offer+write")
+
+
+def one_case(config: Path, token: str, case: str, decisions: int) -> None:
+    """`decisions` cached-token allows, for callgrind: off; each record queued (the hot
+    path only); each queued, then rendered and written to /dev/null (the writer's part)."""
+    policy = load_policy(config, KeyRegistry())
+    ctx = RequestContext("GET", "/orders/1", headers={
+        "authorization": f"Bearer {token}", "x-request-id": "bench-1",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        request_id="bench-1", source_address="10.0.0.1")
+    dlog = None if case == "off" else DecisionLog(
+        DecisionLogSettings(), [JsonLinesSink.open(os.devnull)], max_queued=decisions + 1)
+    pipeline = Pipeline(ConfigHolder(policy), KeyRegistry(), decision_log=dlog)
+    for _ in range(decisions + 1):
+        run_now(pipeline.decide(ctx))
+    if case == "offer+write" and dlog is not None and dlog.queue is not None:
+        dlog.queue.drain()  # on this thread: callgrind counts it the same
+
+
+def instructions(config: Path, token: str, decisions: int) -> list[list[str]]:
+    counts: dict[tuple[str, int], int] = {}
+    for case in CASES:
+        for n in (decisions, 3 * decisions):
+            with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
+                done = subprocess.run(
+                    ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
+                     sys.executable, __file__, "--case", case, "--decisions", str(n),
+                     "--config", str(config), "--token", token],
+                    capture_output=True, text=True, check=True)
+            collected = [line for line in done.stderr.splitlines() if "Collected" in line]
+            counts[(case, n)] = int(collected[-1].split()[-1])
+    per = {case: (counts[(case, 3 * decisions)] - counts[(case, decisions)]) / (2 * decisions)
+           for case in CASES}
+    return [
+        ["decision, log off", f"{per['off']:,.0f}", "—"],
+        ["decision + offer (the hot path, log on)", f"{per['offer']:,.0f}",
+         f"+{per['offer'] - per['off']:,.0f}"],
+        ["+ render and write the record (writer thread)", f"{per['offer+write']:,.0f}",
+         f"+{per['offer+write'] - per['offer']:,.0f}"],
+    ]
+
+
 def through_http_door(config: Path, token: str, rate: float, seconds: float) -> list[list[str]]:
     rows = []
     for rnd in range(2):
@@ -155,7 +205,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1500.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions with callgrind instead of timing")
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--token", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.case:  # one callgrind run
+        one_case(args.config, args.token, args.case, args.decisions)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         key = jwt_kit.rsa_key("bench-1")
         jwks = Path(tmp) / "jwks.json"
@@ -164,6 +222,12 @@ def main() -> None:
         config.write_text(CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE,
                                         jwks=jwks))
         token = jwt_kit.mint(key, exp=int(time.time()) + 3600)
+        if args.instructions:
+            print(f"Python {sys.version.split()[0]}; callgrind, instructions per cached-token "
+                  f"allow ({args.decisions} and {3 * args.decisions} decisions)\n")
+            print(table(["what", "instructions per decision", "added"],
+                        instructions(config, token, args.decisions)))
+            return
         print(f"Python {sys.version.split()[0]}; {args.decisions} decisions x {args.repeat} "
               "runs, medians\n")
         print(table(["decision", "decision log", "loop µs/decision", "process CPU µs/decision",
