@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz_service.claims import ClaimPath, parse_claim_path
-from authz_service.models import Allow, Answer, RequestContext
+from authz_service.identity import api_key, mtls
+from authz_service.models import Allow, Answer, Identity, RequestContext
 from tollgate.record_log import Record, RecordQueue, RecordSink
 
 MAX_PATH = 2048
 MAX_REQUEST_ID = 128  # as much as a denial body echoes
 MAX_CLAIM_TEXT = 256
 _HEX = frozenset("0123456789abcdef")
+# Which credential a kind's record names, besides the issuer (JWT): (field, the claim the
+# kind sets). Read by kind, so a token carrying a `key_id` claim is not taken for a key.
+_NAMED_BY = {api_key.KIND: ("api_key_id", "key_id"), mtls.KIND: ("spiffe_id", "spiffe_id")}
 
 
 @dataclass(frozen=True)
@@ -94,24 +98,24 @@ class DecisionLog:
         trace_id = trace_id_of(trace)
         if trace_id:
             record["trace_id"] = trace_id
-        allowed = isinstance(decision, Allow)
         record["route"] = decision.route
-        record["decision"] = "allow" if allowed else "deny"
-        record["code"] = "ok" if allowed else decision.code  # type: ignore[union-attr]
-        record["status"] = 200 if allowed else decision.status  # type: ignore[union-attr]
-        identity = answer.identity if answer.identity is not None else (
-            decision.identity if isinstance(decision, Allow) else None)
+        identity: Identity | None
+        if isinstance(decision, Allow):
+            record.update(decision="allow", code="ok", status=200)
+            identity = answer.identity or decision.identity
+        else:
+            record.update(decision="deny", code=decision.code, status=decision.status)
+            identity = answer.identity
         if identity is not None:
             record["identity_kind"] = identity.kind
             record["identity_source"] = identity.source
             record["subject"] = identity.subject
-            claims = identity.claims
-            for field, value in (("issuer", identity.issuer),
-                                 ("api_key_id", claims.get("key_id")),
-                                 ("spiffe_id", claims.get("spiffe_id"))):
-                if value:
-                    record[field] = str(value)
-            listed = self._claims(claims)
+            if identity.issuer:
+                record["issuer"] = identity.issuer
+            named = _NAMED_BY.get(identity.kind)
+            if named is not None and identity.claims.get(named[1]):
+                record[named[0]] = str(identity.claims[named[1]])
+            listed = self._claims(identity.claims)
             if listed:
                 record["claims"] = listed
         record["method"] = method

@@ -119,6 +119,13 @@ def test_each_kind_names_its_issuer_key_id_or_spiffe_id(
     assert not others & record.keys()
 
 
+def test_a_tokens_own_key_id_or_spiffe_id_claim_is_not_taken_for_a_key_or_peer() -> None:
+    forged = Identity(kind="jwt", subject="mallory", source="corp-idp", issuer="https://i/",
+                      claims=MappingProxyType({"key_id": "billing", "spiffe_id": "spiffe://x"}))
+    record = recorded(log_with(), request(), allow(forged))
+    assert record is not None and not {"api_key_id", "spiffe_id"} & record.keys()
+
+
 def test_the_query_is_stripped_by_default_and_kept_when_asked() -> None:
     ctx = request(query="access_token=SECRET&page=2")
     stripped = recorded(log_with(), ctx, deny())
