@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from authz_service.decision_log import DecisionLog
 from authz_service.keys.registry import KeyRegistry
@@ -72,9 +73,13 @@ class Pipeline:
             # Fail closed: an internal error never lets a request through.
             log.exception("check failed", extra={"request_id": ctx.request_id})
             self._count("error", "internal_error", "")
-            failed = Answer(internal_error())
+            denial = internal_error()
+            failed = Answer(denial)
             if self.decision_log is not None:
-                self.decision_log.offer(ctx, failed, time.perf_counter() - started)
+                # Recorded as answered: 503 when the door answers with its transport's error.
+                logged = Answer(replace(denial, status=503)) if policy.fail_with_error \
+                    else failed
+                self.decision_log.offer(ctx, logged, time.perf_counter() - started)
             if policy.fail_with_error:
                 raise CheckUnavailable from None
             return failed

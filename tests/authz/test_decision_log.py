@@ -1,10 +1,12 @@
 """The decision record: which decisions are recorded, and what a record says and never says.
 
-Pure: records are built from neutral requests and answers (no process, no I/O)."""
+Records are built from neutral requests and answers, in this process (no server)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -18,7 +20,12 @@ from authz_service.decision_log import (
     parse_claims,
     trace_id_of,
 )
+from authz_service.keys.registry import KeyRegistry
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
+from authz_service.pipeline import CheckUnavailable, Pipeline
+from authz_service.policy import engine
+from authz_service.policy.loading import load_policy
+from tollgate.reload import ConfigHolder
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 WHEN = 1_796_183_845.123  # 2026-12-02T03:57:25.123Z
@@ -48,6 +55,17 @@ def request(**fields: Any) -> RequestContext:
                               "source_address": "203.0.113.9"}
     values.update(fields)
     return RequestContext(**values)
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    def write(self, records: Sequence[dict[str, Any]]) -> None:
+        self.records.extend(records)
+
+    def close(self) -> None:
+        pass
 
 
 def sequence(*values: float) -> Iterator[float]:
@@ -233,3 +251,29 @@ def test_each_record_has_its_own_time_to_the_millisecond() -> None:
               [dlog.pending(request(), deny(), 0.0) for _ in range(4)] if item is not None]
     assert stamps == ["2026-12-02T03:57:25.123Z", "2026-12-02T03:57:25.623Z",
                       "2026-12-02T03:57:26.123Z", "2026-12-03T03:57:25.124Z"]
+
+
+@pytest.mark.parametrize(("on_error", "status"), [("deny", 403), ("error", 503)])
+def test_an_internal_error_is_recorded_as_it_was_answered(
+    on_error: str, status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "authz.yaml"
+    config.write_text(f"on_error: {on_error}\nunmatched: deny\nno_routes: true\n")
+    sink = Collected()
+    dlog = DecisionLog(DecisionLogSettings(), [sink])  # its writer never started: drained here
+    pipeline = Pipeline(ConfigHolder(load_policy(config, KeyRegistry())), KeyRegistry(),
+                        decision_log=dlog)
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(engine, "route", broken)
+    try:
+        asyncio.run(pipeline.decide(request()))
+    except CheckUnavailable:
+        assert on_error == "error"
+    assert dlog.queue is not None
+    dlog.queue.drain()
+    (record,) = sink.records
+    assert (record["decision"], record["code"], record["status"]) == (
+        "deny", "internal_error", status)
