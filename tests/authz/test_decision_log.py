@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from authz_service.claims import ClaimPathError
+from authz_service.cli import decision_log, parser
 from authz_service.decision_log import (
     DecisionLog,
     DecisionLogSettings,
@@ -277,3 +278,22 @@ def test_an_internal_error_is_recorded_as_it_was_answered(
     (record,) = sink.records
     assert (record["decision"], record["code"], record["status"]) == (
         "deny", "internal_error", status)
+
+
+def test_the_flags_build_no_log_when_off_and_refuse_what_cannot_work(tmp_path: Path) -> None:
+    def built(*flags: str) -> DecisionLog | None:
+        return decision_log(parser().parse_args(list(flags)))
+
+    assert built() is None  # off by default: nothing on the hot path
+    on = built("--decision-log", str(tmp_path / "d.jsonl"), "--decision-log-claims", "email",
+               "--decision-log-allow-sample-rate", "0.5")
+    assert on is not None and on.queue is not None and on.rate == 0.5
+    on.queue.close()
+    with pytest.raises(OSError):
+        built("--decision-log", str(tmp_path / "missing" / "d.jsonl"))
+    with pytest.raises(ClaimPathError):
+        built("--decision-log", "stdout", "--decision-log-claims", "a..b")
+    with pytest.raises(ValueError, match=r"0\.\.1"):
+        built("--decision-log", "stdout", "--decision-log-allow-sample-rate", "2")
+    with pytest.raises(ValueError, match="at least 1"):
+        built("--decision-log", "stdout", "--decision-log-queue", "0")
