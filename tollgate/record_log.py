@@ -28,6 +28,8 @@ Record = dict[str, Any]
 STDOUT = "stdout"
 _BATCH = 32  # records rendered between two GIL hand-backs
 _ERROR_LOG_SECONDS = 10.0
+# One encoder for every record: json.dumps with any argument builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class RecordSink(Protocol):
@@ -53,8 +55,7 @@ class JsonLinesSink:
         return cls(open(target, "a", encoding="utf-8"), owned=True)  # kept open until close()
 
     def write(self, records: Sequence[Record]) -> None:
-        self.stream.write("".join(
-            json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records))
+        self.stream.write("".join(_encode(r) + "\n" for r in records))
         self.stream.flush()
 
     def close(self) -> None:
