@@ -37,7 +37,7 @@ OFF = "off"
 log = logging.getLogger("authz")
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="authz-service", description=__doc__)
     add_version(p)
     flag(p, "--config", env=["AUTHZ_CONFIG"], default=None,
@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
          help="TLS to the rate limits' Redis")
     flag(p, "--limits-redis-timeout", env=["AUTHZ_LIMITS_REDIS_TIMEOUT"], default=0.25,
          kind=float, help="seconds to wait for the rate limits' Redis before the limit set's "
-                          "on_store_failure applies (keep it under Envoy's ext_authz timeout)")
+                          "store_failure_mode applies (keep it under Envoy's ext_authz timeout)")
     flag(p, "--limits-key-prefix", env=["AUTHZ_LIMITS_KEY_PREFIX"], default="",
          help="prefix of every counter key (ratelimit-service's CACHE_KEY_PREFIX)")
     flag(p, "--limits-memory-max-keys", env=["AUTHZ_LIMITS_MEMORY_MAX_KEYS"],
@@ -226,7 +226,7 @@ async def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = parser()
+    p = build_parser()
     args = p.parse_args(argv)
     for name, value in (("--grpc-address/AUTHZ_GRPC_ADDRESS", args.grpc_address),
                         ("--http-address/AUTHZ_HTTP_ADDRESS", args.http_address)):

@@ -2,7 +2,7 @@
 
 One command, one run, side by side on the same machine:
 
-    .venv/bin/python bench/authz_bench.py [--seconds 5] [--concurrency 32]
+    .venv/bin/python -m bench.authz_bench [--seconds 5] [--concurrency 32]
 
 Each server runs in its own process on a unix socket; a grpc.aio client in this
 process keeps `concurrency` Checks in flight. For each case it reports req/s and
@@ -27,15 +27,16 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from authz_service.doors.grpc_wire import to_context
+from authz_service.keys.registry import KeyRegistry
+from authz_service.policy.engine import decide
+from authz_service.policy.loading import load_policy
+from bench.procstats import cpu_seconds
+from tests.kits import jwt_kit
+from tests.kits.grpc_kit import check_request
 
-from authz_service.doors.grpc_wire import to_context  # noqa: E402
-from authz_service.keys.registry import KeyRegistry  # noqa: E402
-from authz_service.policy.engine import decide  # noqa: E402
-from authz_service.policy.loading import load_policy  # noqa: E402
-from tests.authz import jwt_kit  # noqa: E402
-from tests.authz.grpc_kit import check_request  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -55,9 +56,6 @@ token_cache: {{max_entries: {cache}}}
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def wait_serving(address: str, proc: subprocess.Popen[bytes]) -> None:

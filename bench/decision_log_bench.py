@@ -1,6 +1,6 @@
 """What the decision log adds per decision, and to the service's p99 under load.
 
-    .venv/bin/python bench/decision_log_bench.py [--decisions 100000] [--rate 1500] [--seconds 5]
+    .venv/bin/python -m bench.decision_log_bench [--decisions 100000] [--rate 1500] [--seconds 5]
 
 1. In process, the pipeline alone (no transport): `Pipeline.decide` for a cached
    token's allow and for a denial, with the decision log off, and on (every allow,
@@ -18,7 +18,7 @@ a busy machine): each case runs alone for N and 3N cached-token allows, and the
 difference over 2N is the instructions per decision: the hot path's `offer`, and
 rendering plus writing one record (what the writer thread does), apart.
 
-    .venv/bin/python bench/decision_log_bench.py --instructions [--decisions 1000]
+    .venv/bin/python -m bench.decision_log_bench --instructions [--decisions 1000]
 """
 
 from __future__ import annotations
@@ -35,19 +35,18 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from authz_service.decision_log import DecisionLog, DecisionLogSettings
+from authz_service.keys.registry import KeyRegistry
+from authz_service.models import Answer, RequestContext
+from authz_service.pipeline import Pipeline
+from authz_service.policy.loading import load_policy
+from bench.paced_load import measure as paced
+from tests.kits import jwt_kit
+from tests.kits.processes import free_port, wait_for
+from tollgate.record_log import JsonLinesSink
+from tollgate.reload import ConfigHolder
 
-from authz_service.decision_log import DecisionLog, DecisionLogSettings  # noqa: E402
-from authz_service.keys.registry import KeyRegistry  # noqa: E402
-from authz_service.models import Answer, RequestContext  # noqa: E402
-from authz_service.pipeline import Pipeline  # noqa: E402
-from authz_service.policy.loading import load_policy  # noqa: E402
-from bench.paced_load import measure as paced  # noqa: E402
-from tests.authz import jwt_kit  # noqa: E402
-from tests.support import free_port, wait_for  # noqa: E402
-from tollgate.record_log import JsonLinesSink  # noqa: E402
-from tollgate.reload import ConfigHolder  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CONFIG = """
 identities:
@@ -140,9 +139,9 @@ def instructions(config: Path, token: str, decisions: int) -> list[list[str]]:
             with tempfile.NamedTemporaryFile(suffix=".callgrind") as out:
                 done = subprocess.run(
                     ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
-                     sys.executable, __file__, "--case", case, "--decisions", str(n),
-                     "--config", str(config), "--token", token],
-                    capture_output=True, text=True, check=True)
+                     sys.executable, "-m", "bench.decision_log_bench", "--case", case,
+                     "--decisions", str(n), "--config", str(config), "--token", token],
+                    capture_output=True, text=True, check=True, cwd=ROOT)
             collected = [line for line in done.stderr.splitlines() if "Collected" in line]
             counts[(case, n)] = int(collected[-1].split()[-1])
     per = {case: (counts[(case, 3 * decisions)] - counts[(case, decisions)]) / (2 * decisions)

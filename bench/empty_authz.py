@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import sys
 
-import tollgate  # noqa: F401 - first: it sets gRPC core settings before grpc loads
-
-# isort: split
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2, status_pb2
 
+import tollgate  # noqa: F401 - first: it sets gRPC core settings before grpc loads
 from tollgate.server import GrpcApp, ServiceSpec, run, serve_until_signal
+
+# isort: split
+
 
 _OK = external_auth_pb2.CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 

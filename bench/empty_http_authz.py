@@ -4,7 +4,7 @@ It allows every request that carries a Bearer token, with one upstream header, a
 does nothing else: no policy, no keys, no limits. Tollgate's HTTP door is measured
 against it (bench/envoy_bench.py), as bench/empty_authz.py is the gRPC floor.
 
-    .venv/bin/python bench/empty_http_authz.py unix:/path.sock | HOST:PORT
+    .venv/bin/python -m bench.empty_http_authz unix:/path.sock | HOST:PORT
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Envoy + Tollgate, side by side with Envoy's own filters, in one run.
 
-    .venv/bin/python bench/envoy_bench.py [--seconds 10] [--connections 32] [--rate 1000]
+    .venv/bin/python -m bench.envoy_bench [--seconds 10] [--connections 32] [--rate 1000]
                                           [--cases local,jwt_authn,...] [--out FILE]
 
 Every case runs the same Envoy 1.40 (one worker). The filters are measured against a
@@ -26,7 +26,6 @@ table with ratios to the baselines.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -40,14 +39,12 @@ from typing import Any
 
 import yaml
 
+from bench import paced_load
+from bench.procstats import context_switches, cpu_seconds, peak_rss_mb
+from tests.kits import jwt_kit
+from tests.kits.processes import binary, free_port, stop_process, wait_for
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-sys.path.insert(0, str(ROOT / "bench"))
-import paced_load  # noqa: E402
-
-from tests.authz import jwt_kit  # noqa: E402
-from tests.support import binary, free_port, stop_process, wait_for  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOCAL_CASES = [
@@ -97,7 +94,7 @@ rate_limits:
     - name: per-subject
       stage: after_authz
       descriptors: [{{actions: [{{subject: {{}}}}]}}]
-      on_store_failure: deny
+      store_failure_mode: closed
 """
 
 
@@ -128,27 +125,10 @@ def uds_cluster(name: str, socket: Path) -> dict[str, Any]:
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary plus involuntary context switches of every thread of pid."""
-    total = 0
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-            for line in status.read_text().splitlines():
-                if "ctxt_switches:" in line:
-                    total += int(line.split()[1])
-    return total
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def grpc_cluster(name: str, socket: Path) -> dict[str, Any]:
@@ -540,7 +520,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        "# Envoy benchmark\n\nReproduce: `.venv/bin/python bench/envoy_bench.py`\n\n" + report + "\n"
+        "# Envoy benchmark\n\nReproduce: `.venv/bin/python -m bench.envoy_bench`\n\n" + report + "\n"
     )
     print(f"\nwritten to {out}")
 

@@ -1,6 +1,6 @@
 """Fuzzed CheckRequests: wrong allows and fail-opens, in process and through the service.
 
-    .venv/bin/python bench/fuzz_authz.py [--requests 1000000] [--grpc 50000] [--seed 1]
+    .venv/bin/python -m bench.fuzz_authz [--requests 1000000] [--grpc 50000] [--seed 1]
 
 Builds the fuzz policy of tests/reliability/authz_fuzz_kit.py (JWT from a JWKS
 file, an API key, an mTLS principal, an anonymous route) and decides `requests`
@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import random
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,12 +28,11 @@ from pathlib import Path
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
+from bench.authz_bench import wait_serving
+from tests.kits.authz_fuzz_kit import FuzzTarget
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from authz_bench import wait_serving  # noqa: E402
-
-from tests.reliability.authz_fuzz_kit import FuzzTarget  # noqa: E402
 
 
 def in_process(target: FuzzTarget, rng: random.Random, n: int) -> tuple[Counter[str], float]:

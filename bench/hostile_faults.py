@@ -1,6 +1,6 @@
 """Faults an attacker or an unlucky operator causes: reload stalls, SIGTERM, slow IdPs.
 
-    .venv/bin/python bench/hostile_faults.py [--repeat 5]
+    .venv/bin/python -m bench.hostile_faults [--repeat 5]
 
 1. Reload stall. A live authz-service answers one caller back to back while its
    config is replaced by hostile files; reported: the longest gap between two
@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,19 +36,18 @@ from pathlib import Path
 import grpc
 import httpx
 
+from authz_service.keys.jwks import RemoteJwks
+from bench.authz_bench import wait_serving
+from tests.kits import jwt_kit
+from tests.kits.core_kit import OPEN_CONFIG, atomic_write, large_invalid_config
+from tests.kits.grpc_kit import AuthzClient, check_request
+from tests.kits.http_kit import Route, serve_http
+from tests.kits.key_sources import source
+from tollgate.reload import ConfigHolder, ConfigWatcher
+from tollgate.server import GrpcApp, ServiceSpec
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from authz_bench import wait_serving  # noqa: E402
-
-from authz_service.keys.jwks import RemoteJwks  # noqa: E402
-from tests.authz import jwt_kit  # noqa: E402
-from tests.authz.grpc_kit import AuthzClient, check_request  # noqa: E402
-from tests.authz.http_kit import Route, serve_http  # noqa: E402
-from tests.authz.test_jwks import source  # noqa: E402
-from tests.reliability.core_kit import OPEN_CONFIG, atomic_write, large_invalid_config  # noqa: E402
-from tollgate.reload import ConfigHolder, ConfigWatcher  # noqa: E402
-from tollgate.server import GrpcApp, ServiceSpec  # noqa: E402
 
 HOSTILE = ROOT / "tests" / "core" / "fixtures" / "hostile_yaml"
 
@@ -367,7 +365,7 @@ async def _refreshes(base: str, deadline: float, repeat: int, discovery: bool) -
 
 
 def _check_deadline(idp: object, workdir: Path, rsa: jwt_kit.SigningKey, n: int) -> None:
-    from tests.authz.http_kit import HttpServer  # noqa: PLC0415
+    from tests.kits.http_kit import HttpServer  # noqa: PLC0415
 
     assert isinstance(idp, HttpServer)
     wait = 0.4

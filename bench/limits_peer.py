@@ -1,6 +1,6 @@
 """Our Redis fixed-window decision vs the `limits` library's, on the same Redis.
 
-    .venv/bin/python bench/limits_peer.py [--seconds 4] [--runs 3] [--concurrency 32] [--subjects 1000]
+    .venv/bin/python -m bench.limits_peer [--seconds 4] [--runs 3] [--concurrency 32] [--subjects 1000]
 
 Both run in this process on one asyncio loop (uvloop), with no gRPC in front, so
 the figure is the rate-limit engine and its Redis client alone: ours is
@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,19 +28,19 @@ from limits import RateLimitItemPerMinute
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.envoy_bench import redis_commands
+from ratelimit_service.config import build_domain
+from ratelimit_service.decision import DecisionSettings
+from ratelimit_service.limiter import RateLimiter
+from ratelimit_service.models import Descriptor, Entry, RateLimitQuery
+from ratelimit_service.rules import RuleSet
+from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
+from tests.kits.processes import binary, free_port, stop_process, wait_for
+from tollgate.config import parse_config_text
+from tollgate.reload import ConfigHolder
 
-from bench.envoy_bench import redis_commands  # noqa: E402
-from ratelimit_service.config import build_domain  # noqa: E402
-from ratelimit_service.decision import DecisionSettings  # noqa: E402
-from ratelimit_service.limiter import RateLimiter  # noqa: E402
-from ratelimit_service.model import Descriptor, Entry, RateLimitQuery  # noqa: E402
-from ratelimit_service.rules import RuleSet  # noqa: E402
-from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single  # noqa: E402
-from tests.support import binary, free_port, stop_process, wait_for  # noqa: E402
-from tollgate.config import parse_config_text  # noqa: E402
-from tollgate.reload import ConfigHolder  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 LIMIT = 1_000_000_000
 CONFIG = f"""

@@ -7,7 +7,7 @@ burst. This client sends request i at start + i/rate over a pool of HTTP/1.1
 keep-alive connections and times each response from the moment it was sent (a
 stalled server cannot delay later sends: the loop is open and the pool large).
 
-    .venv/bin/python bench/paced_load.py URL --rate 1000 --seconds 5 [-H 'name: value']
+    .venv/bin/python -m bench.paced_load URL --rate 1000 --seconds 5 [-H 'name: value']
 """
 
 from __future__ import annotations

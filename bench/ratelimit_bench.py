@@ -2,7 +2,7 @@
 
 One command, one run, side by side on the same machine:
 
-    .venv/bin/python bench/ratelimit_bench.py [--seconds 4] [--rounds 3] [--clients 4] [--streams 16]
+    .venv/bin/python -m bench.ratelimit_bench [--seconds 4] [--rounds 3] [--clients 4] [--streams 16]
 
 Starts its own redis-server and a 3-master Redis Cluster on free ports and one
 `ratelimit-service` process per store (all started first, idle while another is
@@ -27,20 +27,20 @@ import resource
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench.procstats import cpu_seconds
+from ratelimit_service.adapter import to_query
+from ratelimit_service.decision import DecisionSettings, counter_ops, decide, plan
+from ratelimit_service.stores.memory import MemoryStore
+from tests.kits.processes import free_port
+from tests.kits.ratelimit_kit import descriptor, request, rules_from
+from tests.kits.redis_procs import RedisProcess, cli, start_cluster
 
-from ratelimit_service.adapter import to_query  # noqa: E402
-from ratelimit_service.decision import DecisionSettings, counter_ops, decide, plan  # noqa: E402
-from ratelimit_service.stores.memory import MemoryStore  # noqa: E402
-from tests.ratelimit.redis_procs import RedisProcess, cli, start_cluster  # noqa: E402
-from tests.ratelimit.support import descriptor, request, rules_from  # noqa: E402
-from tests.support import free_port  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
+
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # What the service sends: script calls, each carrying the counters of one or more
@@ -74,24 +74,8 @@ def bench_request() -> bytes:
     return req.SerializeToString()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its children still alive (a supervisor's workers)."""
-    total = 0.0
-    for one in (pid, *children(pid)):
-        try:
-            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
 
 
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(x) for x in text.split()]
 
 
 def start_service(config: Path, redis_url: str, workers: int = 1,

@@ -1,6 +1,6 @@
 """Memory after 1M decisions over 100k distinct subjects, per service engine.
 
-    .venv/bin/python bench/rss_soak.py [--requests 1000000] [--subjects 100000]
+    .venv/bin/python -m bench.rss_soak [--requests 1000000] [--subjects 100000]
 
 Each engine runs in its own fresh process (so its peak RSS is its own): the authz
 decision (adapter + engine, ES256 tokens, one per subject, token cache at its
@@ -21,25 +21,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.procstats import memory_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def rss_mb() -> tuple[float, float]:
-    fields = dict(
-        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines()
-    )
-    return int(fields["VmHWM"].split()[0]) / 1024, int(fields["VmRSS"].split()[0]) / 1024
 
 
 def authz(requests: int, subjects: int) -> None:
-    sys.path.insert(0, str(ROOT))
     from authz_service.doors.grpc_wire import AnswerEncoder, to_context  # noqa: PLC0415
     from authz_service.keys.registry import KeyRegistry  # noqa: PLC0415
     from authz_service.models import Answer  # noqa: PLC0415
     from authz_service.policy.engine import decide  # noqa: PLC0415
     from authz_service.policy.loading import load_policy  # noqa: PLC0415
-    from tests.authz import jwt_kit  # noqa: PLC0415
-    from tests.authz.grpc_kit import check_request  # noqa: PLC0415
+    from tests.kits import jwt_kit  # noqa: PLC0415
+    from tests.kits.grpc_kit import check_request  # noqa: PLC0415
 
     work = Path(tempfile.mkdtemp())
     key = jwt_kit.ec_key("soak")
@@ -64,7 +60,7 @@ routes:
     ]
     from envoy.service.auth.v3 import external_auth_pb2  # noqa: PLC0415
 
-    base = rss_mb()
+    base = memory_mb()
     now = time.time()
     allowed = 0
     encoder = AnswerEncoder()
@@ -74,18 +70,17 @@ routes:
         wire = encoder.encode(Answer(outcome), "")  # type: ignore[arg-type]
         response = external_auth_pb2.CheckResponse.FromString(wire)
         allowed += response.status.code == 0
-    peak, end = rss_mb()
+    peak, end = memory_mb()
     print(json.dumps({"engine": "authz", "allowed": allowed, "requests": requests,
                       "cache_entries": len(policy.caches.tokens), "rss_before_mb": base[1],
                       "peak_mb": peak, "end_mb": end}))
 
 
 def ratelimit(requests: int, subjects: int) -> None:
-    sys.path.insert(0, str(ROOT))
     from ratelimit_service.config import build_domain  # noqa: PLC0415
     from ratelimit_service.decision import DecisionSettings  # noqa: PLC0415
     from ratelimit_service.limiter import RateLimiter  # noqa: PLC0415
-    from ratelimit_service.model import Descriptor, Entry, RateLimitQuery  # noqa: PLC0415
+    from ratelimit_service.models import Descriptor, Entry, RateLimitQuery  # noqa: PLC0415
     from ratelimit_service.rules import RuleSet  # noqa: PLC0415
     from ratelimit_service.stores.memory import MemoryStore  # noqa: PLC0415
     from tollgate.config import parse_config_text  # noqa: PLC0415
@@ -99,7 +94,7 @@ def ratelimit(requests: int, subjects: int) -> None:
         RateLimitQuery("soak", (Descriptor((Entry("plan", "free"), Entry("subject", f"u{i}"))),))
         for i in range(subjects)
     ]
-    base = rss_mb()
+    base = memory_mb()
 
     async def run() -> int:
         ok = 0
@@ -109,7 +104,7 @@ def ratelimit(requests: int, subjects: int) -> None:
         return ok
 
     done = asyncio.run(run())
-    peak, end = rss_mb()
+    peak, end = memory_mb()
     print(json.dumps({"engine": "ratelimit", "requests": done, "rss_before_mb": base[1],
                       "peak_mb": peak, "end_mb": end}))
 

@@ -1,6 +1,6 @@
 """Cost of request validation: JSON Schema validators compared, and our pipeline.
 
-    .venv/bin/python bench/schema_bench.py [--repeat 5]
+    .venv/bin/python -m bench.schema_bench [--repeat 5]
 
 Candidates, each compiled once and validating the same parsed body:
 jsonschema (pure Python, Draft 2020-12, format checker on), jsonschema-rs (Rust,
@@ -35,21 +35,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import fastjsonschema
+import jsonschema
+import jsonschema_rs
+
+from authz_service.config import Validation
+from authz_service.models import RequestContext
+from authz_service.validation.json_body import JsonLimits, parse_json
+from authz_service.validation.problems import Problem
+from authz_service.validation.request import compile_validation
+from bench.authz_bench import measure
+from tests.kits.grpc_kit import check_request
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import fastjsonschema  # noqa: E402
-import jsonschema  # noqa: E402
-import jsonschema_rs  # noqa: E402
-from authz_bench import measure  # noqa: E402
 
-from authz_service.config import Validation  # noqa: E402
-from authz_service.models import RequestContext  # noqa: E402
-from authz_service.validation.json_body import JsonLimits, parse_json  # noqa: E402
-from authz_service.validation.problems import Problem  # noqa: E402
-from authz_service.validation.request import compile_validation  # noqa: E402
-from tests.authz.grpc_kit import check_request  # noqa: E402
 
 LIMIT_BYTES = 64 * 1024
 LIMITS = JsonLimits()

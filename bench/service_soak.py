@@ -1,6 +1,6 @@
 """RSS of the real service processes after 1M requests over 100k distinct subjects.
 
-    .venv/bin/python bench/service_soak.py [--requests 1000000] [--subjects 100000]
+    .venv/bin/python -m bench.service_soak [--requests 1000000] [--subjects 100000]
 
 Starts authz-service and ratelimit-service (each on a unix socket, default
 settings, in-memory counters), then sends each one `requests` Checks /
@@ -27,14 +27,13 @@ import uvloop
 from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
+from bench.authz_bench import wait_serving
+from tests.kits import jwt_kit
+from tests.kits.grpc_kit import check_request
+from tests.kits.ratelimit_kit import descriptor, request
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from authz_bench import wait_serving  # noqa: E402
-
-from tests.authz import jwt_kit  # noqa: E402
-from tests.authz.grpc_kit import check_request  # noqa: E402
-from tests.ratelimit.support import descriptor, request  # noqa: E402
 
 AUTHZ_CONFIG = """
 identities:

@@ -6,7 +6,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
 from ratelimit_service.decision import Decision, RequestError
-from ratelimit_service.model import Descriptor, Entry, Limit, RateLimitQuery, Unit
+from ratelimit_service.models import Descriptor, Entry, Limit, RateLimitQuery, Unit
 
 _Response = rls_pb2.RateLimitResponse
 _UNITS = {unit.value: unit for unit in Unit}

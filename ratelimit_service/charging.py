@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ratelimit_service.model import CounterOp
+from ratelimit_service.models import CounterOp
 
 ALONE = -1
 EVERYTHING = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ratelimit_service.algorithms import REGISTRY
-from ratelimit_service.model import Limit, Rule, Unit
+from ratelimit_service.models import Limit, Rule, Unit
 from ratelimit_service.rules import Node, RuleTree, Selector
 from ratelimit_service.schema import (
     DescriptorYaml,

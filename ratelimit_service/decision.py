@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ratelimit_service.headers import HeaderStyle, rate_limit_headers
-from ratelimit_service.model import (
+from ratelimit_service.models import (
     AppliedLimit,
     CounterOp,
     Limit,

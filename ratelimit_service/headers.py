@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 
-from ratelimit_service.model import Limit
+from ratelimit_service.models import Limit
 from ratelimit_service.status import Code, DescriptorStatus
 
 Header = tuple[str, str]

@@ -14,7 +14,7 @@ from typing import Any, cast
 from ratelimit_service.algorithms import algorithm_for
 from ratelimit_service.decision import RequestError, counter_ops, plan
 from ratelimit_service.limiter import RateLimiter
-from ratelimit_service.model import Descriptor, Entry, RateLimitQuery
+from ratelimit_service.models import Descriptor, Entry, RateLimitQuery
 from ratelimit_service.stores import InspectableStore
 
 

@@ -25,7 +25,7 @@ from ratelimit_service.decision import (
     plan,
 )
 from ratelimit_service.metadata import dynamic_metadata
-from ratelimit_service.model import CounterOp, RateLimitQuery, Stats
+from ratelimit_service.models import CounterOp, RateLimitQuery, Stats
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, StoreUnavailable
 from tollgate.reload import ConfigHolder

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ratelimit_service.decision import Check, Code, DescriptorStatus
-from ratelimit_service.model import RateLimitQuery
+from ratelimit_service.models import RateLimitQuery
 
 
 def dynamic_metadata(

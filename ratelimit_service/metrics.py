@@ -16,7 +16,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from ratelimit_service.model import Stats
+from ratelimit_service.models import Stats
 from tollgate.metrics import REGISTRY
 
 DECISIONS = Counter(

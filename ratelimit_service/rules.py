@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from ratelimit_service.model import AppliedLimit, Descriptor, Entry, Rule
+from ratelimit_service.models import AppliedLimit, Descriptor, Entry, Rule
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BeforeValidator, ConfigDict, Field
 
-from ratelimit_service.model import MAX_UINT32, Algorithm
+from ratelimit_service.models import MAX_UINT32, Algorithm
 
 
 def _scalar_to_str(value: Any) -> Any:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ratelimit_service.model import Limit
+from ratelimit_service.models import Limit
 
 
 class Code(enum.IntEnum):

@@ -85,7 +85,7 @@ class _LastCallsGate(grpc.GenericRpcHandler):
     core), and they are answered UNAVAILABLE. Health and reflection pass.
     """
 
-    QUIET = 0.02
+    QUIET = 0.05  # a loaded machine takes tens of ms to hand a call over from the C core
     HOLD_LIMIT = 0.2  # well under Envoy's ext_authz timeout (0.5 s in envoy/)
 
     def __init__(self, prefixes: tuple[str, ...]) -> None:

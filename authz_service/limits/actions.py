@@ -28,7 +28,7 @@ from authz_service.limits.config import (
     StringMatch,
 )
 from authz_service.models import ANONYMOUS_KIND, Identity, RequestContext
-from ratelimit_service.model import Entry
+from ratelimit_service.models import Entry
 
 MAX_VALUE = 256
 _PRINTABLE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")

@@ -20,7 +20,7 @@ from authz_service.limits.actions import (
 from authz_service.limits.config import ClaimValue, LimitSet, RateLimits
 from ratelimit_service.config import load_rules
 from ratelimit_service.headers import HeaderStyle
-from ratelimit_service.model import Descriptor, Entry
+from ratelimit_service.models import Descriptor, Entry
 from ratelimit_service.rules import RuleSet
 from tollgate.config import ConfigError, LocatedError
 
@@ -50,7 +50,7 @@ class CompiledSet:
     stage: str
     descriptors: tuple[CompiledDescriptor, ...]
     shadow: bool
-    fail_open: bool  # on_store_failure: allow
+    fail_open: bool  # store_failure_mode: open
     # What its descriptors depend on beyond the route (actions.NONE, ADDRESS, IDENTITY or
     # REQUEST): the same inputs build the same descriptors, which a caller may keep.
     reads: str = REQUEST
@@ -168,7 +168,7 @@ def _compile_set(spec: LimitSet, at: tuple[str | int, ...]) -> CompiledSet:
         stage=spec.stage,
         descriptors=tuple(descriptors),
         shadow=spec.shadow,
-        fail_open=spec.on_store_failure == "allow",
+        fail_open=spec.store_failure_mode == "open",
         reads=_inputs(reads),
     )
 

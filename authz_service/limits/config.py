@@ -148,8 +148,9 @@ class LimitSet(Model):
     descriptors: Annotated[list[DescriptorSpec], Field(min_length=1, max_length=16)]
     # Over the limit: answer as if not (counted and logged as would-limit).
     shadow: bool = False
-    # The store cannot be reached: `allow` (counted and logged) or `deny` (503). Always said.
-    on_store_failure: Literal["allow", "deny"]
+    # The store cannot be reached: `open` allows (counted and logged), `closed` answers 503;
+    # the words of ratelimit-service's --store-failure-mode. Always said.
+    store_failure_mode: Literal["open", "closed"]
 
 
 class RateLimits(Model):

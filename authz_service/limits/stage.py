@@ -20,7 +20,7 @@ from authz_service.policy import denials
 from ratelimit_service.decision import Code, DecisionSettings, DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers, retry_after
 from ratelimit_service.limiter import FailureMode, PlannedQuery, RateLimiter
-from ratelimit_service.model import Descriptor, RateLimitQuery, Stats
+from ratelimit_service.models import Descriptor, RateLimitQuery, Stats
 from ratelimit_service.stores import CounterStore, StoreUnavailable
 from tollgate.memo import Memo
 from tollgate.reload import ConfigHolder

@@ -89,7 +89,7 @@ def rate_limited(
 
 
 def limits_unavailable(route: str = "") -> Deny:
-    """The rate-limit store is down and the limit set says `on_store_failure: deny`."""
+    """The rate-limit store is down and the limit set says `store_failure_mode: closed`."""
     return Deny(
         503, "rate_limit_unavailable", "rate limiting is unavailable", None, route,
         headers=(("retry-after", "1"),),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ratelimit_service.model import Limit, Usage
+from ratelimit_service.models import Limit, Usage
 
 # Lua numbers are doubles: every value an algorithm keeps in Redis must be an integer
 # below 2^53 to stay exact, so its memory step and its Lua operation agree.

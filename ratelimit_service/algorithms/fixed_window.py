@@ -16,7 +16,7 @@ from ratelimit_service.algorithms.base import (
     reset_seconds,
     window_start,
 )
-from ratelimit_service.model import Limit, Unit, Usage
+from ratelimit_service.models import Limit, Unit, Usage
 
 
 def window_key(base: str, now: float, unit: Unit) -> str:

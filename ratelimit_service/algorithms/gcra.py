@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ratelimit_service.algorithms.base import EXACT, MemoryCells, ScriptOp, now_ms
-from ratelimit_service.model import Limit, Usage
+from ratelimit_service.models import Limit, Usage
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from ratelimit_service.algorithms.base import (
     slot_safe,
     window_start,
 )
-from ratelimit_service.model import Limit, Unit, Usage
+from ratelimit_service.models import Limit, Unit, Usage
 
 
 def keys(base: str, now: float, unit: Unit) -> tuple[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ratelimit_service.algorithms.base import EXACT, MemoryCells, ScriptOp, now_ms
-from ratelimit_service.model import Limit, Usage
+from ratelimit_service.models import Limit, Usage
 
 
 def step(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from ratelimit_service.model import CounterOp, Usage
+from ratelimit_service.models import CounterOp, Usage
 
 
 class StoreUnavailable(Exception):

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from ratelimit_service import charging
 from ratelimit_service.algorithms import algorithm_for
-from ratelimit_service.model import CounterOp, Usage
+from ratelimit_service.models import CounterOp, Usage
 
 # Bytes of a window counter beyond its key's characters: the str header, the dict
 # slot (entry + index, at the dicts' usual fill) and the count. Measured with

@@ -37,7 +37,7 @@ from typing import Any
 from ratelimit_service import charging
 from ratelimit_service.algorithms import REGISTRY, CountingAlgorithm, algorithm_for
 from ratelimit_service.algorithms.base import ScriptOp
-from ratelimit_service.model import CounterOp, Usage, uncounted
+from ratelimit_service.models import CounterOp, Usage, uncounted
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.link import RedisLink, RedisOptions, SingleLink
 from ratelimit_service.stores.resp import RespConnection

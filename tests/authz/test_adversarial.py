@@ -22,11 +22,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from tests.authz import jwt_kit
-from tests.authz.conftest import API_KEY, config_text
-from tests.authz.grpc_kit import Answer, AuthzClient, authz_process, check_request
-from tests.authz.http_kit import HttpServer, serve_http
-from tests.support import wait_for
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY, config_text
+from tests.kits.grpc_kit import Answer, AuthzClient, authz_process, check_request
+from tests.kits.http_kit import HttpServer, serve_http
+from tests.kits.processes import wait_for
+
+pytestmark = pytest.mark.integration  # every test here starts the service
 
 HS_ISSUER = "https://hs.test"
 HS_SECRET = "s3cret-shared-by-tollgate-and-hs-idp-0123456789"

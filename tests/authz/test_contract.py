@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.authz import jwt_kit
-from tests.authz.conftest import API_KEY, Stack
-from tests.authz.grpc_kit import check_request
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY, Stack
+from tests.kits.grpc_kit import check_request
+
+pytestmark = pytest.mark.integration  # every test here starts the service
 
 
 def bearer(token: str) -> dict[str, str]:

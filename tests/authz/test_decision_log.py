@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from authz_service.claims import ClaimPathError
-from authz_service.cli import decision_log, parser
+from authz_service.cli import build_parser, decision_log
 from authz_service.decision_log import (
     DecisionLog,
     DecisionLogSettings,
@@ -282,7 +282,7 @@ def test_an_internal_error_is_recorded_as_it_was_answered(
 
 def test_the_flags_build_no_log_when_off_and_refuse_what_cannot_work(tmp_path: Path) -> None:
     def built(*flags: str) -> DecisionLog | None:
-        return decision_log(parser().parse_args(list(flags)))
+        return decision_log(build_parser().parse_args(list(flags)))
 
     assert built() is None  # off by default: nothing on the hot path
     on = built("--decision-log", str(tmp_path / "d.jsonl"), "--decision-log-claims", "email",

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from tests.authz import jwt_kit
-from tests.authz.conftest import API_KEY, Stack
-from tests.authz.door_kit import Ask, HttpDoorClient, ask_http, door_socket, http_request_bytes
-from tests.authz.grpc_kit import authz_process, check_request
-from tests.otlp_kit import Receiver
-from tests.support import free_port, wait_for
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY, Stack
+from tests.kits.door_kit import Ask, HttpDoorClient, ask_http, door_socket, http_request_bytes
+from tests.kits.grpc_kit import authz_process, check_request
+from tests.kits.otlp_kit import Receiver
+from tests.kits.processes import free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

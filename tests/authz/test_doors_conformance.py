@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.authz import jwt_kit
-from tests.authz.conftest import API_KEY, Stack
-from tests.authz.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import API_KEY, Stack
+from tests.kits.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from authz_service.keys.keyset import KeySet, parse_jwks
 from authz_service.models import Allow, Deny, RequestContext
 from authz_service.policy.compiled import CompiledPolicy, compile_config
 from authz_service.policy.engine import NeedKeys, decide
-from tests.authz import jwt_kit
+from tests.kits import jwt_kit
 
 NOW = 1_700_000_000.0
 SKEW = 30

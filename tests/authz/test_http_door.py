@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz import jwt_kit
-from tests.authz.conftest import Stack
-from tests.authz.door_kit import Ask, HttpDoorClient, ask_http, door_socket, http_request_bytes
-from tests.support import binary, stop_process, wait_for
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import Stack
+from tests.kits.door_kit import Ask, HttpDoorClient, ask_http, door_socket, http_request_bytes
+from tests.kits.processes import binary, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 

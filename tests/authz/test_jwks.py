@@ -23,10 +23,11 @@ import pytest
 
 from authz_service.identity.jwt import JwtSource
 from authz_service.keys.jwks import RemoteJwks, cache_ttl, check_url
-from tests.authz import jwt_kit
-from tests.authz.grpc_kit import authz_process, check_request
-from tests.authz.http_kit import HttpServer, Route, serve_http
-from tests.support import binary, wait_for
+from tests.kits import jwt_kit
+from tests.kits.grpc_kit import authz_process, check_request
+from tests.kits.http_kit import HttpServer, Route, serve_http
+from tests.kits.key_sources import remote_config, source
+from tests.kits.processes import binary, wait_for
 
 RSA = jwt_kit.rsa_key("rsa-a")
 RSA_NEW = jwt_kit.rsa_key("rsa-b")
@@ -36,12 +37,6 @@ RSA_NEW = jwt_kit.rsa_key("rsa-b")
 def idp() -> Iterator[HttpServer]:
     with serve_http() as server:
         yield server
-
-
-def source(**fields: Any) -> JwtSource:
-    fields.setdefault("issuer", jwt_kit.ISSUER)
-    fields.setdefault("algorithms", ["RS256", "ES256"])
-    return JwtSource.model_validate(fields)
 
 
 def refresh_bounds(**overrides: float) -> dict[str, float]:
@@ -423,28 +418,6 @@ def test_discovery_refuses_bad_documents(
 # --- end to end: the authz-service process against the same server -----------------
 
 
-def remote_config(idp: HttpServer, *, discovery: bool = False, **refresh: float) -> str:
-    bounds = {"unknown_kid_cooldown_seconds": 0, "timeout_seconds": 1, **refresh}
-    keys = "discovery: true" if discovery else f"jwks_uri: {idp.base_url}/jwks"
-    issuer = idp.base_url if discovery else jwt_kit.ISSUER
-    return f"""
-realm: tollgate
-identities:
-  - name: idp
-    jwt:
-      issuer: {issuer}
-      audiences: [{jwt_kit.AUDIENCE}]
-      {keys}
-      algorithms: [RS256]
-      refresh: {json.dumps(bounds)}
-routes:
-  - name: orders-read
-    match: {{methods: [GET], path: {{template: "/orders/{{id}}"}}}}
-    identities: [idp]
-    require: {{scopes: {{all_of: ["orders:read"]}}}}
-"""
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -455,6 +428,7 @@ def start(idp: HttpServer, tmp_path: Path, **kwargs: Any) -> Any:
     return authz_process(config, tmp_path)
 
 
+@pytest.mark.integration
 def test_e2e_rotation_and_removal_invalidates_cached_tokens(
     idp: HttpServer, tmp_path: Path
 ) -> None:
@@ -473,6 +447,7 @@ def test_e2e_rotation_and_removal_invalidates_cached_tokens(
         assert answer.body["error"] == "invalid_token"
 
 
+@pytest.mark.integration
 def test_e2e_outage_keeps_last_good_keys(idp: HttpServer, tmp_path: Path) -> None:
     idp.set_json("/jwks", jwt_kit.jwks(RSA))
     with start(idp, tmp_path) as (_, client):
@@ -491,6 +466,7 @@ def test_e2e_outage_keeps_last_good_keys(idp: HttpServer, tmp_path: Path) -> Non
         assert "JWKS refresh failed" in log
 
 
+@pytest.mark.integration
 def test_e2e_slow_idp_answers_within_bound(idp: HttpServer, tmp_path: Path) -> None:
     idp.set_json("/jwks", jwt_kit.jwks(RSA))
     with start(idp, tmp_path, timeout_seconds=0.5) as (_, client):
@@ -505,6 +481,7 @@ def test_e2e_slow_idp_answers_within_bound(idp: HttpServer, tmp_path: Path) -> N
         assert client.check(check_request(headers=bearer(jwt_kit.mint(RSA, sub="u3")))).allowed
 
 
+@pytest.mark.integration
 def test_e2e_no_keys_ever_is_503_keys_unavailable_not_a_hang(
     idp: HttpServer, tmp_path: Path
 ) -> None:
@@ -520,6 +497,7 @@ def test_e2e_no_keys_ever_is_503_keys_unavailable_not_a_hang(
         assert time.monotonic() - started < 3.0
 
 
+@pytest.mark.integration
 def test_e2e_unknown_kid_storm_fetches_once_per_cooldown(
     idp: HttpServer, tmp_path: Path
 ) -> None:
@@ -540,6 +518,7 @@ def test_e2e_unknown_kid_storm_fetches_once_per_cooldown(
         assert idp.hits_for("/jwks") - hits <= 1
 
 
+@pytest.mark.integration
 def test_e2e_oidc_discovery(idp: HttpServer, tmp_path: Path) -> None:
     idp.set_json(
         "/.well-known/openid-configuration",
@@ -552,6 +531,7 @@ def test_e2e_oidc_discovery(idp: HttpServer, tmp_path: Path) -> None:
                  what="keys via discovery")
 
 
+@pytest.mark.integration
 def test_e2e_discovery_with_another_issuer_refuses_keys(idp: HttpServer, tmp_path: Path) -> None:
     idp.set_json(
         "/.well-known/openid-configuration",
@@ -567,6 +547,7 @@ def test_e2e_discovery_with_another_issuer_refuses_keys(idp: HttpServer, tmp_pat
         assert idp.hits_for("/keys") == 0
 
 
+@pytest.mark.integration
 def test_check_config_refuses_http_to_a_remote_host(tmp_path: Path) -> None:
     config = tmp_path / "authz.yaml"
     config.write_text(
@@ -597,6 +578,7 @@ routes:
 """
 
 
+@pytest.mark.integration
 def test_e2e_reload_keeps_unchanged_provider_and_swaps_a_changed_one(
     idp: HttpServer, tmp_path: Path
 ) -> None:
@@ -622,3 +604,33 @@ def test_e2e_reload_keeps_unchanged_provider_and_swaps_a_changed_one(
                  what="keys from the new jwks_uri")
         assert client.check(check_request(headers=bearer(old))).status == 401
         assert idp.hits_for("/jwks") == 1
+
+
+@pytest.mark.integration
+def test_a_slow_idp_costs_one_prompt_401_not_an_envoy_timeout(tmp_path: Path) -> None:
+    # A Check used to wait the whole fetch timeout (3 s) for an unknown-kid refetch,
+    # well past Envoy's ext_authz timeout; it now answers after unknown_kid_wait_seconds.
+    known, rotated = jwt_kit.rsa_key("k1"), jwt_kit.rsa_key("k2")
+    with serve_http() as idp:
+        idp.set_json("/keys", jwt_kit.jwks(known))
+        config = tmp_path / "authz.yaml"
+        config.write_text(f"""
+identities:
+  - name: idp
+    jwt: {{issuer: {jwt_kit.ISSUER}, jwks_uri: {idp.base_url}/keys,
+           refresh: {{unknown_kid_cooldown_seconds: 0, timeout_seconds: 5}}}}
+routes:
+  - name: all
+""")
+        with authz_process(config, tmp_path) as (_, client):
+            token = jwt_kit.mint(known)
+            assert client.check(check_request(headers={"authorization": f"Bearer {token}"})
+                                ).allowed
+            idp.set_route("/keys", Route(body=json.dumps(jwt_kit.jwks(rotated)).encode(),
+                                         delay=4))
+            started = time.monotonic()
+            answer = client.check(check_request(
+                headers={"authorization": f"Bearer {jwt_kit.mint(rotated)}"}))
+            elapsed = time.monotonic() - started
+            assert (answer.status, answer.body["error_description"]) == (401, "unknown key id")
+            assert elapsed < 2.0, elapsed  # 0.4 s wait, far below the IdP's 4 s

@@ -8,11 +8,16 @@ token-cache entry. Only the canonical spelling (those bits zero) is accepted.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from authz_service.identity.jwt_verifier import TokenError, parse, verify_signature
-from tests.authz import jwt_kit
-from tests.authz.test_jwt_verifier import KEYS, RSA
+from authz_service.keys.keyset import parse_jwks
+from tests.kits import jwt_kit
+
+RSA = jwt_kit.rsa_key("rsa-1")
+KEYS = parse_jwks(json.dumps(jwt_kit.jwks(RSA, jwt_kit.ec_key("ec-1"))))
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 

@@ -26,7 +26,7 @@ from authz_service.identity.jwt_verifier import (
 )
 from authz_service.keys.keyset import KeySetError, key_set, parse_jwks
 from authz_service.models import RequestContext
-from tests.authz import jwt_kit
+from tests.kits import jwt_kit
 
 NOW = 1_700_000_000.0
 RSA = jwt_kit.rsa_key("rsa-1")

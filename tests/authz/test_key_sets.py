@@ -23,29 +23,16 @@ from grpc_health.v1 import health_pb2
 from authz_service.keys.jwks import JwksFileKeys, RemoteJwks
 from authz_service.keys.keyset import parse_jwks
 from authz_service.keys.registry import KeyRegistry
-from tests.authz import jwt_kit
-from tests.authz.grpc_kit import AuthzClient, authz_process, check_request
-from tests.authz.http_kit import HttpServer, Route, serve_http
-from tests.authz.test_jwks import remote_config, source
-from tests.support import wait_for
+from tests.kits import jwt_kit
+from tests.kits.grpc_kit import AuthzClient, authz_process, check_request
+from tests.kits.http_kit import HttpServer, Route, serve_http
+from tests.kits.key_sources import remote_config, source, unusable_document
+from tests.kits.processes import wait_for
 from tollgate.metrics import REGISTRY
 
 RSA = jwt_kit.rsa_key("rsa-good")
 SMALL = jwt_kit.rsa_key("rsa-small", bits=1024)
 SERVICE = "envoy.service.auth.v3.Authorization"
-
-
-def unusable_document() -> dict[str, Any]:
-    private = json.loads(
-        __import__("jwt").algorithms.RSAAlgorithm.to_jwk(jwt_kit.rsa_key("priv").private)
-    )
-    private["kid"] = "priv"
-    return {"keys": [
-        SMALL.public_jwk(),
-        {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0c2VjcmV0c2VjcmV0"},
-        private,
-        {**RSA.public_jwk(), "use": "enc"},
-    ]}
 
 
 def fetches(source_name: str, result: str) -> float:
@@ -222,3 +209,33 @@ def test_not_ready_until_usable_keys_arrive_and_ready_through_a_bad_jwks_after(
         assert all(a.allowed for a in answers)
         assert health(client, "") == "SERVING"
         assert "JWKS has no usable key" in (tmp_path / "authz.log").read_text()
+
+
+def test_a_jwks_without_kids_verifies_tokens_naming_a_kid() -> None:
+    # Keys without a kid (shared secrets, JWKS that omit kids) are candidates for any token.
+    jwk = jwt_kit.rsa_key("k").public_jwk()
+    del jwk["kid"]
+    keys = parse_jwks(json.dumps({"keys": [jwk]}))
+    assert keys.candidates("whatever", "RS256") == keys.keys
+
+
+def test_an_unchanged_jwks_refresh_keeps_the_generation() -> None:
+    # The verified-token cache is tied to the key-set generation: bumping it on every
+    # refresh emptied the cache every TTL even when the IdP's keys had not changed.
+    with serve_http() as idp:
+        idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k1")))
+        jwt_source = source(issuer="https://idp.test", jwks_uri=f"{idp.base_url}/keys")
+
+        async def scenario() -> list[int]:
+            async with httpx.AsyncClient() as client:
+                jwks = RemoteJwks("idp", jwt_source, client)
+                generations = []
+                for _ in range(2):
+                    assert await jwks.refresh()
+                    generations.append(jwks.generation)
+                idp.set_json("/keys", jwt_kit.jwks(jwt_kit.rsa_key("k2")))
+                assert await jwks.refresh()
+                generations.append(jwks.generation)
+                return generations
+
+        assert asyncio.run(scenario()) == [1, 1, 2]

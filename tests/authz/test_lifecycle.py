@@ -20,10 +20,12 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from authz_service.cli import DEFAULT_CONFIG
-from tests.authz import jwt_kit
-from tests.authz.grpc_kit import AuthzClient, check_request
-from tests.authz.http_kit import HttpServer, Route, serve_http
-from tests.support import binary, free_port, stays_false, stop_process, wait_for
+from tests.kits import jwt_kit
+from tests.kits.grpc_kit import AuthzClient, check_request
+from tests.kits.http_kit import HttpServer, Route, serve_http
+from tests.kits.processes import binary, free_port, stays_false, stop_process, wait_for
+
+pytestmark = pytest.mark.integration  # every test here starts the service
 
 BASE = """realm: t
 identities:

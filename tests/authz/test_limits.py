@@ -15,7 +15,7 @@ from authz_service.cli import check_config
 from authz_service.limits.actions import ACTIONS, SKIP, LimitInput, safe_value
 from authz_service.limits.config import Action
 from authz_service.models import ANONYMOUS, Identity, RequestContext
-from ratelimit_service.model import Entry
+from ratelimit_service.models import Entry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "limits"
 
@@ -167,8 +167,8 @@ INVALID = {
                              "set",
     "missing_rules": "7: rate_limits.rules: cannot load the rules: {dir}/../missing.yaml: "
                      "file not found",
-    "no_failure_mode": "10: rate_limits.sets[0].on_store_failure: missing required key "
-                       "'on_store_failure'",
+    "no_failure_mode": "10: rate_limits.sets[0].store_failure_mode: missing required key "
+                       "'store_failure_mode'",
     "two_actions_in_one": "15: rate_limits.sets[0].descriptors[0].actions[0]: set exactly "
                           "one action (generic_key, remote_address, masked_remote_address, "
                           "request_headers, header_value_match, subject, identity_kind, "

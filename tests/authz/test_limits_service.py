@@ -1,6 +1,6 @@
 """Rate limits decided in the Check, through both doors of a real authz-service: 429s
 with their headers, the limit before authentication, shadow sets, and the store (memory
-and a real Redis: one round trip per stage; down -> each set's on_store_failure)."""
+and a real Redis: one round trip per stage; down -> each set's store_failure_mode)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz import jwt_kit
-from tests.authz.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
-from tests.authz.grpc_kit import AuthzClient, authz_process
-from tests.ratelimit.redis_procs import RedisProcess
+from tests.kits import jwt_kit
+from tests.kits.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
+from tests.kits.grpc_kit import AuthzClient, authz_process
+from tests.kits.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
 
@@ -63,25 +63,25 @@ rate_limits:
       stage: before_authn
       routes: [orders]
       descriptors: [{{actions: [{{remote_address: {{}}}}]}}]
-      on_store_failure: allow
+      store_failure_mode: open
     - name: per-plan
       stage: after_authz
       routes: [orders, strict]
       descriptors: [{{actions: [{{plan: {{default_value: free}}}}, {{subject: {{}}}}]}}]
-      on_store_failure: allow
+      store_failure_mode: open
     - name: strict-when-down
       stage: after_authz
       routes: [strict]
       descriptors:
         - actions: [{{generic_key: {{descriptor_value: s, descriptor_key: tier}}}}]
-      on_store_failure: deny
+      store_failure_mode: closed
     - name: trial
       stage: after_authz
       routes: [trial]
       shadow: true
       descriptors:
         - actions: [{{generic_key: {{descriptor_value: x, descriptor_key: shadowed}}}}]
-      on_store_failure: allow
+      store_failure_mode: open
 """
 
 
@@ -115,7 +115,7 @@ def _scrape(port: int) -> str:
 @contextmanager
 def limited(workdir: Path, *, headers: str = "draft03", redis_url: str = "",
             key: jwt_kit.SigningKey | None = None) -> Iterator[Limited]:
-    from tests.support import free_port
+    from tests.kits.processes import free_port
 
     workdir.mkdir(parents=True, exist_ok=True)
     key = key or jwt_kit.rsa_key("lim-1")

@@ -9,13 +9,16 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from tests.authz import jwt_kit
-from tests.authz.conftest import Stack
-from tests.authz.grpc_kit import authz_process, check_request
-from tests.otlp_kit import PARENT_SPAN, TRACE_ID, Receiver
-from tests.support import free_port, wait_for
+import pytest
+
+from tests.kits import jwt_kit
+from tests.kits.authz_stack import Stack
+from tests.kits.grpc_kit import authz_process, check_request
+from tests.kits.otlp_kit import PARENT_SPAN, TRACE_ID, Receiver
+from tests.kits.processes import free_port, wait_for
 
 
+@pytest.mark.integration
 def test_check_span_joins_envoys_trace(
     stack: Stack, otlp_receiver: tuple[str, Receiver], tmp_path: Path
 ) -> None:
@@ -37,6 +40,7 @@ def test_check_span_joins_envoys_trace(
     assert attributes["tollgate.route"] == "orders-read"
 
 
+@pytest.mark.integration
 def test_metrics_count_decisions_by_code_and_route(stack: Stack, tmp_path: Path) -> None:
     port = free_port()
     env = {"AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{port}"}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.grpc_kit import authz_process
-from tests.support import binary, free_port, stop_process, wait_for
+from tests.kits.grpc_kit import authz_process
+from tests.kits.processes import binary, free_port, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz_service.cli import check_config
-from tests.authz.grpc_kit import AuthzClient, authz_process, check_request
-from tests.support import wait_for
+from tests.kits.grpc_kit import AuthzClient, authz_process, check_request
+from tests.kits.processes import wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "tg_test_schema_0123456789"
@@ -83,12 +83,14 @@ def post_order(client: AuthzClient, body: bytes, **headers: str) -> Any:
     return client.check(check_request("POST", "/orders", hdrs, body=body))
 
 
+@pytest.mark.integration
 def test_valid_order_is_allowed(client: AuthzClient) -> None:
     answer = post_order(client, json.dumps(new_order()).encode())
     assert answer.allowed
     assert answer.metadata["route"] == "orders-api"
 
 
+@pytest.mark.integration
 def test_body_as_utf8_string_field_is_validated_too(client: AuthzClient) -> None:
     # Envoy without pack_as_bytes sends the body in `body`, not `raw_body`.
     hdrs = auth(**{"idempotency-key": IDEMPOTENCY, **JSON})
@@ -97,6 +99,7 @@ def test_body_as_utf8_string_field_is_validated_too(client: AuthzClient) -> None
     assert answer.status == 400
 
 
+@pytest.mark.integration
 def test_schema_violation_is_problem_json_with_pointer(client: AuthzClient) -> None:
     secret = "do-not-echo-this-value-" * 3
     answer = post_order(client, json.dumps(new_order(customer_id=123, note=secret)).encode())
@@ -115,6 +118,7 @@ def test_schema_violation_is_problem_json_with_pointer(client: AuthzClient) -> N
     assert "do-not-echo" not in answer.raw.denied_response.body
 
 
+@pytest.mark.integration
 def test_unauthenticated_caller_never_reaches_validation(client: AuthzClient) -> None:
     request = check_request("POST", "/orders", JSON, body=b"{not json")
     answer = client.check(request)
@@ -123,6 +127,7 @@ def test_unauthenticated_caller_never_reaches_validation(client: AuthzClient) ->
     assert answer.body["error"] == "missing_credentials"
 
 
+@pytest.mark.integration
 def test_authorization_is_decided_before_the_body_is_read(client: AuthzClient) -> None:
     request = check_request("POST", "/admin/notes", auth(**JSON), body=b"[" * 10_000)
     answer = client.check(request)
@@ -148,6 +153,7 @@ def test_authorization_is_decided_before_the_body_is_read(client: AuthzClient) -
         ("GET", "/orders", {"x-note": "a\x00b"}, None, 400, "bad_header_value", "header:x-note"),
     ],
 )
+@pytest.mark.integration
 def test_openapi_refusals_through_grpc(  # noqa: PLR0917 (parametrized cases)
     client: AuthzClient,
     method: str,
@@ -165,6 +171,7 @@ def test_openapi_refusals_through_grpc(  # noqa: PLR0917 (parametrized cases)
     assert answer.header("content-type") == "application/problem+json"
 
 
+@pytest.mark.integration
 def test_duplicate_content_type_lines_are_refused(client: AuthzClient) -> None:
     raw = [("x-api-key", KEY), ("content-type", "application/json"),
            ("content-type", "text/plain")]
@@ -184,6 +191,7 @@ def test_duplicate_content_type_lines_are_refused(client: AuthzClient) -> None:
         (b'{"text": "a",}', "malformed_json", None),
     ],
 )
+@pytest.mark.integration
 def test_bounded_refusals_through_grpc(
     client: AuthzClient, body: bytes, code: str, pointer: str | None
 ) -> None:
@@ -231,12 +239,14 @@ HYPOTHESIS = settings(
 )
 
 
+@pytest.mark.integration
 @HYPOTHESIS
 @given(order=ORDER)
 def test_generated_valid_orders_are_allowed(client: AuthzClient, order: dict[str, Any]) -> None:
     assert post_order(client, json.dumps(order).encode()).allowed
 
 
+@pytest.mark.integration
 @HYPOTHESIS
 @given(order=ORDER, field=st.sampled_from(sorted(WRONG)), data=st.data())
 def test_mutated_orders_are_refused_at_the_mutated_field(
@@ -249,6 +259,7 @@ def test_mutated_orders_are_refused_at_the_mutated_field(
     assert answer.body["pointer"] == f"/{field}"
 
 
+@pytest.mark.integration
 @HYPOTHESIS
 @given(order=ORDER, index=st.integers(0, 4), quantity=st.integers(1001, 10**6))
 def test_mutated_item_is_refused_at_its_index(
@@ -264,6 +275,7 @@ def test_mutated_item_is_refused_at_its_index(
 # --- config errors name the file and line; reload swaps the schema ----------------------
 
 
+@pytest.mark.integration
 def test_reload_swaps_the_schema_and_a_bad_one_keeps_the_last_good(tmp_path: Path) -> None:
     shutil.copy(FIXTURES / "orders.openapi.yaml", tmp_path)
     path = tmp_path / "authz.yaml"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.grpc_kit import authz_process, check_request
-from tests.support import binary, wait_for
+from tests.kits.grpc_kit import authz_process, check_request
+from tests.kits.processes import binary, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures" / "whole_config"
 NO_ROUTES = "(add routes, or set 'no_routes: true' if that is intended)"

@@ -17,7 +17,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from authz_service.doors.grpc_wire import AnswerEncoder, to_context
 from authz_service.models import ANONYMOUS, Allow, Answer
 from authz_service.policy.denials import insufficient_scope
-from tests.authz.grpc_kit import check_request
+from tests.kits.grpc_kit import check_request
 
 with warnings.catch_warnings():
     # envoy-data-plane 2.2 uses a pydantic validator form deprecated in 2.12: theirs, not ours.

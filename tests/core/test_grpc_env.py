@@ -20,6 +20,7 @@ print(os.environ["GRPC_EXPERIMENTS"])
 """
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("module", ["authz_service.cli", "ratelimit_service.cli"])
 def test_services_set_the_experiment_and_grpc_accepts_it(module: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRPC_EXPERIMENTS"}
@@ -32,6 +33,7 @@ def test_services_set_the_experiment_and_grpc_accepts_it(module: str) -> None:
     assert "Unknown experiment" not in result.stderr, result.stderr
 
 
+@pytest.mark.integration
 def test_an_operators_setting_wins() -> None:
     env = {**os.environ, "GRPC_EXPERIMENTS": "-event_engine_client"}
     result = subprocess.run(

@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.support import binary, free_port, stop_process, wait_for
+from tests.kits.processes import binary, free_port, stop_process, wait_for
 from tollgate.logs import REDACTED, JsonFormatter, MalformedMessageFilter, TextFormatter
 
 

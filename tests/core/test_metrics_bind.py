@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import binary, free_port, stop_process, wait_for
+from tests.kits.processes import binary, free_port, stop_process, wait_for
 from tollgate.metrics import metrics_bind
 
 

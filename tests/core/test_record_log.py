@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import wait_for
+from tests.kits.processes import wait_for
 from tollgate.record_log import STDOUT, JsonLinesSink, Record, RecordQueue
 
 

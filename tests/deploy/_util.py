@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from tests.deploy.references import Image
-from tests.support import binary
+from tests.kits.processes import binary
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -40,7 +40,7 @@ CHART_CASES: dict[str, dict[str, Any]] = {
                       "podDisruptionBudget": {"enabled": True}},
     "grpc": {"layout": "grpc", "limits": {"store": "redis"}, "replicas": 2,
              "podDisruptionBudget": {"enabled": True}},
-    "own-redis-and-tls": {"limits": {"store": "redis", "onStoreFailure": "deny"},
+    "own-redis-and-tls": {"limits": {"store": "redis", "storeFailureMode": "closed"},
                           "redis": {"deploy": False, "existingSecret": "my-redis"},
                           "tls": {"certManager": {"enabled": False}, "secretName": "my-tls"},
                           "backend": {"deploy": False, "host": "orders", "port": 8080},

@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.deploy._util import HEALTH_SCRIPT, HTTP_HEALTH_SCRIPT, K8S, kustomize
-from tests.support import VENV_BIN, wait_for
+from tests.kits.processes import VENV_BIN, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from tests.deploy._util import (
     project_version,
     run_tool,
 )
-from tests.support import VENV_BIN, free_port, wait_for
+from tests.kits.processes import VENV_BIN, free_port, wait_for
 
 pytestmark = pytest.mark.integration  # hadolint, real services for the probes
 

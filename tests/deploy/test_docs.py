@@ -43,4 +43,25 @@ def test_the_tuning_guides_measured_figures_are_only_in_its_table() -> None:
     assert len(names) >= 10
     assert set(re.findall(r"\bF\d+\b", rest)) <= names  # every figure used is defined
     for line in table.strip().splitlines()[2:]:
-        assert "bench/" in line or "ARCHITECTURE" in line or "issue" in line, line
+        sources = ("bench/", "-m bench.", "ARCHITECTURE", "issue")
+        assert any(source in line for source in sources), line
+
+
+def test_the_readme_layout_names_every_folder_and_only_folders_that_exist() -> None:
+    """The README's Layout is the newcomer's map: each top-level folder and each of
+    the services' packages is on it, and nothing on it is gone."""
+    readme = (ROOT / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("```")[1]
+    named = set(re.findall(r"^\s*([a-z_]+)/", layout, re.M))
+    top = {p.name for p in ROOT.iterdir()
+           if p.is_dir() and not p.name.startswith(".") and p.name != "scripts"
+           and not p.name.endswith(".egg-info")}
+    packages = {p.parent.name for service in ("authz_service", "ratelimit_service")
+                for p in (ROOT / service).glob("*/__init__.py")}
+    assert top <= named, top - named
+    leaves = {"algorithms", "stores", "defaults"}  # named inside their service's line
+    assert packages - leaves <= named, packages - leaves - named
+    for name in re.findall(r"\b([a-z_]+\.py)\b", layout):
+        assert list(ROOT.glob(f"*/{name}")) or list(ROOT.glob(f"*/*/{name}")), name
+    for name in named:
+        assert list(ROOT.glob(name)) or list(ROOT.glob(f"*/{name}")), name

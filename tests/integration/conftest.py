@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import free_port
+from tests.kits.processes import free_port
 from tollgate_cli.stack import Stack, StackOptions
 
 LAYOUTS = ["http", "grpc"]

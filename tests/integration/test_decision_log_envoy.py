@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import wait_for
+from tests.kits.processes import wait_for
 from tollgate_cli import token
 from tollgate_cli.stack import Stack, request
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import binary
+from tests.kits.processes import binary
 from tollgate_cli import devcerts
 from tollgate_cli.stack import ENVOY_DIR, over_tcp, render
 

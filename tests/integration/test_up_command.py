@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import binary, free_port, wait_for
+from tests.kits.processes import binary, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ import pytest
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit import support
-from tests.ratelimit.redis_procs import RedisCluster, RedisProcess, cli, start_cluster
+from tests.kits import ratelimit_kit as support
+from tests.kits.redis_procs import RedisCluster, RedisProcess, cli, start_cluster
 
 EVERY_STORE = "tests.ratelimit.test_conformance"
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from ratelimit_service.admin import AdminServer
-from tests.ratelimit.redis_procs import RedisProcess
-from tests.ratelimit.service_proc import ServiceProcess
-from tests.ratelimit.support import OK, OVER, descriptor, make_limiter, request, rules_from
-from tests.support import free_port
+from tests.kits.processes import free_port
+from tests.kits.ratelimit_kit import OK, OVER, descriptor, make_limiter, request, rules_from
+from tests.kits.ratelimit_proc import ServiceProcess
+from tests.kits.redis_procs import RedisProcess
 from tollgate_cli.cli import main as tollgate
 
 pytestmark = pytest.mark.integration

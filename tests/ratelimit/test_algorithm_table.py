@@ -15,13 +15,13 @@ import itertools
 import pytest
 
 from ratelimit_service.algorithms import REGISTRY
-from ratelimit_service.model import CounterOp, Limit, Unit
+from ratelimit_service.models import CounterOp, Limit, Unit
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisCluster, RedisProcess
-from tests.ratelimit.support import T0
+from tests.kits.ratelimit_kit import T0
+from tests.kits.redis_procs import RedisCluster, RedisProcess
 
 pytestmark = pytest.mark.integration
 

@@ -7,9 +7,9 @@ from hypothesis import strategies as st
 
 from ratelimit_service.algorithms import REGISTRY, fixed_window, gcra, sliding_window
 from ratelimit_service.algorithms.base import reset_seconds
-from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
-from tests.ratelimit.support import T0
+from tests.kits.ratelimit_kit import T0
 
 MINUTE = int(T0) // 60 * 60  # start of T0's minute
 
@@ -132,7 +132,7 @@ def test_gcra_in_memory_matches_the_pure_step(requests: list[tuple[int, int]]) -
 
 
 def test_stats_are_bounded() -> None:
-    from ratelimit_service.model import Stats
+    from ratelimit_service.models import Stats
 
     stats = Stats(max_keys=3)
     for i in range(10):
@@ -144,8 +144,8 @@ def test_stats_are_bounded() -> None:
 
 def test_a_memory_decision_finishes_without_ever_suspending() -> None:
     """authz drives the pipeline eagerly: one `send` must finish a memory-store decision."""
-    from ratelimit_service.model import Descriptor, Entry, RateLimitQuery
-    from tests.ratelimit.support import make_limiter, rules_from
+    from ratelimit_service.models import Descriptor, Entry, RateLimitQuery
+    from tests.kits.ratelimit_kit import make_limiter, rules_from
 
     limiter = make_limiter(rules_from(
         "domain: e\ndescriptors:\n  - key: k\n    rate_limits:\n"

@@ -13,9 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ratelimit_service.cli import build_parser, resolve_address, resolve_config_path
 from ratelimit_service.stores.target import TargetError, parse_target
-from tests.ratelimit.service_proc import ServiceProcess
-from tests.ratelimit.support import OK, OVER, descriptor, request
-from tests.ratelimit.test_config import EMPTY_DIRECTORY
+from tests.kits.ratelimit_kit import EMPTY_DIRECTORY, OK, OVER, descriptor, request
+from tests.kits.ratelimit_proc import ServiceProcess
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

@@ -13,12 +13,11 @@ from redis.crc import key_slot
 
 from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.limiter import FailureMode
-from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.cluster import ClusterLink, connect_cluster
 from ratelimit_service.stores.redis import RedisOptions, RedisStore
 from ratelimit_service.stores.resp import Endpoint, RespConnection
-from tests.ratelimit.redis_procs import RedisCluster, cli, wait_until
-from tests.ratelimit.support import (
+from tests.kits.ratelimit_kit import (
     OK,
     OVER,
     T0,
@@ -29,6 +28,7 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+from tests.kits.redis_procs import RedisCluster, cli, wait_until
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

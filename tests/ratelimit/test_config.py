@@ -12,7 +12,8 @@ import pytest
 from ratelimit_service.cli import check_config
 from ratelimit_service.config import load_rules
 from ratelimit_service.defaults import default_rules
-from ratelimit_service.model import Algorithm, Unit
+from ratelimit_service.models import Algorithm, Unit
+from tests.kits.ratelimit_kit import EMPTY_DIRECTORY
 from tollgate.config import ConfigError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -193,8 +194,6 @@ def test_merge_domain_config_adds_files_and_still_rejects_duplicates(tmp_path: P
     )
 
 
-EMPTY_DIRECTORY = ("no *.yaml or *.yml file in this directory: every rate limit would be off "
-                   "(--allow-empty-config to serve with no limits)")
 
 
 def test_a_directory_without_config_files_is_refused_unless_allowed(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ from google.protobuf import json_format
 from ratelimit_service.config import load_rules
 from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.limiter import FailureMode, RateLimiter
-from ratelimit_service.model import CounterOp, Usage
+from ratelimit_service.models import CounterOp, Usage
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import StoreUnavailable
-from tests.ratelimit.support import (
+from tests.kits.ratelimit_kit import (
     OK,
     OVER,
     Clock,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ratelimit_service.decision import Check, DecisionSettings, HeaderNames, decide
-from ratelimit_service.model import AppliedLimit, Entry, Limit, Rule, Stats, Unit, Usage
+from ratelimit_service.models import AppliedLimit, Entry, Limit, Rule, Stats, Unit, Usage
 from ratelimit_service.status import Code
 
 TEN = Limit(10, Unit.MINUTE, name="ten")

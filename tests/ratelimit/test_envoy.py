@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.ratelimit.service_proc import ServiceProcess
-from tests.support import binary, free_port, stop_process, wait_for
+from tests.kits.processes import binary, free_port, stop_process, wait_for
+from tests.kits.ratelimit_proc import ServiceProcess
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

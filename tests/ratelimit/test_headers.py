@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ratelimit_service.decision import Code, DescriptorStatus
 from ratelimit_service.headers import HeaderStyle, rate_limit_headers, retry_after
-from ratelimit_service.model import Limit, Unit
+from ratelimit_service.models import Limit, Unit
 
 PER_SECOND = Limit(10, Unit.SECOND)
 DAILY = Limit(1000, Unit.DAY, name="daily")

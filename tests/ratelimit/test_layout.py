@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "ratelimit_service"
 PURE = [
-    "ratelimit_service.model", "ratelimit_service.schema", "ratelimit_service.compiler",
+    "ratelimit_service.models", "ratelimit_service.schema", "ratelimit_service.compiler",
     "ratelimit_service.rules", "ratelimit_service.charging", "ratelimit_service.decision",
     "ratelimit_service.status", "ratelimit_service.headers", "ratelimit_service.metadata",
     "ratelimit_service.algorithms",

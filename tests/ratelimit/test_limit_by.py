@@ -8,7 +8,7 @@ import asyncio
 from pathlib import Path
 
 from ratelimit_service.config import load_rules
-from tests.ratelimit.support import OK, OVER, descriptor, make_limiter, request, serve
+from tests.kits.ratelimit_kit import OK, OVER, descriptor, make_limiter, request, serve
 
 FIXTURE = Path(__file__).parent / "fixtures" / "valid" / "limit_by_plan.yaml"
 MAX_UINT32 = 2**32 - 1

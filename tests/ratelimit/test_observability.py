@@ -8,10 +8,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.otlp_kit import PARENT_SPAN, TRACE_ID, Receiver
-from tests.ratelimit.service_proc import ServiceProcess
-from tests.ratelimit.support import descriptor, request
-from tests.support import free_port, wait_for
+from tests.kits.otlp_kit import PARENT_SPAN, TRACE_ID, Receiver
+from tests.kits.processes import free_port, wait_for
+from tests.kits.ratelimit_kit import descriptor, request
+from tests.kits.ratelimit_proc import ServiceProcess
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

@@ -16,10 +16,9 @@ from ratelimit_service.adapter import to_query
 from ratelimit_service.cli import build_parser, build_store
 from ratelimit_service.decision import Code
 from ratelimit_service.limiter import FailureMode
-from ratelimit_service.model import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisProcess, binary, cli, free_port, wait_until
-from tests.ratelimit.support import (
+from tests.kits.ratelimit_kit import (
     OK,
     OVER,
     T0,
@@ -30,6 +29,7 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
+from tests.kits.redis_procs import RedisProcess, binary, cli, free_port, wait_until
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

@@ -13,7 +13,7 @@ import pytest
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.resp import RespConnection, _connected_to_itself, encode
 from ratelimit_service.stores.target import parse_redis_url
-from tests.ratelimit.redis_procs import RedisProcess
+from tests.kits.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ratelimit_service.config import load_rules
-from ratelimit_service.model import AppliedLimit, Descriptor, Entry, Limit, Unit
+from ratelimit_service.models import AppliedLimit, Descriptor, Entry, Limit, Unit
 from ratelimit_service.rules import RuleSet, wildcard_match
 
 FIXTURES = Path(__file__).parent / "fixtures" / "valid"

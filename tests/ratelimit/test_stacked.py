@@ -18,13 +18,12 @@ from ratelimit_service.adapter import to_query
 from ratelimit_service.decision import Code, DecisionSettings, HeaderNames
 from ratelimit_service.headers import HeaderStyle, rate_limit_headers, retry_after
 from ratelimit_service.limiter import FailureMode, RateLimiter
-from ratelimit_service.model import Unit
+from ratelimit_service.models import Unit
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisCluster, RedisProcess
-from tests.ratelimit.support import (
+from tests.kits.ratelimit_kit import (
     OK,
     OVER,
     Clock,
@@ -34,7 +33,8 @@ from tests.ratelimit.support import (
     rules_from,
     serve,
 )
-from tests.ratelimit.support import request as rls_request
+from tests.kits.ratelimit_kit import request as rls_request
+from tests.kits.redis_procs import RedisCluster, RedisProcess
 
 CONFIG = """
 domain: st

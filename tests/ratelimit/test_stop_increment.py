@@ -11,9 +11,9 @@ from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisCluster, RedisProcess
-from tests.ratelimit.support import OK, OVER, descriptor, make_limiter, rules_from, serve
-from tests.ratelimit.support import request as request_for
+from tests.kits.ratelimit_kit import OK, OVER, descriptor, make_limiter, rules_from, serve
+from tests.kits.ratelimit_kit import request as request_for
+from tests.kits.redis_procs import RedisCluster, RedisProcess
 
 pytestmark = pytest.mark.integration  # real processes: redis-server, Envoy, the service
 

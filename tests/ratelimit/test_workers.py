@@ -22,9 +22,9 @@ import pytest
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.ratelimit.redis_procs import RedisProcess
-from tests.ratelimit.support import OK, descriptor, request
-from tests.support import free_port
+from tests.kits.processes import free_port
+from tests.kits.ratelimit_kit import OK, descriptor, request
+from tests.kits.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
 

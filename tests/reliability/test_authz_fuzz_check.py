@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.reliability.authz_fuzz_kit import FuzzTarget
+from tests.kits.authz_fuzz_kit import FuzzTarget
 
 pytestmark = pytest.mark.integration
 

@@ -20,13 +20,12 @@ import httpx
 import pytest
 
 from authz_service.keys.jwks import RemoteJwks
-from tests.authz import jwt_kit
-from tests.authz.grpc_kit import AuthzClient, authz_process, check_request
-from tests.authz.http_kit import HttpServer, Route, serve_http
-from tests.authz.test_jwks import source
-from tests.authz.test_key_sets import unusable_document
-from tests.reliability.core_kit import calling
-from tests.support import free_port, wait_for
+from tests.kits import jwt_kit
+from tests.kits.core_kit import calling
+from tests.kits.grpc_kit import AuthzClient, authz_process, check_request
+from tests.kits.http_kit import HttpServer, Route, serve_http
+from tests.kits.key_sources import source, unusable_document
+from tests.kits.processes import free_port, wait_for
 from tollgate.metrics import REGISTRY
 
 pytestmark = pytest.mark.integration

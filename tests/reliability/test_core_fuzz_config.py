@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from authz_service.keys.registry import KeyRegistry
 from authz_service.policy.loading import load_policy
-from tests.reliability.authz_fuzz_kit import policy_text
+from tests.kits.authz_fuzz_kit import policy_text
 from tollgate.config import ConfigError, parse_config_text
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.grpc_kit import authz_process, check_request
-from tests.reliability.core_kit import OPEN_CONFIG, calling, large_invalid_config
-from tests.support import wait_for
+from tests.kits.core_kit import OPEN_CONFIG, calling, large_invalid_config
+from tests.kits.grpc_kit import authz_process, check_request
+from tests.kits.processes import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.grpc_kit import AuthzClient, authz_process, check_request
-from tests.core.test_yaml_limits import FIXTURES as HOSTILE_YAML
-from tests.reliability.core_kit import atomic_write, calling
-from tests.support import wait_for
+from tests.kits.core_kit import atomic_write, calling
+from tests.kits.grpc_kit import AuthzClient, authz_process, check_request
+from tests.kits.processes import wait_for
 
 pytestmark = pytest.mark.integration
 
+HOSTILE_YAML = Path(__file__).parents[1] / "core" / "fixtures" / "hostile_yaml"
 WRITES = 100
 
 

@@ -20,9 +20,9 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from tests.authz.grpc_kit import check_request
-from tests.reliability.core_kit import OPEN_CONFIG
-from tests.support import binary, stop_process, wait_for
+from tests.kits.core_kit import OPEN_CONFIG
+from tests.kits.grpc_kit import check_request
+from tests.kits.processes import binary, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -23,11 +23,11 @@ import pytest
 from ratelimit_service.adapter import to_query
 from ratelimit_service.decision import Code
 from ratelimit_service.limiter import FailureMode
-from ratelimit_service.model import CounterOp, Usage
+from ratelimit_service.models import CounterOp, Usage
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisProcess
-from tests.ratelimit.support import OK, descriptor, make_limiter, request, rules_from, serve
+from tests.kits.ratelimit_kit import OK, descriptor, make_limiter, request, rules_from, serve
+from tests.kits.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
 

@@ -27,9 +27,9 @@ from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.cluster import connect_cluster
 from ratelimit_service.stores.memory import MemoryStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.ratelimit.redis_procs import RedisCluster, RedisProcess, start_cluster
-from tests.ratelimit.support import OVER, Clock, descriptor, make_limiter, rules_from, serve
-from tests.ratelimit.support import request as rls_request
+from tests.kits.ratelimit_kit import OVER, Clock, descriptor, make_limiter, rules_from, serve
+from tests.kits.ratelimit_kit import request as rls_request
+from tests.kits.redis_procs import RedisCluster, RedisProcess, start_cluster
 from tollgate.metrics import REGISTRY
 
 pytestmark = pytest.mark.integration

@@ -20,10 +20,10 @@ import grpc
 import pytest
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
-from ratelimit_service.model import CounterOp, Limit, Unit
+from ratelimit_service.models import CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
-from tests.ratelimit.support import T0, descriptor, request
-from tests.support import free_port, stop_process, wait_for
+from tests.kits.processes import free_port, stop_process, wait_for
+from tests.kits.ratelimit_kit import T0, descriptor, request
 
 MiB = 1024 * 1024
 VALUE = "v" * 2000

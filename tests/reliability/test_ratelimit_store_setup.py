@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.ratelimit.redis_procs import RedisProcess, free_port
-from tests.ratelimit.service_proc import SERVICE, ServiceProcess
-from tests.ratelimit.support import OK, descriptor, request
+from tests.kits.ratelimit_kit import OK, descriptor, request
+from tests.kits.ratelimit_proc import SERVICE, ServiceProcess
+from tests.kits.redis_procs import RedisProcess, free_port
 from tollgate_cli import devcerts
 
 pytestmark = pytest.mark.integration

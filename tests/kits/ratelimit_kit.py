@@ -126,3 +126,8 @@ async def serve(limiters: Sequence[RateLimiter] | RateLimiter) -> AsyncIterator[
         if limiter.store in _made_here:
             _made_here.remove(limiter.store)
             await limiter.store.close()
+
+
+# What the service says of a config directory with no *.yaml file in it.
+EMPTY_DIRECTORY = ("no *.yaml or *.yml file in this directory: every rate limit would be off "
+                   "(--allow-empty-config to serve with no limits)")

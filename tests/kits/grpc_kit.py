@@ -15,7 +15,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.support import binary, stop_process, wait_for
+from tests.kits.processes import binary, stop_process, wait_for
 
 
 def check_request(

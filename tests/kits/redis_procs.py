@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import binary
-from tests.support import wait_for as wait_until
+from tests.kits.processes import binary
+from tests.kits.processes import wait_for as wait_until
 
 
 def _port_free(port: int) -> bool:

@@ -29,7 +29,7 @@ from authz_service.models import Allow, Answer, Deny
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.engine import NeedKeys, decide
 from authz_service.policy.loading import load_policy
-from tests.authz import jwt_kit
+from tests.kits import jwt_kit
 
 ADMIN = "spiffe://fuzz.test/ns/ops/sa/admin"
 API_KEY = "fz_live_6b1f0c9d2e8a4f71b3c5"

@@ -13,7 +13,7 @@ from typing import Any
 
 import httptools
 
-from tests.authz.grpc_kit import AuthzClient, check_request
+from tests.kits.grpc_kit import AuthzClient, check_request
 
 PREFIX = "/check"
 

@@ -1,0 +1,1 @@
+"""Harness shared by the suites and bench/: real processes, ports, polls, tokens, clients."""
