@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from authz_service.decision_log import DecisionLog, DecisionLogSettings, parse_claims
 from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwarders
 from authz_service.doors.grpc import AuthorizationService, service_spec
 from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.identity.dpop_replay import MemoryReplayStore, RedisReplayStore, ReplayStore
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.stage import LimitCounter
-from authz_service.metrics import TOKEN_CACHE_ENTRIES
+from authz_service.metrics import DECISION_LOG_DROPPED, TOKEN_CACHE_ENTRIES
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy, watched_files
@@ -25,11 +27,13 @@ from tollgate.config import ConfigError, ConfigNote
 from tollgate.http_server import HttpLimits, HttpServer
 from tollgate.logs import configure_logging
 from tollgate.metrics import serve_metrics
+from tollgate.record_log import JsonLinesSink, RecordSink
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tls import ServerTls, TlsError, TlsFiles
 from tollgate.tracing import configure_tracing
+from tollgate.version import add_version
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
 OFF = "off"
@@ -38,6 +42,7 @@ log = logging.getLogger("authz")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="authz-service", description=__doc__)
+    add_version(p)
     flag(p, "--config", env=["AUTHZ_CONFIG"], default=None,
          help="YAML config file (the embedded demo default when unset)")
     flag(p, "--check-config", env=["AUTHZ_CHECK_CONFIG"], default=None,
@@ -103,6 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--drain-announce-seconds", env=["AUTHZ_DRAIN_ANNOUNCE_SECONDS"], default=1.0,
          kind=float, help="part of the grace period spent still answering, health "
          "NOT_SERVING, so probes and Envoy see it before new RPCs are refused")
+    flag(p, "--decision-log", env=["AUTHZ_DECISION_LOG"], default=OFF,
+         help="one JSON record per decision (denials always, allows sampled): 'stdout', "
+              "a file PATH (appended to), or 'off'")
+    flag(p, "--decision-log-allow-sample-rate", env=["AUTHZ_DECISION_LOG_ALLOW_SAMPLE_RATE"],
+         default=1.0, kind=float,
+         help="share of allows recorded, 0..1 (denials are always recorded)")
+    flag(p, "--decision-log-claims", env=["AUTHZ_DECISION_LOG_CLAIMS"], default="",
+         help="claim paths copied into each record, comma-separated (e.g. "
+              "'email,realm_access.roles'); none when empty")
+    flag(p, "--decision-log-query", env=["AUTHZ_DECISION_LOG_QUERY"], default=False,
+         kind=bool, help="keep the query string in the recorded path (it can carry "
+                         "secrets: stripped by default)")
+    flag(p, "--decision-log-queue", env=["AUTHZ_DECISION_LOG_QUEUE"], default=10_000,
+         kind=int, help="records waiting to be written at most; beyond, records are "
+                        "dropped and counted (tollgate_authz_decision_log_dropped_total)")
+    flag(p, "--decision-log-otlp-endpoint", env=["AUTHZ_DECISION_LOG_OTLP_ENDPOINT",
+                                                 "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"],
+         default="", help="also export the records as OpenTelemetry logs over OTLP/gRPC "
+                          "to this URL; off when empty")
     flag(p, "--log-level", env=["AUTHZ_LOG_LEVEL", "LOG_LEVEL"], default="info",
          choices=["debug", "info", "warning", "error"], help="log level")
     flag(p, "--log-format", env=["AUTHZ_LOG_FORMAT", "LOG_FORMAT"], default="json",
@@ -143,6 +167,33 @@ def _load(path: Path, keys: KeyRegistry) -> CompiledPolicy:
     return policy
 
 
+def decision_log(args: argparse.Namespace) -> DecisionLog | None:
+    """The decision log the flags ask for (None: off); ValueError or OSError when they
+    name a bad claim path, rate or size, or a file that cannot be opened."""
+    sinks: list[RecordSink] = []
+    settings = DecisionLogSettings(
+        allow_sample_rate=args.decision_log_allow_sample_rate,
+        claims=parse_claims(args.decision_log_claims),
+        keep_query=args.decision_log_query,
+    )
+    if args.decision_log_queue < 1:
+        raise ValueError(f"--decision-log-queue {args.decision_log_queue}: at least 1")
+    if args.decision_log != OFF:
+        sinks.append(JsonLinesSink.open(args.decision_log))
+    if args.decision_log_otlp_endpoint:
+        from tollgate.otlp_logs import OtlpLogSink  # noqa: PLC0415 - only when asked for
+
+        sinks.append(OtlpLogSink(args.decision_log_otlp_endpoint, "authz-service",
+                                 "authz decision"))
+    if not sinks:
+        return None
+    built = DecisionLog(settings, sinks, max_queued=args.decision_log_queue)
+    queue = built.queue
+    if queue is not None:
+        DECISION_LOG_DROPPED.set_function(lambda: queue.dropped)
+    return built
+
+
 def _limit_counter(args: argparse.Namespace) -> LimitCounter:
     settings = StoreSettings(
         url=args.limits_redis_url, auth=args.limits_redis_auth, tls=args.limits_redis_tls,
@@ -159,8 +210,10 @@ def _replay_store(args: argparse.Namespace) -> ReplayStore:
                             key_prefix=args.dpop_replay_key_prefix)
 
 
-async def serve(args: argparse.Namespace, counter: LimitCounter,
-                replay: ReplayStore | None = None) -> None:
+async def serve(
+    args: argparse.Namespace, counter: LimitCounter, replay: ReplayStore | None = None,
+    decisions: DecisionLog | None = None,
+) -> None:
     config_path = Path(args.config) if args.config else DEFAULT_CONFIG
     keys = KeyRegistry()
     try:
@@ -176,7 +229,9 @@ async def serve(args: argparse.Namespace, counter: LimitCounter,
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
-    pipeline = Pipeline(holder, keys, counter, replay=replay)
+    pipeline = Pipeline(holder, keys, counter, replay=replay, decision_log=decisions)
+    if decisions is not None and decisions.queue is not None:
+        decisions.queue.start()
     app = None
     if args.grpc_address != OFF:
         # Health: "" and the service name say ready (every JWT source holds usable keys);
@@ -206,6 +261,9 @@ async def serve(args: argparse.Namespace, counter: LimitCounter,
         await keys.close()
         await counter.store.close()
         await pipeline.replay.close()
+        if decisions is not None and decisions.queue is not None:
+            # What was decided before the drain is written before the process exits.
+            await asyncio.to_thread(decisions.queue.close)
 
     log.info("config loaded", extra={"file": str(config_path)})
     try:
@@ -268,10 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check_config:
         return check_config(args.check_config, sys.stdout, sys.stderr)
     try:
+        decisions = decision_log(args)
+    except (ValueError, OSError) as exc:
+        p.error(f"--decision-log: {exc}")
+    try:
         counter = _limit_counter(args)
     except TargetError as exc:
         p.error(f"--limits-redis-url: {exc}")
-    run(lambda: serve(args, counter, replay))
+    run(lambda: serve(args, counter, replay, decisions))
     return 0
 
 

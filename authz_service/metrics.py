@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from tollgate.hot_metrics import LabelledCounter, LatencyHistogram
+from tollgate.hot_metrics import LabelledCounter, LatencyHistogram, ReadCounter
 from tollgate.metrics import REGISTRY
 
 # Counted on every request: the hot-path kinds (tollgate.hot_metrics), same exposition.
@@ -49,4 +49,11 @@ WOULD_DENY = LabelledCounter(
     "tollgate_authz_would_deny",
     "Denials a shadow-mode (dry-run) route or policy let through, by stable error code.",
     ["code"],
+)
+
+
+DECISION_LOG_DROPPED = ReadCounter(
+    "tollgate_authz_decision_log_dropped",
+    "Decision records lost: the log's queue was full, or a sink (stdout, file, OTLP) "
+    "refused them.",
 )

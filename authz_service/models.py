@@ -41,6 +41,9 @@ class RequestContext:
     source_address: str = ""  # the client's IP address as Envoy determined it
     peer_certificate_sha256: str = ""  # hex SHA-256 of the verified client certificate (DER)
     peer_certificate_pem: str = ""  # gRPC door: Envoy's URL-encoded PEM of that certificate
+    # The trace context the door received beside the request (gRPC call metadata); the
+    # HTTP door's is among its headers. Only the decision log reads it.
+    trace_parent: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
+from authz_service.decision_log import DecisionLog
 from authz_service.identity.base import Proven
 from authz_service.identity.dpop_replay import (
     MemoryReplayStore,
@@ -61,9 +63,12 @@ class Pipeline:
         keys: KeyRegistry,
         counter: LimitCounter | None = None,
         clock: Callable[[], float] = time.time,
+        *,
         replay: ReplayStore | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
-        """`replay`: where spent DPoP proofs are remembered (default: this process)."""
+        """`replay`: where spent DPoP proofs are remembered (default: this process);
+        `decision_log`: where each decision is recorded (None: nowhere)."""
         self.holder = holder
         self.keys = keys
         # No store configured: an in-memory one (a single replica's exact counts).
@@ -71,6 +76,7 @@ class Pipeline:
                                                                         clock=clock)
         self.clock = clock
         self.replay: ReplayStore = replay if replay is not None else MemoryReplayStore()
+        self.decision_log = decision_log
 
     async def decide(self, ctx: RequestContext) -> Answer:
         """The answer for one request; never raises but CheckUnavailable."""
@@ -82,10 +88,20 @@ class Pipeline:
             # Fail closed: an internal error never lets a request through.
             log.exception("check failed", extra={"request_id": ctx.request_id})
             self._count("error", "internal_error", "")
+            denial = internal_error()
+            failed = Answer(denial)
+            if self.decision_log is not None:
+                # Recorded as answered: 503 when the door answers with its transport's error.
+                logged = Answer(replace(denial, status=503)) if policy.fail_with_error \
+                    else failed
+                self.decision_log.offer(ctx, logged, time.perf_counter() - started)
             if policy.fail_with_error:
                 raise CheckUnavailable from None
-            return Answer(internal_error())
-        CHECK_SECONDS.observe(time.perf_counter() - started)
+            return failed
+        seconds = time.perf_counter() - started
+        CHECK_SECONDS.observe(seconds)
+        if self.decision_log is not None:
+            self.decision_log.offer(ctx, answer, seconds)
         decision = answer.decision
         if isinstance(decision, Deny):
             self._count("deny", decision.code, decision.route)

@@ -37,6 +37,7 @@ from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tls import ServerTls, TlsError, TlsFiles
 from tollgate.tracing import configure_tracing
+from tollgate.version import add_version
 from tollgate.workers import port_for, run_workers, socket_path_for, worker_index
 
 log = logging.getLogger("ratelimit_service")
@@ -46,6 +47,7 @@ DEFAULT_ADDRESS = "127.0.0.1:8081"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ratelimit-service", description=__doc__)
+    add_version(p)
     flag(p, "--config", env=["RATELIMIT_CONFIG"],
          help="YAML file or directory of them (one domain per file); "
               "default: $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config if set, "

@@ -11,7 +11,7 @@ families (names, labels, buckets) when /metrics is scraped from its own thread
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -81,4 +81,29 @@ class LatencyHistogram(Collector):
             cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
         family = HistogramMetricFamily(self.name, self.documentation)
         family.add_metric([], cumulative, total)
+        yield family
+
+
+class ReadCounter(Collector):
+    """A counter without labels whose value is read at scrape time from its owner
+    (`set_function`), so that owner counts with a plain integer on its own thread."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        registry: CollectorRegistry | None = REGISTRY,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.read: Callable[[], float] = lambda: 0
+        if registry is not None:
+            registry.register(self)
+
+    def set_function(self, read: Callable[[], float]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=())
+        family.add_metric([], self.read())
         yield family

@@ -149,6 +149,12 @@ class MalformedMessageFilter(logging.Filter):
         return True
 
 
+# Libraries whose debug records describe their own machinery (gRPC's loop bookkeeping on
+# every call, HTTP/2 frames and HPACK headers, connection pools): never below INFO, so
+# `--log-level debug` shows the services' decisions and reloads, not a flood.
+LIBRARY_LOGGERS = ("grpc", "asyncio", "hpack", "h2", "httpcore", "httpx", "urllib3")
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "json",
@@ -160,6 +166,8 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 def _count_malformed(method: str) -> None:

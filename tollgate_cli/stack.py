@@ -192,6 +192,11 @@ class Stack:
     def service_names(self) -> tuple[str, ...]:
         return ("authz",) if self.options.layout == "http" else ("authz", "ratelimit")
 
+    @property
+    def decision_log(self) -> Path:
+        """authz-service's decision records (Envoy's access log is in logs/envoy.log)."""
+        return self.run_dir / "logs" / "decisions.jsonl"
+
     def socket(self, name: str) -> Path:
         return self.run_dir / f"{name}.sock"
 
@@ -237,7 +242,8 @@ class Stack:
         http = self.options.layout == "http"
         door = "--http-address" if http else "--grpc-address"
         authz_args = [door, self.address("authz"),
-                      "--grpc-address" if http else "--http-address", "off"]
+                      "--grpc-address" if http else "--http-address", "off",
+                      "--decision-log", str(self.decision_log)]
         policy = self._policy()
         if policy is not None:
             authz_args += ["--config", str(policy)]
@@ -261,9 +267,10 @@ class Stack:
             rendered = over_tcp(rendered, {f"tollgate_{name}": self._tcp_ports[name]
                                            for name in self.service_names})
         config.write_text(rendered)
+        # Access-log lines reach logs/envoy.log within 250 ms (Envoy's default: 10 s).
         self._spawn("envoy", [find_binary("envoy"), "-c", str(config), "--concurrency", "1",
-                              "--disable-hot-restart", "--log-level",
-                              self.options.envoy_log_level])
+                              "--disable-hot-restart", "--file-flush-interval-msec", "250",
+                              "--log-level", self.options.envoy_log_level])
         poll(self._envoy_ready, START_TIMEOUT, "envoy", self.services["envoy"].died)
 
     def _policy(self) -> Path | None:
@@ -547,8 +554,10 @@ def demo_text(export: str, calls: list[DemoCall], shown_run_dir: str) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("run"),
                         help="certificates, keys, sockets, rendered config, logs (default run/)")
-    parser.add_argument("--https-port", type=int, default=8443)
-    parser.add_argument("--mtls-port", type=int, default=8444)
+    parser.add_argument("--https-port", type=int, default=8443,
+                        help="Envoy's HTTPS listener for token callers (default 8443)")
+    parser.add_argument("--mtls-port", type=int, default=8444,
+                        help="Envoy's mTLS listener, client certificate required (default 8444)")
     parser.add_argument("--admin-port", type=int, default=0, help="Envoy admin (default: free)")
     parser.add_argument("--issuer-port", type=int, default=demo_issuer.DEFAULT_PORT,
                         help="demo issuer port; not 9999 writes a policy copy trusting it")
@@ -592,7 +601,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"layout {args.layout}: {', '.join(f'{n}-service' for n in stack.service_names)}"
               f" beside Envoy over {'Unix sockets' if args.transport == 'uds' else 'TCP'}")
         print(f"ready: https://localhost:{args.https_port} (JWT), "
-              f"https://localhost:{args.mtls_port} (mTLS); Ctrl-C stops everything\n")
+              f"https://localhost:{args.mtls_port} (mTLS); Ctrl-C stops everything")
+        print(f"each decision: {shown}/logs/decisions.jsonl; each request (Envoy's access "
+              f"log, same request_id): {shown}/logs/envoy.log\n")
         print(demo_text(export, calls, shown), flush=True)
         stopped = threading.Event()
         while not stopped.wait(0.5):

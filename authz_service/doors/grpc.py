@@ -7,6 +7,9 @@ per-request rate-limit headers are appended as bytes protobuf merges.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2
 from opentelemetry.trace import SpanKind, Tracer
@@ -31,7 +34,10 @@ class AuthorizationService:
         request: external_auth_pb2.CheckRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> bytes:
-        ctx = to_context(request)
+        # The trace context only the decision log reads: looked up only when it is on.
+        trace = _trace_header(context.invocation_metadata()) \
+            if self.pipeline.decision_log is not None else ""
+        ctx = to_context(request, trace)
         try:
             if self.tracer is None:
                 answer = await self.pipeline.decide(ctx)
@@ -61,6 +67,15 @@ def service_spec(service: AuthorizationService) -> ServiceSpec:
     )
     generic = grpc.method_handlers_generic_handler(SERVICE_NAME, {"Check": handler})
     return ServiceSpec(SERVICE_NAME, lambda server: server.add_generic_rpc_handlers((generic,)))
+
+
+def _trace_header(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """Envoy's trace context on this call: W3C `traceparent`, else a B3 header."""
+    found = {key: value for key, value in metadata or () if key in _TRACE_KEYS}
+    return next((str(found[key]) for key in _TRACE_KEYS if key in found), "")
+
+
+_TRACE_KEYS = ("traceparent", "b3", "x-b3-traceid")
 
 
 def _as_bytes(response: bytes) -> bytes:

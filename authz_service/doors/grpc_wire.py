@@ -26,7 +26,7 @@ _KNOWN_STATUS = frozenset(http_status_pb2.StatusCode.values())
 _NO_EXTENSIONS: MappingProxyType[str, str] = MappingProxyType({})
 
 
-def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
+def to_context(request: external_auth_pb2.CheckRequest, trace_parent: str = "") -> RequestContext:
     attributes = request.attributes
     http = attributes.request.http
     duplicates: frozenset[str] = frozenset()
@@ -60,6 +60,7 @@ def to_context(request: external_auth_pb2.CheckRequest) -> RequestContext:
         body=http.raw_body or http.body.encode(),
         source_address=source.address.socket_address.address,
         peer_certificate_pem=certificate,
+        trace_parent=trace_parent,
     )
 
 

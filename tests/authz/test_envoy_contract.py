@@ -204,3 +204,46 @@ def test_identity_headers_go_upstream_and_metadata_headers_do_not(http: dict[str
         assert header is not None and any(matches(p, header) for p in patterns), header
     for key in METADATA_KEYS:
         assert not any(matches(p, key) for p in patterns), key
+
+
+@each_http_layout
+def test_the_http_layout_sends_authz_the_request_id(http: dict[str, Any]) -> None:
+    assert any(matches(p, "x-request-id") for p in http["allowed_headers"]["patterns"])
+
+
+def authorizing_connection_managers(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HTTP connection managers of a config whose filters include ext_authz."""
+    found = []
+    for listener in config["static_resources"].get("listeners", []):
+        for chain in listener["filter_chains"]:
+            for network in chain["filters"]:
+                hcm = network["typed_config"]
+                if any(f["name"] == "envoy.filters.http.ext_authz"
+                       for f in hcm.get("http_filters", [])):
+                    found.append(hcm)
+    return found
+
+
+AUTHORIZING = {name: config for name, config in SHIPPED.items()
+               if authorizing_connection_managers(config)}
+
+
+def test_every_config_that_authorizes_is_checked_for_its_access_log() -> None:
+    assert {name.split(":")[0].split("/")[0] for name in AUTHORIZING} >= {
+        "envoy", "compose"} and len(AUTHORIZING) >= 8
+
+
+@pytest.mark.parametrize("config", list(AUTHORIZING.values()), ids=list(AUTHORIZING))
+def test_every_shipped_access_log_carries_the_request_id_authz_logs_and_no_query(
+        config: dict[str, Any]) -> None:
+    for hcm in authorizing_connection_managers(config):
+        logs = hcm.get("access_log", [])
+        assert logs, "no access_log"
+        for access_log in logs:
+            fields = access_log["typed_config"]["log_format"]["json_format"]
+            assert fields["request_id"] == "%REQ(X-REQUEST-ID)%"
+            assert fields["trace_id"] == "%TRACE_ID%"
+            # The query can carry a credential: the path is logged without it.
+            assert fields["path"] == "%PATH(NQ)%"
+            assert not any("AUTHORIZATION" in v.upper() or "COOKIE" in v.upper()
+                           for v in fields.values()), fields

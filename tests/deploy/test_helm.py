@@ -112,6 +112,24 @@ def test_values_reach_the_objects() -> None:
                                     "limits": {"cpu": "2", "memory": "320Mi"}}
 
 
+def _authz_env(values: dict[str, Any]) -> dict[str, str]:
+    rendered = _render(values)
+    deployment = yaml.safe_load(rendered["tollgate/templates/deployment.yaml"])
+    (authz_c,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    return {e["name"]: e.get("value", "") for e in authz_c["env"]}
+
+
+def test_the_decision_log_is_on_by_default_and_its_values_reach_authz() -> None:
+    assert _authz_env({})["AUTHZ_DECISION_LOG"] == "stdout"
+    assert "AUTHZ_DECISION_LOG_CLAIMS" not in _authz_env({})
+    env = _authz_env({"decisionLog": {"allowSampleRate": 0.25,
+                                      "claims": ["email", "realm_access.roles"]}})
+    assert env["AUTHZ_DECISION_LOG_ALLOW_SAMPLE_RATE"] == "0.25"
+    assert env["AUTHZ_DECISION_LOG_CLAIMS"] == "email,realm_access.roles"
+    assert not {k for k in _authz_env({"decisionLog": {"enabled": False}})
+                if k.startswith("AUTHZ_DECISION_LOG")}
+
+
 def test_a_policy_override_is_used_verbatim() -> None:
     policy = "realm: mine\nroutes:\n  - name: all\n    anonymous: true\n"
     rendered = _render({"policy": {"override": policy}})

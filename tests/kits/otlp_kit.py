@@ -1,4 +1,5 @@
-"""A real OTLP/gRPC trace receiver: the services' spans arrive here in the tests."""
+"""A real OTLP/gRPC receiver: the services' spans (and decision-log records, as
+OpenTelemetry logs) arrive here in the tests."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 # A parent span context as Envoy would send it in `traceparent`.
@@ -20,6 +22,7 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.logs: list[Any] = []  # LogRecord messages, as exported
         self.lock = threading.Lock()
 
     def Export(
@@ -32,12 +35,27 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+class LogsReceiver(logs_service_pb2_grpc.LogsServiceServicer):
+    def __init__(self, receiver: Receiver) -> None:
+        self.receiver = receiver
+
+    def Export(
+        self, request: logs_service_pb2.ExportLogsServiceRequest, context: object
+    ) -> logs_service_pb2.ExportLogsServiceResponse:
+        with self.receiver.lock:
+            for resource_logs in request.resource_logs:
+                for scope_logs in resource_logs.scope_logs:
+                    self.receiver.logs.extend(scope_logs.log_records)
+        return logs_service_pb2.ExportLogsServiceResponse()
+
+
 @contextmanager
 def otlp_receiver() -> Iterator[tuple[str, Receiver]]:
     """Yield (endpoint URL, receiver) of a receiver on a free loopback port."""
     receiver = Receiver()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsReceiver(receiver), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
