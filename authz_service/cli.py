@@ -13,7 +13,7 @@ from authz_service.doors.grpc import AuthorizationService, service_spec
 from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.stage import LimitCounter
-from authz_service.metrics import TOKEN_CACHE_ENTRIES
+from authz_service.metrics import CONFIG_LOADS, TOKEN_CACHE_ENTRIES, register_keys_held
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy, watched_files
@@ -22,7 +22,7 @@ from ratelimit_service.stores.target import TargetError
 from tollgate.config import ConfigError
 from tollgate.http_server import HttpLimits, HttpServer
 from tollgate.logs import configure_logging
-from tollgate.metrics import serve_metrics
+from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
@@ -115,11 +115,14 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     except ConfigError as exc:
         log.error("invalid config", extra={"error": str(exc)})
         raise SystemExit(1) from None
+    CONFIG_LOADS.loaded()
     watcher = ConfigWatcher(
         config_path, holder, lambda: load_policy(config_path, keys),
-        interval=args.reload_interval, also_watch=watched_files,
+        interval=args.reload_interval, also_watch=watched_files, loads=CONFIG_LOADS,
     )
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
+    register_keys_held(keys.keys_held)
+    register_build_info("authz-service")
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
     pipeline = Pipeline(holder, keys, counter)

@@ -17,6 +17,7 @@ from authz_service.doors.http_wire import AnswerRenderer, NotACheck, to_context
 from authz_service.models import Answer
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from tollgate.eager import start
+from tollgate.health_http import health_response
 from tollgate.http_server import HttpRequest, Response, simple_response
 
 DEFAULT_PATH_PREFIX = "/check"
@@ -82,16 +83,7 @@ class HttpCheckDoor:
         return rendered
 
     def _other(self, request: HttpRequest) -> bytes:
-        path = request.target.partition("?")[0]
-        head = request.method == "HEAD"
-        if path == "/healthz" and request.method in ("GET", "HEAD"):
-            return simple_response(200, b"ok\n", head=head)
-        if path == "/ready" and request.method in ("GET", "HEAD"):
-            blockers = self.blockers()
-            if not blockers:
-                return simple_response(200, b"ready\n", head=head)
-            why = "".join(f"{name}: {reason}\n" for name, reason in sorted(blockers.items()))
-            return simple_response(503, b"not ready\n" + why.encode(), head=head)
-        return _NOT_FOUND
+        answer = health_response(request, self.blockers)
+        return answer if answer is not None else _NOT_FOUND
 
 
