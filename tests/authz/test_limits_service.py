@@ -16,6 +16,7 @@ import pytest
 from tests.authz import jwt_kit
 from tests.authz.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
 from tests.authz.grpc_kit import AuthzClient, authz_process
+from tests.metrics_kit import scrape, value
 from tests.ratelimit.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
@@ -249,6 +250,10 @@ def test_redis_down_applies_each_sets_store_failure_mode(
     with limited(tmp_path, redis_url=redis_server.url) as lim:
         headers = lim.bearer(sub="outage-1")
         assert ask_http(lim.http, Ask("GET", "/orders", headers)).status == 200
+        samples = scrape(lim.metrics_port)
+        trips = value(samples, "tollgate_store_round_trip_seconds_count") or 0
+        assert trips >= 1, "the Redis round trip is timed"
+        assert value(samples, "tollgate_store_errors_total", {"store": "redis"}) is None
         redis_server.stop()
         # orders: every set says allow -> allowed (and counted as failed open)
         for reply in both(lim, Ask("GET", "/orders", headers)):
@@ -262,3 +267,5 @@ def test_redis_down_applies_each_sets_store_failure_mode(
                           outcome="store_failed_open") >= 2
         assert lim.metric("tollgate_authz_rate_limit_decisions_total",
                           limit_set="strict-when-down", outcome="store_failed_closed") == 2
+        assert (value(scrape(lim.metrics_port), "tollgate_store_errors_total", {"store": "redis"})
+                or 0) >= 4, "each failed Redis call is counted"
