@@ -31,3 +31,15 @@ def value(samples: Samples, name: str, labels: Mapping[str, str] | None = None) 
 def reading(port: int, name: str, labels: Mapping[str, str] | None = None) -> Callable[[], float]:
     """A function that scrapes again and returns the sample (0 when absent)."""
     return lambda: value(scrape(port), name, labels) or 0.0
+
+
+def cumulative_names(port: int) -> tuple[Samples, set[str]]:
+    """One scrape, and the names of its samples that only grow (counters, histograms)."""
+    samples: Samples = {}
+    growing: set[str] = set()
+    for family in text_string_to_metric_families(scrape_text(port)):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+            if family.type in ("counter", "histogram"):
+                growing.add(sample.name)
+    return samples, growing

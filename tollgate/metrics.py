@@ -75,9 +75,11 @@ def register_build_info(service: str, registry: CollectorRegistry = REGISTRY) ->
 class ConfigLoads(Collector):
     """Config loads by result and the time of the last good one, for one service.
 
-    `<prefix>_config_loads_total{result="success"|"error"}` and
-    `<prefix>_config_last_success_timestamp_seconds`. A load is counted where it
-    happens: the start and every reload the watcher tries (tollgate.reload).
+    `<prefix>_config_loads_total{result="success"|"error"}`,
+    `<prefix>_config_last_success_timestamp_seconds` and
+    `<prefix>_config_last_reload_successful` (0 while the newest file is refused and the
+    last good config serves, as Prometheus's own gauge of that name). A load is counted
+    where it happens: the start and every reload the watcher tries (tollgate.reload).
     """
 
     def __init__(self, prefix: str, registry: CollectorRegistry | None = REGISTRY) -> None:
@@ -85,15 +87,18 @@ class ConfigLoads(Collector):
         self.successes = 0
         self.errors = 0
         self.last_success = 0.0
+        self.last_ok = True
         if registry is not None:
             registry.register(self)
 
     def loaded(self) -> None:
         self.successes += 1
         self.last_success = time.time()
+        self.last_ok = True
 
     def rejected(self) -> None:
         self.errors += 1
+        self.last_ok = False
 
     def collect(self) -> Iterator[Metric]:
         loads = CounterMetricFamily(
@@ -107,6 +112,11 @@ class ConfigLoads(Collector):
             f"{self.prefix}_config_last_success_timestamp_seconds",
             "Unix time of the last config load that succeeded (the config serving now).",
             value=self.last_success,
+        )
+        yield GaugeMetricFamily(
+            f"{self.prefix}_config_last_reload_successful",
+            "1 when the newest config loaded; 0 while it is refused (the last good one serves).",
+            value=1 if self.last_ok else 0,
         )
 
 

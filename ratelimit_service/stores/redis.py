@@ -142,6 +142,7 @@ class RedisStore:
         self._queues: dict[int, _SlotQueue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = 0  # makes group names unique within a merged call
+        STORE_ERRORS.inc(REDIS_ERRORS, 0)  # exported at 0 from the start, for rate()
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         deadline = self.link.deadline()

@@ -177,12 +177,15 @@ def test_a_broken_config_is_counted_and_the_last_success_time_kept(
         samples = scrape(port)
         assert value(samples, "tollgate_authz_config_loads_total", {"result": "success"}) == 1
         assert value(samples, "tollgate_authz_config_last_success_timestamp_seconds") == first
+        assert value(samples, "tollgate_authz_config_last_reload_successful") == 0
 
         config.write_text(policy(idp.url, route="orders-v2"))
         successes = reading(port, "tollgate_authz_config_loads_total", {"result": "success"})
         wait_for(lambda: successes() == 2, what="the good reload counted")
-        later = value(scrape(port), "tollgate_authz_config_last_success_timestamp_seconds")
+        samples = scrape(port)
+        later = value(samples, "tollgate_authz_config_last_success_timestamp_seconds")
         assert later is not None and later > first
+        assert value(samples, "tollgate_authz_config_last_reload_successful") == 1
         assert client.live()
 
 

@@ -85,6 +85,7 @@ def test_reference_names_beside_ours_and_config_loads_counted(tmp_path: Path) ->
         samples = scrape(port)
         assert value(samples, "tollgate_ratelimit_config_loads_total", {"result": "error"}) == 1
         assert value(samples, "tollgate_ratelimit_config_last_success_timestamp_seconds") == first
+        assert value(samples, "tollgate_ratelimit_config_last_reload_successful") == 0
         config.write_text(CONFIG.replace("requests_per_unit: 2", "requests_per_unit: 5"))
         wait_for(lambda: reading(port, "ratelimit_service_config_load_success")() == 2,
                  what="the good reload counted")
@@ -110,7 +111,7 @@ def test_a_killed_redis_counts_store_errors_and_each_failure_decision(
         assert proc.call(hit).overall_code == rls_pb2.RateLimitResponse.OK
         samples = scrape(port)
         assert (value(samples, "tollgate_store_round_trip_seconds_count") or 0) >= 1
-        assert value(samples, "tollgate_store_errors_total", {"store": "redis"}) is None
+        assert value(samples, "tollgate_store_errors_total", {"store": "redis"}) == 0
         assert healthcheck(health_port) == (200, b"OK")
 
         redis_server.stop()
