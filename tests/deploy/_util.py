@@ -47,6 +47,10 @@ CHART_CASES: dict[str, dict[str, Any]] = {
                           "image": {"digest": "sha256:" + "ab" * 32},
                           "tracing": {"otlpEndpoint": "http://otel:4317"},
                           "metrics": {"enabled": False}},
+    "monitoring": {"layout": "grpc", "limits": {"store": "redis"},
+                   "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                  "prometheusRule": {"enabled": True},
+                                  "grafanaDashboard": {"enabled": True}}},
     "cluster-issuer-and-namespace": {
         "tls": {"certManager": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer",
                                               "group": "cert-manager.io"},

@@ -41,7 +41,8 @@ from tests.deploy.references import containers, unresolved
 pytestmark = pytest.mark.integration  # kubectl kustomize, Helm's engine, the services
 
 RENDERINGS = renderings()
-CRD_GROUPS = ("cert-manager.io/", "security.istio.io/", "install.istio.io/")
+CRD_GROUPS = ("cert-manager.io/", "security.istio.io/", "install.istio.io/",
+              "monitoring.coreos.com/")
 
 
 def _core(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

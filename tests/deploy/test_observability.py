@@ -485,3 +485,60 @@ def test_every_dashboard_metric_is_exported_by_a_real_service_or_envoy(
                for name in referenced_metrics(expr) if name not in exported}
     assert not missing, f"panels query metrics nobody exports: {sorted(missing)}"
 
+
+
+# --- the monitoring objects of deploy/k8s and the chart ---------------------------------
+
+
+def _pod_ports(docs: list[dict[str, Any]]) -> set[str]:
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"
+                     and d["metadata"]["name"].endswith("tollgate")]
+    spec = deployment["spec"]["template"]["spec"]
+    return {port["name"] for c in [*spec.get("initContainers", []), *spec["containers"]]
+            for port in c.get("ports", [])}
+
+
+def _check_monitoring(docs: list[dict[str, Any]]) -> None:
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"
+                     and d["metadata"]["name"].endswith("tollgate")]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items(), "the PodMonitor selects the Tollgate pods"
+    endpoints = {e["port"]: e for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert set(endpoints) <= _pod_ports(docs)
+    assert endpoints["envoy-probes"]["path"] == "/stats/prometheus"
+    jobs = {e["relabelings"][0]["replacement"] for e in endpoints.values()}
+    assert jobs == {"authz-service", "ratelimit-service", "envoy"}
+    (rule,) = [d for d in docs if d["kind"] == "PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+
+
+def test_the_chart_ships_the_podmonitor_rules_and_dashboard_when_asked() -> None:
+    from tests.deploy._util import CHART, helm_render
+
+    assert (CHART / "files" / RULES.name).read_text() == RULES.read_text()
+    assert (CHART / "files" / DASHBOARD.name).read_text() == DASHBOARD.read_text()
+    docs = helm_render("monitoring")
+    _check_monitoring(docs)
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    (board,) = [d for d in docs if d["kind"] == "ConfigMap" and "tollgate-dashboard.json"
+                in d.get("data", {})]
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(board["data"]["tollgate-dashboard.json"]) == json.loads(
+        DASHBOARD.read_text())
+    default = helm_render("default")
+    assert not [d for d in default if d["kind"] in ("PodMonitor", "PrometheusRule")]
+
+
+def test_the_kustomize_component_adds_the_podmonitor_and_rules(tmp_path: Path) -> None:
+    from tests.deploy._util import K8S, kustomize
+
+    tree = tmp_path / "k8s"
+    shutil.copytree(K8S, tree)
+    overlay = tree / "overlays" / "grpc"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    kustomization["components"].append("../../components/monitoring")
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    _check_monitoring(kustomize(overlay))
