@@ -69,6 +69,9 @@ CHART_EXTERNAL: dict[str, list[dict[str, Any]]] = {
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": "orders", "namespace": "tollgate"},
          "spec": {"ports": [{"port": 8080}]}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "otel", "namespace": "tollgate"},
+         "spec": {"ports": [{"port": 4317}]}},
     ],
 }
 
