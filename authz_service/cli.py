@@ -141,7 +141,8 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
         return keys.readiness.blockers()
 
     if args.http_address != OFF:
-        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers)
+        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers,
+                             tracer=tracer)
         listeners.append(HttpServer(args.http_address, door,
                                     HttpLimits(max_body_bytes=args.http_max_body_bytes)))
 

@@ -20,6 +20,7 @@ TRACEPARENT = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[Any] = []
+        self.services: list[tuple[str, Any]] = []  # (resource service.name, span)
         self.lock = threading.Lock()
 
     def Export(
@@ -27,8 +28,11 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         with self.lock:
             for resource_spans in request.resource_spans:
+                service = next((a.value.string_value for a in resource_spans.resource.attributes
+                                if a.key == "service.name"), "")
                 for scope_spans in resource_spans.scope_spans:
                     self.spans.extend(scope_spans.spans)
+                    self.services.extend((service, span) for span in scope_spans.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 

@@ -13,8 +13,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from opentelemetry.propagate import extract
+from opentelemetry.trace import Span, SpanKind, Tracer
+
 from authz_service.doors.http_wire import AnswerRenderer, NotACheck, to_context
-from authz_service.models import Answer
+from authz_service.doors.spans import record_answer, record_unavailable
+from authz_service.models import Answer, Deny
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from tollgate.eager import start
 from tollgate.health_http import health_response
@@ -33,8 +37,10 @@ class HttpCheckDoor:
         *,
         path_prefix: str = DEFAULT_PATH_PREFIX,
         blockers: Callable[[], dict[str, str]] = dict,
+        tracer: Tracer | None = None,
     ) -> None:
-        """`blockers`: what keeps the service from being ready, by name (none: ready)."""
+        """`blockers`: what keeps the service from being ready, by name (none: ready);
+        `tracer`: a span per check, a child of the one Envoy sent (`traceparent`)."""
         if not path_prefix.startswith("/") or path_prefix.endswith("/"):
             raise ValueError(f"path prefix '{path_prefix}' must start with '/' and not end "
                              "with one (e.g. /check)")
@@ -42,8 +48,11 @@ class HttpCheckDoor:
         self.path_prefix = path_prefix
         self.blockers = blockers
         self.answers = AnswerRenderer()
+        self.tracer = tracer
 
     def __call__(self, request: HttpRequest) -> Response:
+        if self.tracer is not None:
+            return self._traced(request, self.tracer)
         try:
             ctx = to_context(request, self.path_prefix)
         except NotACheck:
@@ -55,6 +64,38 @@ class HttpCheckDoor:
             return _UNAVAILABLE
         if isinstance(outcome, Answer):
             return self.answers.render(outcome, ctx.request_id, head_only=head_only)
+        return self._later(outcome, ctx.request_id, head_only)
+
+    def _traced(self, request: HttpRequest, tracer: Tracer) -> Response:
+        """__call__ with a span around the decision (ended when the answer is known)."""
+        try:
+            ctx = to_context(request, self.path_prefix)
+        except NotACheck:
+            return self._other(request)
+        span = tracer.start_span(
+            f"{request.method} {self.path_prefix}", context=extract(dict(request.headers)),
+            kind=SpanKind.SERVER, attributes={
+                "http.request.method": request.method, "http.route": self.path_prefix,
+                "url.path": request.target.partition("?")[0]},
+        )
+        head_only = request.method == "HEAD"
+        try:
+            outcome = start(self.pipeline.decide(ctx))
+        except CheckUnavailable:
+            _end(span, None, 503)
+            return _UNAVAILABLE
+        if isinstance(outcome, Answer):
+            _end(span, outcome, _status(outcome))
+            return self.answers.render(outcome, ctx.request_id, head_only=head_only)
+
+        def done(finished: asyncio.Task[Answer]) -> None:
+            if finished.cancelled() or finished.exception() is not None:
+                _end(span, None, 503)
+            else:
+                answer = finished.result()
+                _end(span, answer, _status(answer))
+
+        outcome.add_done_callback(done)
         return self._later(outcome, ctx.request_id, head_only)
 
     def _later(
@@ -87,3 +128,15 @@ class HttpCheckDoor:
         return answer if answer is not None else _NOT_FOUND
 
 
+def _status(answer: Answer) -> int:
+    decision = answer.decision
+    return decision.status if isinstance(decision, Deny) else 200
+
+
+def _end(span: Span, answer: Answer | None, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if answer is None:
+        record_unavailable(span)
+    else:
+        record_answer(span, answer)
+    span.end()
