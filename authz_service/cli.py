@@ -17,6 +17,7 @@ from authz_service.metrics import CONFIG_LOADS, TOKEN_CACHE_ENTRIES, register_ke
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy, watched_files
+from ratelimit_service.reference_metrics import register_reference_metrics
 from ratelimit_service.stores.factory import StoreSettings, build_store
 from ratelimit_service.stores.target import TargetError
 from tollgate.config import ConfigError
@@ -122,6 +123,7 @@ async def serve(args: argparse.Namespace, counter: LimitCounter) -> None:
     )
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     register_keys_held(keys.keys_held)
+    register_reference_metrics(counter.stats, CONFIG_LOADS)  # envoyproxy/ratelimit's names
     register_build_info("authz-service")
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)

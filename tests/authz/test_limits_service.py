@@ -174,6 +174,12 @@ def test_a_free_subject_gets_429_after_three_whichever_door_it_comes_through(
                          outcome="over_limit") == 2
     assert memory.metric("tollgate_authz_decisions_total", decision="deny",
                          code="rate_limited", route="orders") == 2
+    # The same counts under envoyproxy/ratelimit's names: its dashboards work on authz too.
+    samples = scrape(memory.metrics_port)
+    free = {"domain": "api", "key1": "plan", "key2": "subject"}
+    assert value(samples, "ratelimit_service_rate_limit_over_limit", free) == 2
+    assert (value(samples, "ratelimit_service_rate_limit_total_hits", free) or 0) >= 5
+    assert value(samples, "ratelimit_service_config_load_success") == 1
 
 
 def test_the_limit_before_authentication_holds_back_a_forged_token_flood(
