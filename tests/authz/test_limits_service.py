@@ -217,17 +217,6 @@ def test_ietf_headers_on_request(tmp_path: Path) -> None:
         }
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_on_redis_replicas_share_counts_in_one_round_trip_per_stage(
     tmp_path: Path, redis_server: RedisProcess
 ) -> None:

@@ -58,6 +58,13 @@ class Idp:
                                         daemon=True)
         self._thread.start()
 
+    def __enter__(self) -> Idp:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()

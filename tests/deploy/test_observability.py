@@ -210,17 +210,6 @@ def ratelimit_with_metrics(args: list[str]) -> Iterator[tuple[ServiceProcess, Sc
         proc.stop()
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -231,24 +220,19 @@ def bearer(token: str) -> dict[str, str]:
 def test_a_healthy_pair_of_scrapes_fires_no_alert(
     tmp_path: Path, redis_server: RedisProcess
 ) -> None:
-    idp = Idp()
-    idp.start()
     config = tmp_path / "rl.yaml"
     config.write_text(RATELIMIT_CONFIG)
-    try:
-        with authz_with_metrics(policy(idp.url), tmp_path) as (client, authz), \
+    with Idp() as idp, authz_with_metrics(policy(idp.url), tmp_path) as (client, authz), \
                 ratelimit_with_metrics(["--config", str(config), "--redis-url",
-                                        redis_server.url]) as (proc, ratelimit):
-            wait_for(client.serving, what="authz ready")
-            authz.mark()
-            ratelimit.mark()
-            token = jwt_kit.mint(KEY)
-            for _ in range(30):
-                assert client.check(check_request(headers=bearer(token))).allowed
-                proc.call(request("shop", descriptor(("remote_address", "10.1.1.1"))))
-            scrapes = [authz.done(), ratelimit.done()]
-    finally:
-        idp.stop()
+                                    redis_server.url]) as (proc, ratelimit):
+        wait_for(client.serving, what="authz ready")
+        authz.mark()
+        ratelimit.mark()
+        token = jwt_kit.mint(KEY)
+        for _ in range(30):
+            assert client.check(check_request(headers=bearer(token))).allowed
+            proc.call(request("shop", descriptor(("remote_address", "10.1.1.1"))))
+        scrapes = [authz.done(), ratelimit.done()]
     promtool_test(tmp_path, scrapes, {name: [] for name in rule_names()})
 
 
@@ -277,25 +261,20 @@ def test_an_idp_killed_since_start_fires_the_key_alerts(tmp_path: Path) -> None:
 
 
 def test_a_broken_config_fires_config_rejected_for_each_service(tmp_path: Path) -> None:
-    idp = Idp()
-    idp.start()
     rules = tmp_path / "rl.yaml"
     rules.write_text(RATELIMIT_CONFIG)
-    try:
-        with authz_with_metrics(policy(idp.url), tmp_path) as (_, authz), \
+    with Idp() as idp, authz_with_metrics(policy(idp.url), tmp_path) as (_, authz), \
                 ratelimit_with_metrics(["--config", str(rules), "--reload-interval",
-                                        "0.05"]) as (_, ratelimit):
-            authz.mark()
-            ratelimit.mark()
-            (tmp_path / "authz.yaml").write_text(policy(idp.url) + "  - [broken\n")
-            rules.write_text(RATELIMIT_CONFIG + "  - key: [broken\n")
-            for scraper, prefix in ((authz, "tollgate_authz"), (ratelimit, "tollgate_ratelimit")):
-                wait_for(lambda s=scraper, p=prefix: value(  # type: ignore[misc]
-                    scrape(s.port), f"{p}_config_last_reload_successful") == 0,
-                    what=f"{prefix}: the broken file refused")
-            scrapes = [authz.done(), ratelimit.done()]
-    finally:
-        idp.stop()
+                                    "0.05"]) as (_, ratelimit):
+        authz.mark()
+        ratelimit.mark()
+        (tmp_path / "authz.yaml").write_text(policy(idp.url) + "  - [broken\n")
+        rules.write_text(RATELIMIT_CONFIG + "  - key: [broken\n")
+        for scraper, prefix in ((authz, "tollgate_authz"), (ratelimit, "tollgate_ratelimit")):
+            wait_for(lambda s=scraper, p=prefix: value(  # type: ignore[misc]
+                scrape(s.port), f"{p}_config_last_reload_successful") == 0,
+                what=f"{prefix}: the broken file refused")
+        scrapes = [authz.done(), ratelimit.done()]
     promtool_test(tmp_path, scrapes, {"TollgateConfigRejected": [
         authz_labels(s, severity="warning") for s in scrapes]})
 
@@ -329,18 +308,13 @@ def test_a_killed_redis_fires_store_down_and_the_failure_mode_alert(
 
 
 def test_a_flood_of_denials_fires_the_deny_rate_spike(tmp_path: Path) -> None:
-    idp = Idp()
-    idp.start()
-    try:
-        with authz_with_metrics(policy(idp.url), tmp_path) as (client, authz):
-            wait_for(client.serving, what="authz ready")
-            client.check(check_request(headers=bearer(jwt_kit.mint(KEY))))
-            authz.mark()
-            for _ in range(200):
-                client.check(check_request())  # no credentials
-            scraped = authz.done()
-    finally:
-        idp.stop()
+    with Idp() as idp, authz_with_metrics(policy(idp.url), tmp_path) as (client, authz):
+        wait_for(client.serving, what="authz ready")
+        client.check(check_request(headers=bearer(jwt_kit.mint(KEY))))
+        authz.mark()
+        for _ in range(200):
+            client.check(check_request())  # no credentials
+        scraped = authz.done()
     promtool_test(tmp_path, [scraped], {
         "TollgateDenyRateSpike": [authz_labels(scraped, severity="warning")]})
 
@@ -466,14 +440,9 @@ def test_every_dashboard_metric_is_exported_by_a_real_service_or_envoy(
     with limited(tmp_path / "authz", redis_url=redis_server.url) as lim:
         lim.client.check(check_request(path="/orders", headers=lim.bearer(sub="dash-1")))
         exported |= _names(scrape(lim.metrics_port))
-    idp = Idp()
-    idp.start()
-    try:
-        with authz_with_metrics(policy(idp.url), tmp_path) as (client, authz):
-            wait_for(client.serving, what="authz ready")
-            exported |= _names(scrape(authz.port))
-    finally:
-        idp.stop()
+    with Idp() as idp, authz_with_metrics(policy(idp.url), tmp_path) as (client, authz):
+        wait_for(client.serving, what="authz ready")
+        exported |= _names(scrape(authz.port))
     config = tmp_path / "rl.yaml"
     config.write_text(RATELIMIT_CONFIG.replace("100", "1"))
     with ratelimit_with_metrics(["--config", str(config), "--redis-url",

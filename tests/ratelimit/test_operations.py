@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -32,17 +31,6 @@ descriptors:
       - key: path
         rate_limit: {unit: hour, requests_per_unit: 1}
 """
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def started(args: list[str], env: dict[str, str]) -> ServiceProcess:
