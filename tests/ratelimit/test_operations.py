@@ -151,3 +151,26 @@ def test_reference_settings_prometheus_port_and_warnings(tmp_path: Path) -> None
                  what="/healthcheck 500 while draining")
     finally:
         proc.stop()
+
+
+def test_reference_settings_are_read_as_the_reference_reads_them() -> None:
+    from ratelimit_service.cli import resolve_health_address, resolve_metrics_address
+    from ratelimit_service.reference_env import prometheus_address, unsupported
+
+    # Go's ParseBool: "True" and "1" are true, "yes" is not.
+    assert prometheus_address({"USE_PROMETHEUS": "True"}) == ":9090"
+    assert prometheus_address({"USE_PROMETHEUS": "1", "PROMETHEUS_ADDR": "0.0.0.0:9102"}) \
+        == "0.0.0.0:9102"
+    assert prometheus_address({"USE_PROMETHEUS": "yes"}) == ""
+    assert prometheus_address({"PROMETHEUS_ADDR": ":9102"}) == ""
+    assert resolve_metrics_address("127.0.0.1:1", {"USE_PROMETHEUS": "true"}) == "127.0.0.1:1"
+    # Set to what we do anyway, or off: no warning.
+    assert unsupported({"USE_STATSD": "false", "BACKEND_TYPE": "redis", "CONFIG_TYPE": "FILE",
+                        "PROMETHEUS_PATH": "/metrics"}) == []
+    assert [s for s, _ in unsupported({"PROMETHEUS_PATH": "/stats", "REDIS_PERSECOND": "t"})] \
+        == ["REDIS_PERSECOND=t", "PROMETHEUS_PATH=/stats"]
+    assert resolve_health_address("", {"PORT": "8080"}) == "0.0.0.0:8080"
+    assert resolve_health_address("", {"PORT": "8080", "HOST": "127.0.0.1"}) == "127.0.0.1:8080"
+    assert resolve_health_address("", {}) == ""
+    with pytest.raises(ValueError, match="not HOST:PORT"):
+        resolve_health_address("", {"PORT": "http"})
