@@ -17,16 +17,22 @@ from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.identity.dpop_replay import MemoryReplayStore, RedisReplayStore, ReplayStore
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.stage import LimitCounter
-from authz_service.metrics import DECISION_LOG_DROPPED, TOKEN_CACHE_ENTRIES
+from authz_service.metrics import (
+    CONFIG_LOADS,
+    DECISION_LOG_DROPPED,
+    TOKEN_CACHE_ENTRIES,
+    register_keys_held,
+)
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy, watched_files
+from ratelimit_service.reference_metrics import register_reference_metrics
 from ratelimit_service.stores.factory import StoreSettings, build_store
 from ratelimit_service.stores.target import TargetError
 from tollgate.config import ConfigError, ConfigNote
 from tollgate.http_server import HttpLimits, HttpServer
 from tollgate.logs import configure_logging
-from tollgate.metrics import serve_metrics
+from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.record_log import JsonLinesSink, RecordSink
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
@@ -221,12 +227,16 @@ async def serve(
     except ConfigError as exc:
         log.error("invalid config", extra={"error": str(exc)})
         raise SystemExit(1) from None
+    CONFIG_LOADS.loaded()
     watcher = ConfigWatcher(
         config_path, holder, lambda: _load(config_path, keys),
-        interval=args.reload_interval, also_watch=watched_files,
+        interval=args.reload_interval, also_watch=watched_files, loads=CONFIG_LOADS,
     )
     tls: ServerTls | None = args.tls
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
+    register_keys_held(keys.keys_held)
+    register_reference_metrics(counter.stats, CONFIG_LOADS)  # envoyproxy/ratelimit's names
+    register_build_info("authz-service")
     serve_metrics(args.metrics_address)
     tracer = configure_tracing("authz-service", args.otlp_endpoint)
     pipeline = Pipeline(holder, keys, counter, replay=replay, decision_log=decisions)
@@ -248,7 +258,7 @@ async def serve(
 
     if args.http_address != OFF:
         door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers,
-                             forwarding=args.forwarding)
+                             forwarding=args.forwarding, tracer=tracer)
         listeners.append(HttpServer(args.http_address, door,
                                     HttpLimits(max_body_bytes=args.http_max_body_bytes),
                                     tls=tls))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
+
 from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tollgate.hot_metrics import LabelledCounter, LatencyHistogram, ReadCounter
-from tollgate.metrics import REGISTRY
+from tollgate.metrics import REGISTRY, ConfigLoads
 
 # Counted on every request: the hot-path kinds (tollgate.hot_metrics), same exposition.
 DECISIONS = LabelledCounter(
@@ -57,3 +61,28 @@ DECISION_LOG_DROPPED = ReadCounter(
     "Decision records lost: the log's queue was full, or a sink (stdout, file, OTLP) "
     "refused them.",
 )
+
+
+CONFIG_LOADS = ConfigLoads("tollgate_authz")
+
+
+class KeysHeld(Collector):
+    """`tollgate_authz_jwks_keys{source}`: usable signing keys each JWT source of the
+    current config holds, read at scrape time (0: every token of it is refused)."""
+
+    def __init__(self, read: Callable[[], Mapping[str, int]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "tollgate_authz_jwks_keys",
+            "Usable signing keys held per JWT identity source (0: its tokens are refused).",
+            labels=["source"],
+        )
+        for source, count in sorted(self.read().items()):
+            family.add_metric([source], count)
+        yield family
+
+
+def register_keys_held(read: Callable[[], Mapping[str, int]]) -> None:
+    REGISTRY.register(KeysHeld(read))

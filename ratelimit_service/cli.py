@@ -22,18 +22,21 @@ from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
 from ratelimit_service.grpc_service import service_spec
 from ratelimit_service.limiter import FailureMode, RateLimiter
-from ratelimit_service.metrics import register_stats
+from ratelimit_service.metrics import CONFIG_LOADS, register_stats
 from ratelimit_service.readiness import Probed, StoreReadiness
+from ratelimit_service.reference_env import prometheus_address, unsupported
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, factory
 from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES
 from ratelimit_service.stores.target import StoreTarget, TargetError
 from tollgate.config import ConfigError
 from tollgate.health import Readiness
+from tollgate.health_http import HealthPage
+from tollgate.http_server import HttpServer
 from tollgate.logs import configure_logging
-from tollgate.metrics import serve_metrics
+from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
-from tollgate.server import GrpcApp, normalize_address, run, serve_until_signal
+from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
 from tollgate.settings import flag
 from tollgate.tls import ServerTls, TlsError, TlsFiles
 from tollgate.tracing import configure_tracing
@@ -149,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
          kind=bool, help="let non-loopback peers use the admin API (refused by default)")
     flag(p, "--metrics-address", env=["RATELIMIT_METRICS_ADDRESS"], default="",
          help="serve Prometheus /metrics on HOST:PORT (off when empty)")
+    flag(p, "--health-address", env=["RATELIMIT_HEALTH_ADDRESS"], default="",
+         help="serve HTTP /healthcheck (the reference's: 200 OK or 500), /healthz and /ready "
+              "on HOST:PORT; off when empty, unless the reference's PORT (and HOST) is set")
     flag(p, "--otlp-endpoint", env=["RATELIMIT_OTLP_ENDPOINT"], default="",
          help="OTLP/gRPC trace endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT); off when empty")
     flag(p, "--log-level", env=["RATELIMIT_LOG_LEVEL", "LOG_LEVEL"], default="info",
@@ -169,6 +175,24 @@ def resolve_address(explicit: str | None, environ: dict[str, str] | None = None)
         host = env.get("GRPC_HOST") or "127.0.0.1"
         return normalize_address(f"{host}:{env.get('GRPC_PORT') or '8081'}")
     return DEFAULT_ADDRESS
+
+
+def resolve_health_address(explicit: str, environ: dict[str, str] | None = None) -> str:
+    """--health-address, else the reference's HOST (default every interface) + PORT, else
+    off. The reference always serves its HTTP port (8080); a sidecar here opens it only
+    when asked, so it never takes a port the application in the pod uses."""
+    env = os.environ if environ is None else environ
+    if explicit:
+        return normalize_address(explicit)
+    if env.get("PORT"):
+        host = env.get("HOST") or "0.0.0.0"  # noqa: S104 - the reference's default, for probes
+        return normalize_address(f"{host}:{env['PORT']}")
+    return ""
+
+
+def resolve_metrics_address(explicit: str, environ: dict[str, str] | None = None) -> str:
+    """--metrics-address, else the reference's USE_PROMETHEUS + PROMETHEUS_ADDR."""
+    return explicit or prometheus_address(os.environ if environ is None else environ)
 
 
 def resolve_config_path(explicit: str | None, environ: dict[str, str] | None = None) -> str | None:
@@ -260,8 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         address = resolve_address(args.grpc_address)
+        health_address = resolve_health_address(args.health_address)
     except ValueError as exc:
         parser.error(str(exc))
+    for setting, instead in unsupported(os.environ):
+        log.warning("reference setting not implemented, ignored",
+                    extra={"setting": setting, "instead": instead})
     if not 0.0 <= args.near_limit_ratio <= 1.0:
         parser.error("--near-limit-ratio must be between 0 and 1")
     if (args.memory_max_keys < 1 or args.memory_max_bytes < 1 or args.redis_timeout <= 0
@@ -291,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    CONFIG_LOADS.loaded()
     try:
         store, target = build_store(args)
     except TargetError as exc:
@@ -305,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         holder, store, settings_from(args), failure_mode=FailureMode(args.store_failure_mode)
     )
     register_stats(limiter.stats)
-    serve_metrics(port_for(args.metrics_address, worker))
+    register_build_info("ratelimit-service")
+    serve_metrics(port_for(resolve_metrics_address(args.metrics_address), worker))
     tracer = configure_tracing("ratelimit-service", args.otlp_endpoint)
 
     async def serve() -> None:
@@ -316,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watcher = ConfigWatcher(
                 path, holder,
                 lambda: load_rules(path, merge_domains=merge, allow_empty=allow_empty),
-                interval=args.reload_interval,
+                interval=args.reload_interval, loads=CONFIG_LOADS,
             )
             background.append(watcher.run)
         log.info(
@@ -337,6 +367,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                       reuse_port=worker is not None, tls=tls)
         if tls is not None:
             background.append(tls.run)
+        listeners: list[Listener] = []
+        draining = False
+
+        def blockers() -> dict[str, str]:
+            if draining:
+                return {"draining": "the process is shutting down"}
+            return readiness.blockers()
+
+        def on_draining() -> None:
+            nonlocal draining
+            draining = True
+
+        if health_address:
+            listeners.append(HttpServer(port_for(health_address, worker), HealthPage(blockers)))
         admin = None
         if args.admin_address:
             admin = AdminServer(args.admin_address, limiter,
@@ -353,8 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             app,
             drain_seconds=args.drain_seconds,
             announce_seconds=args.drain_announce_seconds,
+            listeners=listeners,
             background=background,
             on_reload_signal=watcher.request_reload if watcher is not None else None,
+            on_draining=on_draining,
             on_stop=stop,
         )
 

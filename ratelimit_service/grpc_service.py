@@ -24,6 +24,9 @@ from tollgate.tracing import parent_context
 log = logging.getLogger("ratelimit_service")
 
 SERVICE_NAME = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+SPAN_NAME = f"{SERVICE_NAME}/ShouldRateLimit"
+RPC_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": SERVICE_NAME,
+                  "rpc.method": "ShouldRateLimit"}
 
 
 class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]
@@ -39,11 +42,15 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[
         if self.tracer is None:
             return await self._decide(request, context)
         parent = parent_context(context.invocation_metadata())
+        # OpenTelemetry's RPC conventions: `{rpc.service}/{rpc.method}` and rpc.* attributes.
         with self.tracer.start_as_current_span(
-            "ratelimit.ShouldRateLimit", context=parent, kind=SpanKind.SERVER
+            SPAN_NAME, context=parent, kind=SpanKind.SERVER, attributes=RPC_ATTRIBUTES,
         ) as span:
-            response = await self._decide(request, context)
             span.set_attribute("tollgate.domain", request.domain)
+            # An abort (invalid request, store down, a bug) ends the span as an error
+            # with its exception recorded, by the context manager.
+            response = await self._decide(request, context)
+            span.set_attribute("rpc.grpc.status_code", 0)
             span.set_attribute(
                 "tollgate.code", "over_limit" if response.overall_code == Code.OVER_LIMIT else "ok"
             )

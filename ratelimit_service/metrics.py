@@ -6,6 +6,9 @@ Per-rule counters are the reference's statsd counters (`total_hits`, `over_limit
 Their `key` label is the rule's stats key: bounded by the config unless a rule uses
 `detailed_metric` or `value_to_metric`, which put request values in it (as the
 reference does in its stat names).
+
+The same counters are also exposed under envoyproxy/ratelimit's Prometheus names
+(ratelimit_service.reference_metrics), so a dashboard built for it works unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from ratelimit_service.models import Stats
-from tollgate.metrics import REGISTRY
+from ratelimit_service.reference_metrics import register_reference_metrics
+from tollgate.metrics import REGISTRY, ConfigLoads
 
 DECISIONS = Counter(
     "tollgate_ratelimit_decisions",
@@ -38,6 +42,7 @@ INVALID = DECISIONS.labels("invalid_request")
 UNAVAILABLE = DECISIONS.labels("store_unavailable")  # failing closed
 FAILED_OPEN = DECISIONS.labels("failed_open")  # store down, answered OK
 INTERNAL = DECISIONS.labels("internal_error")
+CONFIG_LOADS = ConfigLoads("tollgate_ratelimit")
 
 
 class StatsCollector(Collector):
@@ -59,5 +64,7 @@ class StatsCollector(Collector):
 
 
 def register_stats(stats: Stats) -> None:
-    """Expose `stats` on the process registry (once per process)."""
+    """Expose `stats` on the process registry (once per process), under our names and
+    the reference's."""
     REGISTRY.register(StatsCollector(stats))
+    register_reference_metrics(stats, CONFIG_LOADS)

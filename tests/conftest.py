@@ -3,12 +3,14 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.kits.otlp_kit import Receiver
 from tests.kits.otlp_kit import otlp_receiver as _otlp_receiver
+from tests.kits.redis_procs import RedisProcess
 
 # Every authz-service a test starts serves the HTTP door only where the test asks for it
 # (by --http-address, which wins over this): its default port is shared by every
@@ -51,3 +53,14 @@ def pytest_runtest_protocol(
         return (yield)
     finally:
         _running["unmarked test"] = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A fresh redis-server on a free port for one test."""
+    server = RedisProcess(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

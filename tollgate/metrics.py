@@ -8,8 +8,21 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import platform
+import time
+from collections.abc import Iterator
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("tollgate.metrics")
 
@@ -24,6 +37,87 @@ MALFORMED_MESSAGES = Counter(
     ["method"],
     registry=REGISTRY,
 )
+
+# process_* (CPU, memory, open files, start time), python_info and python_gc_*: what
+# prometheus_client's default registry has, on ours.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+
+def version() -> str:
+    """The installed tollgate distribution's version (`unknown` in a bare checkout)."""
+    try:
+        return metadata.version("tollgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class BuildInfo(Collector):
+    """`tollgate_build_info{service,version,python}` 1: which build is running where."""
+
+    def __init__(self, service: str) -> None:
+        self.labels = [service, version(), platform.python_version()]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "tollgate_build_info", "The running build: always 1, the facts are its labels.",
+            labels=["service", "version", "python"],
+        )
+        family.add_metric(self.labels, 1)
+        yield family
+
+
+def register_build_info(service: str, registry: CollectorRegistry = REGISTRY) -> None:
+    registry.register(BuildInfo(service))
+
+
+class ConfigLoads(Collector):
+    """Config loads by result and the time of the last good one, for one service.
+
+    `<prefix>_config_loads_total{result="success"|"error"}`,
+    `<prefix>_config_last_success_timestamp_seconds` and
+    `<prefix>_config_last_reload_successful` (0 while the newest file is refused and the
+    last good config serves, as Prometheus's own gauge of that name). A load is counted
+    where it happens: the start and every reload the watcher tries (tollgate.reload).
+    """
+
+    def __init__(self, prefix: str, registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.prefix = prefix
+        self.successes = 0
+        self.errors = 0
+        self.last_success = 0.0
+        self.last_ok = True
+        if registry is not None:
+            registry.register(self)
+
+    def loaded(self) -> None:
+        self.successes += 1
+        self.last_success = time.time()
+        self.last_ok = True
+
+    def rejected(self) -> None:
+        self.errors += 1
+        self.last_ok = False
+
+    def collect(self) -> Iterator[Metric]:
+        loads = CounterMetricFamily(
+            f"{self.prefix}_config_loads", "Config loads (start and reloads) by result.",
+            labels=["result"],
+        )
+        loads.add_metric(["success"], self.successes)
+        loads.add_metric(["error"], self.errors)
+        yield loads
+        yield GaugeMetricFamily(
+            f"{self.prefix}_config_last_success_timestamp_seconds",
+            "Unix time of the last config load that succeeded (the config serving now).",
+            value=self.last_success,
+        )
+        yield GaugeMetricFamily(
+            f"{self.prefix}_config_last_reload_successful",
+            "1 when the newest config loaded; 0 while it is refused (the last good one serves).",
+            value=1 if self.last_ok else 0,
+        )
 
 
 def metrics_bind(address: str) -> tuple[str, int]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from tollgate.config import ConfigError
+from tollgate.metrics import ConfigLoads
 
 T = TypeVar("T")
 log = logging.getLogger("tollgate.reload")
@@ -129,6 +130,7 @@ class ConfigWatcher(Generic[T]):
         interval: float = 1.0,
         on_reload: Callable[[T], None] | None = None,
         also_watch: Callable[[T], Sequence[Path]] | None = None,
+        loads: ConfigLoads | None = None,
     ) -> None:
         self.path = Path(path)
         self.holder = holder
@@ -137,6 +139,7 @@ class ConfigWatcher(Generic[T]):
         self.on_reload = on_reload
         # Files the current snapshot was built from besides `path` (e.g. rules it names).
         self.also_watch = also_watch
+        self.loads = loads
         self._signature = self._current_signature()
         self._wake = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -190,6 +193,8 @@ class ConfigWatcher(Generic[T]):
     def _reject(self, exc: ConfigError) -> bool:
         # Kept without its traceback, whose frames would keep the rejected document.
         self.holder.last_error = exc.with_traceback(None)
+        if self.loads is not None:
+            self.loads.rejected()
         log.error(
             "config reload rejected, keeping the last good config",
             extra={"error": str(exc), "file": exc.file, "line": exc.line},
@@ -198,6 +203,8 @@ class ConfigWatcher(Generic[T]):
 
     def _install(self, new: T) -> bool:
         self.holder.swap(new)
+        if self.loads is not None:
+            self.loads.loaded()
         self._signature = self._current_signature()  # the new snapshot may name other files
         log.info(
             "config reloaded",

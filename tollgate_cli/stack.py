@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import ipaddress
 import json
 import shutil
 import signal
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -38,6 +40,7 @@ from tollgate_cli.demo_upstream import DemoUpstream
 
 ENVOY_DIR = Path(__file__).resolve().parent.parent / "envoy"
 START_TIMEOUT = 30.0
+OTEL_CLUSTER = "otel_collector"  # the shipped configs' cluster for Envoy's spans
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux, 104 on macOS
 
 
@@ -154,6 +157,10 @@ class StackOptions:
     # ratelimit filter calling ratelimit-service (two sidecars).
     layout: str = "http"
     transport: str = "uds"  # "uds": Unix sockets in the run dir; "tcp": loopback ports
+    # An OTLP/gRPC collector URL: Envoy and the services send it their spans (one trace
+    # per request); empty: no tracing (the shipped config's tracing is left out).
+    otlp: str = ""
+    metrics: bool = False  # serve each service's /metrics on a loopback port (metrics_ports)
 
 
 @dataclass
@@ -178,6 +185,7 @@ class Stack:
     issuer: demo_issuer.DemoIssuer | None = None
     upstream: DemoUpstream | None = None
     admin_port: int = 0
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     _tcp_ports: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -247,10 +255,12 @@ class Stack:
         policy = self._policy()
         if policy is not None:
             authz_args += ["--config", str(policy)]
-        self._spawn("authz", [find_binary("authz-service"), *authz_args])
+        self._spawn("authz", [find_binary("authz-service"), *authz_args,
+                              *self._telemetry_args("authz")])
         if not http:
             self._spawn("ratelimit", [find_binary("ratelimit-service"),
-                                      "--grpc-address", self.address("ratelimit")])
+                                      "--grpc-address", self.address("ratelimit"),
+                                      *self._telemetry_args("ratelimit")])
         for name in self.service_names:
             poll(lambda n=name: self._serving(n), START_TIMEOUT,  # type: ignore[misc]
                  f"{name}-service", self.services[name].died)
@@ -266,12 +276,20 @@ class Stack:
         if self.options.transport == "tcp":
             rendered = over_tcp(rendered, {f"tollgate_{name}": self._tcp_ports[name]
                                            for name in self.service_names})
+        rendered = traced_to(rendered, self.options.otlp)
         config.write_text(rendered)
         # Access-log lines reach logs/envoy.log within 250 ms (Envoy's default: 10 s).
         self._spawn("envoy", [find_binary("envoy"), "-c", str(config), "--concurrency", "1",
                               "--disable-hot-restart", "--file-flush-interval-msec", "250",
                               "--log-level", self.options.envoy_log_level])
         poll(self._envoy_ready, START_TIMEOUT, "envoy", self.services["envoy"].died)
+
+    def _telemetry_args(self, name: str) -> list[str]:
+        args = ["--otlp-endpoint", self.options.otlp] if self.options.otlp else []
+        if self.options.metrics:
+            self.metrics_ports[name] = free_port()
+            args += ["--metrics-address", f"127.0.0.1:{self.metrics_ports[name]}"]
+        return args
 
     def _policy(self) -> Path | None:
         """A copy of the embedded policy when the stack needs another one: the demo issuer
@@ -373,6 +391,41 @@ def over_tcp(rendered: str, ports: dict[str, int]) -> str:
                 endpoint["endpoint"]["address"] = {
                     "socket_address": {"address": "127.0.0.1", "port_value": port}}
     return str(yaml.safe_dump(config, sort_keys=False))
+
+
+def traced_to(rendered: str, otlp: str) -> str:
+    """The Envoy config with its OpenTelemetry collector at `otlp` (an http:// URL of an
+    OTLP/gRPC receiver), or without tracing at all when `otlp` is empty."""
+    config = yaml.safe_load(rendered)
+    clusters = config["static_resources"]["clusters"]
+    if not otlp:
+        config["static_resources"]["clusters"] = [
+            c for c in clusters if c["name"] != OTEL_CLUSTER]
+        for listener in config["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for network_filter in chain["filters"]:
+                    network_filter.get("typed_config", {}).pop("tracing", None)
+        return str(yaml.safe_dump(config, sort_keys=False))
+    parts = urlsplit(otlp)
+    if parts.scheme not in ("http", "") or not parts.hostname:
+        raise StartError(f"--otlp {otlp!r}: an http://HOST:PORT URL of an OTLP/gRPC receiver")
+    for cluster in clusters:
+        if cluster["name"] == OTEL_CLUSTER:
+            for group in cluster["load_assignment"]["endpoints"]:
+                for endpoint in group["lb_endpoints"]:
+                    endpoint["endpoint"]["address"] = {"socket_address": {
+                        "address": parts.hostname, "port_value": parts.port or 4317}}
+            if not _is_ip(parts.hostname):
+                cluster["type"] = "STRICT_DNS"
+    return str(yaml.safe_dump(config, sort_keys=False))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _http_ready(address: str) -> bool:
@@ -568,6 +621,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", choices=["uds", "tcp"], default="uds",
                         help="Envoy to the services: Unix sockets in the run dir (default) "
                              "or loopback TCP ports")
+    parser.add_argument("--otlp", default="", metavar="URL",
+                        help="send traces of Envoy and the services to this OTLP/gRPC "
+                             "receiver (e.g. http://127.0.0.1:4317): one trace per request")
     parser.add_argument("--check", action="store_true",
                         help="start, run the demo requests, print their statuses, stop; "
                              "exit 1 if one is not as expected")
@@ -587,7 +643,7 @@ def run(args: argparse.Namespace) -> int:
     stack = Stack(StackOptions(run_dir=args.run_dir, https_port=args.https_port,
                                mtls_port=args.mtls_port, admin_port=args.admin_port,
                                issuer_port=args.issuer_port, layout=args.layout,
-                               transport=args.transport))
+                               transport=args.transport, otlp=args.otlp))
     # Both explicitly: a shell starts background jobs with SIGINT ignored, and Python
     # then never raises KeyboardInterrupt; the children are in their own session.
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -600,6 +656,8 @@ def run(args: argparse.Namespace) -> int:
             return _check(calls)
         print(f"layout {args.layout}: {', '.join(f'{n}-service' for n in stack.service_names)}"
               f" beside Envoy over {'Unix sockets' if args.transport == 'uds' else 'TCP'}")
+        if args.otlp:
+            print(f"traces: Envoy and the services send their spans to {args.otlp}")
         print(f"ready: https://localhost:{args.https_port} (JWT), "
               f"https://localhost:{args.mtls_port} (mTLS); Ctrl-C stops everything")
         print(f"each decision: {shown}/logs/decisions.jsonl; each request (Envoy's access "

@@ -15,12 +15,14 @@ from envoy.service.auth.v3 import external_auth_pb2
 from opentelemetry.trace import SpanKind, Tracer
 
 from authz_service.doors.grpc_wire import AnswerEncoder, to_context
-from authz_service.models import Deny
+from authz_service.doors.spans import record_answer, record_unavailable
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from tollgate.server import ServiceSpec
 from tollgate.tracing import parent_context
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+SPAN_NAME = f"{SERVICE_NAME}/Check"  # OpenTelemetry's RPC span name: {service}/{method}
+RPC_ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": SERVICE_NAME, "rpc.method": "Check"}
 
 
 class AuthorizationService:
@@ -44,14 +46,18 @@ class AuthorizationService:
             else:
                 parent = parent_context(context.invocation_metadata())
                 with self.tracer.start_as_current_span(
-                    "authz.Check", context=parent, kind=SpanKind.SERVER
+                    SPAN_NAME, context=parent, kind=SpanKind.SERVER, attributes=RPC_ATTRIBUTES,
+                    record_exception=False, set_status_on_exception=False,
                 ) as span:
-                    answer = await self.pipeline.decide(ctx)
-                    decision = answer.decision
-                    code = decision.code if isinstance(decision, Deny) else "ok"
-                    span.set_attribute("tollgate.decision", "allow" if code == "ok" else "deny")
-                    span.set_attribute("tollgate.code", code)
-                    span.set_attribute("tollgate.route", decision.route)
+                    try:
+                        answer = await self.pipeline.decide(ctx)
+                    except CheckUnavailable:
+                        record_unavailable(span)
+                        span.set_attribute("rpc.grpc.status_code", grpc.StatusCode.UNAVAILABLE
+                                           .value[0])
+                        raise
+                    span.set_attribute("rpc.grpc.status_code", 0)
+                    record_answer(span, answer)
         except CheckUnavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "authorization unavailable")
         return self.answers.encode(answer, ctx.request_id)

@@ -13,11 +13,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from opentelemetry.propagate import extract
+from opentelemetry.trace import Span, SpanKind, Tracer
+
 from authz_service.doors.forwarded import Forwarding, ForwardRefused
 from authz_service.doors.http_wire import AnswerRenderer, NotACheck, to_context
-from authz_service.models import Answer
+from authz_service.doors.spans import record_answer, record_unavailable
+from authz_service.models import Answer, Deny
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from tollgate.eager import start
+from tollgate.health_http import health_response
 from tollgate.http_server import HttpRequest, Response, simple_response
 
 DEFAULT_PATH_PREFIX = "/check"
@@ -34,9 +39,11 @@ class HttpCheckDoor:
         path_prefix: str = DEFAULT_PATH_PREFIX,
         blockers: Callable[[], dict[str, str]] = dict,
         forwarding: Forwarding | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         """`blockers`: what keeps the service from being ready, by name (none: ready).
-        `forwarding`: checks come from NGINX or Traefik (doors/forwarded.py), not Envoy."""
+        `forwarding`: checks come from NGINX or Traefik (doors/forwarded.py), not Envoy.
+        `tracer`: a span per check, a child of the one Envoy sent (`traceparent`)."""
         if not path_prefix.startswith("/") or path_prefix.endswith("/"):
             raise ValueError(f"path prefix '{path_prefix}' must start with '/' and not end "
                              "with one (e.g. /check)")
@@ -46,8 +53,11 @@ class HttpCheckDoor:
         # Chosen once: the Envoy door's per-request path has no forwarded-mode branch.
         self._context = to_context if forwarding is None else forwarding.context
         self.answers = AnswerRenderer(deny=None if forwarding is None else forwarding.deny)
+        self.tracer = tracer
 
     def __call__(self, request: HttpRequest) -> Response:
+        if self.tracer is not None:
+            return self._traced(request, self.tracer)
         try:
             ctx = self._context(request, self.path_prefix)
         except NotACheck:
@@ -61,6 +71,40 @@ class HttpCheckDoor:
             return _UNAVAILABLE
         if isinstance(outcome, Answer):
             return self.answers.render(outcome, ctx.request_id, head_only=head_only)
+        return self._later(outcome, ctx.request_id, head_only)
+
+    def _traced(self, request: HttpRequest, tracer: Tracer) -> Response:
+        """__call__ with a span around the decision (ended when the answer is known)."""
+        try:
+            ctx = self._context(request, self.path_prefix)
+        except NotACheck:
+            return self._other(request)
+        except ForwardRefused as refused:
+            return refused.response
+        span = tracer.start_span(
+            f"{request.method} {self.path_prefix}", context=extract(dict(request.headers)),
+            kind=SpanKind.SERVER, attributes={
+                "http.request.method": request.method, "http.route": self.path_prefix,
+                "url.path": request.target.partition("?")[0]},
+        )
+        head_only = request.method == "HEAD"
+        try:
+            outcome = start(self.pipeline.decide(ctx))
+        except CheckUnavailable:
+            _end(span, None, 503)
+            return _UNAVAILABLE
+        if isinstance(outcome, Answer):
+            _end(span, outcome, _status(outcome))
+            return self.answers.render(outcome, ctx.request_id, head_only=head_only)
+
+        def done(finished: asyncio.Task[Answer]) -> None:
+            if finished.cancelled() or finished.exception() is not None:
+                _end(span, None, 503)
+            else:
+                answer = finished.result()
+                _end(span, answer, _status(answer))
+
+        outcome.add_done_callback(done)
         return self._later(outcome, ctx.request_id, head_only)
 
     def _later(
@@ -89,16 +133,19 @@ class HttpCheckDoor:
         return rendered
 
     def _other(self, request: HttpRequest) -> bytes:
-        path = request.target.partition("?")[0]
-        head = request.method == "HEAD"
-        if path == "/healthz" and request.method in ("GET", "HEAD"):
-            return simple_response(200, b"ok\n", head=head)
-        if path == "/ready" and request.method in ("GET", "HEAD"):
-            blockers = self.blockers()
-            if not blockers:
-                return simple_response(200, b"ready\n", head=head)
-            why = "".join(f"{name}: {reason}\n" for name, reason in sorted(blockers.items()))
-            return simple_response(503, b"not ready\n" + why.encode(), head=head)
-        return _NOT_FOUND
+        answer = health_response(request, self.blockers)
+        return answer if answer is not None else _NOT_FOUND
 
 
+def _status(answer: Answer) -> int:
+    decision = answer.decision
+    return decision.status if isinstance(decision, Deny) else 200
+
+
+def _end(span: Span, answer: Answer | None, status: int) -> None:
+    span.set_attribute("http.response.status_code", status)
+    if answer is None:
+        record_unavailable(span)
+    else:
+        record_answer(span, answer)
+    span.end()

@@ -119,6 +119,13 @@ class KeyRegistry:
             if not provider.key_set.usable
         })
 
+    def keys_held(self) -> dict[str, int]:
+        """Usable keys per JWT source of the current config (the metric's reading)."""
+        with self._lock:
+            by_name = dict(self._by_name)
+        return {name: len(p.key_set.keys) if p.key_set.usable else 0
+                for name, p in by_name.items()}
+
     def has_keys(self, name: str) -> bool:
         """False while the named source holds no usable key (never fetched, or all bad)."""
         provider = self._by_name.get(name)

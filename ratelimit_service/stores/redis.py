@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from ratelimit_service.algorithms.base import ScriptOp
 from ratelimit_service.models import CounterOp, Usage, uncounted
 from ratelimit_service.stores import StoreUnavailable
 from ratelimit_service.stores.link import RedisLink, RedisOptions, SingleLink
+from ratelimit_service.stores.metrics import REDIS_ERRORS, ROUND_TRIP_SECONDS, STORE_ERRORS
 from ratelimit_service.stores.resp import RespConnection
 from ratelimit_service.stores.target import parse_redis_url
 
@@ -140,6 +142,7 @@ class RedisStore:
         self._queues: dict[int, _SlotQueue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = 0  # makes group names unique within a merged call
+        STORE_ERRORS.inc(REDIS_ERRORS, 0)  # exported at 0 from the start, for rate()
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         deadline = self.link.deadline()
@@ -281,13 +284,15 @@ class RedisStore:
         queue.batch = None
         queue.in_flight += 1
         self.calls_sent += 1
+        started = time.perf_counter()
         sent = self.link.script(slot, batch.keys, batch.args, batch.deadline)
-        task = asyncio.ensure_future(self._complete(slot, queue, batch, sent))
+        task = asyncio.ensure_future(self._complete(slot, queue, batch, sent, started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _complete(
-        self, slot: int, queue: _SlotQueue, batch: _Batch, sent: Awaitable[list[Any]]
+        self, slot: int, queue: _SlotQueue, batch: _Batch, sent: Awaitable[list[Any]],
+        started: float,
     ) -> None:
         error: StoreUnavailable | None = None
         reply: list[Any] = []
@@ -307,6 +312,9 @@ class RedisStore:
         total = sum(count for count, _ in batch.waiters)
         if error is None and (not isinstance(reply, list) or len(reply) != 3 * total):
             error = StoreUnavailable("redis: unexpected reply to the request script")
+        ROUND_TRIP_SECONDS.observe(time.perf_counter() - started)
+        if error is not None:
+            STORE_ERRORS.inc(REDIS_ERRORS)
         position = 0
         for count, future in batch.waiters:
             end = position + 3 * count

@@ -16,6 +16,7 @@ import pytest
 from tests.kits import jwt_kit
 from tests.kits.door_kit import Ask, HttpDoorClient, ask_grpc, ask_http, door_socket
 from tests.kits.grpc_kit import AuthzClient, authz_process
+from tests.kits.metrics_kit import scrape, value
 from tests.kits.redis_procs import RedisProcess
 
 pytestmark = pytest.mark.integration
@@ -173,6 +174,12 @@ def test_a_free_subject_gets_429_after_three_whichever_door_it_comes_through(
                          outcome="over_limit") == 2
     assert memory.metric("tollgate_authz_decisions_total", decision="deny",
                          code="rate_limited", route="orders") == 2
+    # The same counts under envoyproxy/ratelimit's names: its dashboards work on authz too.
+    samples = scrape(memory.metrics_port)
+    free = {"domain": "api", "key1": "plan", "key2": "subject"}
+    assert value(samples, "ratelimit_service_rate_limit_over_limit", free) == 2
+    assert (value(samples, "ratelimit_service_rate_limit_total_hits", free) or 0) >= 5
+    assert value(samples, "ratelimit_service_config_load_success") == 1
 
 
 def test_the_limit_before_authentication_holds_back_a_forged_token_flood(
@@ -210,17 +217,6 @@ def test_ietf_headers_on_request(tmp_path: Path) -> None:
         }
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.directory.mkdir()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def test_on_redis_replicas_share_counts_in_one_round_trip_per_stage(
     tmp_path: Path, redis_server: RedisProcess
 ) -> None:
@@ -249,6 +245,10 @@ def test_redis_down_applies_each_sets_store_failure_mode(
     with limited(tmp_path, redis_url=redis_server.url) as lim:
         headers = lim.bearer(sub="outage-1")
         assert ask_http(lim.http, Ask("GET", "/orders", headers)).status == 200
+        samples = scrape(lim.metrics_port)
+        trips = value(samples, "tollgate_store_round_trip_seconds_count") or 0
+        assert trips >= 1, "the Redis round trip is timed"
+        assert value(samples, "tollgate_store_errors_total", {"store": "redis"}) == 0
         redis_server.stop()
         # orders: every set says allow -> allowed (and counted as failed open)
         for reply in both(lim, Ask("GET", "/orders", headers)):
@@ -262,3 +262,5 @@ def test_redis_down_applies_each_sets_store_failure_mode(
                           outcome="store_failed_open") >= 2
         assert lim.metric("tollgate_authz_rate_limit_decisions_total",
                           limit_set="strict-when-down", outcome="store_failed_closed") == 2
+        assert (value(scrape(lim.metrics_port), "tollgate_store_errors_total", {"store": "redis"})
+                or 0) >= 4, "each failed Redis call is counted"

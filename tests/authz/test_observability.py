@@ -32,12 +32,17 @@ def test_check_span_joins_envoys_trace(
         assert response.status.code != 0
         wait_for(lambda: bool(receiver.spans), timeout=15, what="a span at the OTLP receiver")
     span = receiver.spans[0]
-    assert span.name == "authz.Check"  # type: ignore[attr-defined]
+    # OpenTelemetry's RPC conventions: the span name and the rpc.* attributes.
+    assert span.name == "envoy.service.auth.v3.Authorization/Check"  # type: ignore[attr-defined]
     assert span.trace_id.hex() == TRACE_ID  # type: ignore[attr-defined]
     assert span.parent_span_id.hex() == PARENT_SPAN  # type: ignore[attr-defined]
     attributes = {a.key: a.value.string_value for a in span.attributes}  # type: ignore[attr-defined]
     assert attributes["tollgate.code"] == "missing_credentials"
     assert attributes["tollgate.route"] == "orders-read"
+    assert (attributes["rpc.system"], attributes["rpc.service"], attributes["rpc.method"]) == (
+        "grpc", "envoy.service.auth.v3.Authorization", "Check")
+    codes = {a.key: a.value.int_value for a in span.attributes}  # type: ignore[attr-defined]
+    assert codes["rpc.grpc.status_code"] == 0
 
 
 @pytest.mark.integration

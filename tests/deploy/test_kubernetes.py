@@ -41,7 +41,9 @@ from tests.kits.references import containers, unresolved
 pytestmark = pytest.mark.integration  # kubectl kustomize, Helm's engine, the services
 
 RENDERINGS = renderings()
-CRD_GROUPS = ("cert-manager.io/", "security.istio.io/", "install.istio.io/")
+EXTERNAL_SERVICES = ["otel-collector.observability"]  # the cluster's trace collector
+CRD_GROUPS = ("cert-manager.io/", "security.istio.io/", "install.istio.io/",
+              "monitoring.coreos.com/")
 
 
 def _core(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -54,7 +56,8 @@ def _resolve(name: str, docs: list[dict[str, Any]]) -> list[str]:
     chart = name.startswith("chart/")
     created_outside = ["tollgate"] if chart and case != "cluster-issuer-and-namespace" else []
     return unresolved([*docs, *given], namespaces=created_outside, images=[tollgate_image()],
-                      external_issuers=["letsencrypt"])
+                      external_issuers=["letsencrypt"],
+                      external_services=EXTERNAL_SERVICES)
 
 
 def _workload(docs: list[dict[str, Any]], name: str = "tollgate") -> dict[str, Any]:
@@ -106,7 +109,7 @@ def _without(docs: list[dict[str, Any]], kind: str, name: str) -> list[dict[str,
 
 
 def _problems(docs: list[dict[str, Any]]) -> list[str]:
-    return unresolved(docs, images=[tollgate_image()])
+    return unresolved(docs, images=[tollgate_image()], external_services=EXTERNAL_SERVICES)
 
 
 def test_the_reference_test_catches_a_missing_secret_configmap_and_namespace() -> None:

@@ -47,6 +47,10 @@ CHART_CASES: dict[str, dict[str, Any]] = {
                           "image": {"digest": "sha256:" + "ab" * 32},
                           "tracing": {"otlpEndpoint": "http://otel:4317"},
                           "metrics": {"enabled": False}},
+    "monitoring": {"layout": "grpc", "limits": {"store": "redis"},
+                   "monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                  "prometheusRule": {"enabled": True},
+                                  "grafanaDashboard": {"enabled": True}}},
     "cluster-issuer-and-namespace": {
         "tls": {"certManager": {"issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer",
                                               "group": "cert-manager.io"},
@@ -65,6 +69,9 @@ CHART_EXTERNAL: dict[str, list[dict[str, Any]]] = {
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": "orders", "namespace": "tollgate"},
          "spec": {"ports": [{"port": 8080}]}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": "otel", "namespace": "tollgate"},
+         "spec": {"ports": [{"port": 4317}]}},
     ],
 }
 

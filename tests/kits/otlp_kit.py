@@ -23,6 +23,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     def __init__(self) -> None:
         self.spans: list[Any] = []
         self.logs: list[Any] = []  # LogRecord messages, as exported
+        self.services: list[tuple[str, Any]] = []  # (resource service.name, span)
         self.lock = threading.Lock()
 
     def Export(
@@ -30,8 +31,11 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         with self.lock:
             for resource_spans in request.resource_spans:
+                service = next((a.value.string_value for a in resource_spans.resource.attributes
+                                if a.key == "service.name"), "")
                 for scope_spans in resource_spans.scope_spans:
                     self.spans.extend(scope_spans.spans)
+                    self.services.extend((service, span) for span in scope_spans.spans)
         return trace_service_pb2.ExportTraceServiceResponse()
 
 

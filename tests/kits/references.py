@@ -90,12 +90,14 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 def unresolved(docs: Iterable[dict[str, Any]], *, namespaces: Iterable[str] = (),
                images: Iterable[Image] = (),
-               external_issuers: Iterable[str] = ()) -> list[str]:
+               external_issuers: Iterable[str] = (),
+               external_services: Iterable[str] = ()) -> list[str]:
     """Every reference of `docs` that does not resolve, one sentence each.
 
     `namespaces`: created outside the rendering (`helm install --create-namespace`);
     `images`: the commands an image has (a container of another image is not checked);
     `external_issuers`: ClusterIssuers the cluster provides.
+    `external_services`: `NAME.NAMESPACE` of Services the cluster provides (a collector).
     """
     docs = list(docs)
     index = _Index(docs, {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
@@ -133,7 +135,7 @@ def unresolved(docs: Iterable[dict[str, Any]], *, namespaces: Iterable[str] = ()
             elif index.get("Issuer", ns, ref["name"]) is None:
                 problems.append(f"{where}: Issuer {ref['name']} does not exist")
         elif kind == "ConfigMap":
-            problems += _envoy_problems(index, where, ns, doc)
+            problems += _envoy_problems(index, where, ns, doc, set(external_services))
         elif kind == "Secret":
             problems += _redis_url_problems(index, where, ns, doc)
     return problems
@@ -308,7 +310,8 @@ def _service_port(index: _Index, ns: str, host: str, port: int) -> str | None:
     return None
 
 
-def _envoy_problems(index: _Index, where: str, ns: str, doc: dict[str, Any]) -> list[str]:
+def _envoy_problems(index: _Index, where: str, ns: str, doc: dict[str, Any],
+                    external: set[str]) -> list[str]:
     text = doc.get("data", {}).get("envoy.yaml")
     if text is None:
         return []
@@ -332,6 +335,9 @@ def _envoy_problems(index: _Index, where: str, ns: str, doc: dict[str, Any]) -> 
                                         f"beside this Envoy listens on unix:{path}")
                 elif cluster.get("type") in ("STRICT_DNS", "LOGICAL_DNS"):
                     socket = address["socket_address"]
+                    host = str(socket["address"]).removesuffix(".svc.cluster.local")
+                    if host.removesuffix(".svc") in external:
+                        continue
                     missing = _service_port(index, ns, socket["address"], socket["port_value"])
                     if missing:
                         problems.append(f"{where}: cluster {cluster['name']}: {missing}")

@@ -50,8 +50,12 @@ def test_metrics_and_a_span_joined_to_envoys_trace(
     assert 'tollgate_ratelimit_rule_hits_total{key="m.k",stat="total_hits"} 3.0' in text
     assert "tollgate_ratelimit_decision_duration_seconds_count 3.0" in text
     span = receiver.spans[0]
-    assert span.name == "ratelimit.ShouldRateLimit"  # type: ignore[attr-defined]
+    # OpenTelemetry's RPC conventions: the span name and the rpc.* attributes.
+    rpc = "envoy.service.ratelimit.v3.RateLimitService"
+    assert span.name == f"{rpc}/ShouldRateLimit"  # type: ignore[attr-defined]
     assert span.trace_id.hex() == TRACE_ID  # type: ignore[attr-defined]
     assert span.parent_span_id.hex() == PARENT_SPAN  # type: ignore[attr-defined]
     attributes = {a.key: a.value.string_value for a in span.attributes}  # type: ignore[attr-defined]
     assert attributes["tollgate.domain"] == "m"
+    assert (attributes["rpc.system"], attributes["rpc.service"], attributes["rpc.method"]) == (
+        "grpc", rpc, "ShouldRateLimit")
