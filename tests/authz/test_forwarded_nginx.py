@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.proxy_kit import (
+from tests.kits.authz_stack import API_KEY
+from tests.kits.grpc_kit import authz_process
+from tests.kits.proxy_kit import (
     CASES,
     Fronted,
     ask_proxy,
@@ -21,8 +23,6 @@ from tests.authz.proxy_kit import (
     limited_thrice,
     nginx,
 )
-from tests.kits.authz_stack import API_KEY
-from tests.kits.grpc_kit import authz_process
 
 pytestmark = pytest.mark.integration
 

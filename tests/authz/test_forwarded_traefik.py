@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.authz.proxy_kit import (
+from tests.kits.authz_stack import API_KEY
+from tests.kits.door_kit import Ask
+from tests.kits.grpc_kit import authz_process
+from tests.kits.processes import free_port
+from tests.kits.proxy_kit import (
     CASES,
     Fronted,
     ask_proxy,
@@ -24,10 +28,6 @@ from tests.authz.proxy_kit import (
     through_proxy,
     traefik,
 )
-from tests.kits.authz_stack import API_KEY
-from tests.kits.door_kit import Ask
-from tests.kits.grpc_kit import authz_process
-from tests.kits.processes import free_port
 
 pytestmark = pytest.mark.integration
 
