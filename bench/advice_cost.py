@@ -1,6 +1,6 @@
 """Load-time cost of check-config's warnings (policy/advice.py) on large route tables.
 
-    .venv/bin/python bench/advice_cost.py [--routes 2000]
+    .venv/bin/python -m bench.advice_cost [--routes 2000]
 
 Prints seconds (best of 3) for routes that are all templates, all prefixes with hosts,
 and all exact paths followed by the template that matches them.

@@ -5,9 +5,9 @@ one decision is the difference between a run of N decisions and a run of none (s
 up, imports and the config load cancel out), divided by N:
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        .venv/bin/python bench/cached_decision_callgrind.py 0
+        .venv/bin/python -m bench.cached_decision_callgrind 0
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        .venv/bin/python bench/cached_decision_callgrind.py 20000
+        .venv/bin/python -m bench.cached_decision_callgrind 20000
 
 (read `Collected` from each run's summary on stderr; PYTHONHASHSEED=0 for repeatable
 runs). Two cases per run, chosen with

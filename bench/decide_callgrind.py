@@ -1,7 +1,7 @@
 """The cached-token decision's instruction count, for `valgrind --tool=callgrind`.
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        .venv/bin/python bench/decide_callgrind.py ROUTE ITERATIONS
+        .venv/bin/python -m bench.decide_callgrind ROUTE ITERATIONS
 
 Loads a policy, decides once (the token is verified and cached), then decides
 ITERATIONS more times for the same request on ROUTE (`flat`: one scope, as every
@@ -29,7 +29,6 @@ from authz_service.policy.loading import load_policy
 from tests.kits import jwt_kit
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(1, str(ROOT))
 
 
 SECRET = "bench-secret-0123456789abcdef0123456789"  # noqa: S105 (a bench's own)

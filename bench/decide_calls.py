@@ -3,8 +3,8 @@
 Deterministic, so two trees compare exactly on a busy machine (run each with its tree first
 on the path; this tree's editable install is found otherwise):
 
-    PYTHONPATH=OTHER_TREE .venv/bin/python bench/decide_calls.py
-    .venv/bin/python bench/decide_calls.py
+    PYTHONPATH=OTHER_TREE .venv/bin/python -m bench.decide_calls
+    .venv/bin/python -m bench.decide_calls
 """
 
 from __future__ import annotations

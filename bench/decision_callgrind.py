@@ -1,7 +1,7 @@
 """Instructions per decision, counted by callgrind (deterministic, unlike timings).
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        .venv/bin/python bench/decision_callgrind.py --case bearer-cached --count N
+        .venv/bin/python -m bench.decision_callgrind --case bearer-cached --count N
 
 Run it with --count 0 and --count N and divide the difference of the two "Collected"
 totals by N: what remains is one pipeline decision (door parsing excluded), everything

@@ -6,7 +6,7 @@ the instructions; the difference between N and 0 checks, divided by N, is the co
 one check. Run it on two checkouts to compare a change:
 
     PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        .venv/bin/python bench/door_instructions.py 20000 2>&1 | grep refs
+        .venv/bin/python -m bench.door_instructions 20000 2>&1 | grep refs
     (and again with 0; the script prints nothing itself)
 """
 

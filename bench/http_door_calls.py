@@ -5,7 +5,7 @@ request into a context, decide, render the allow), in process; under callgrind t
 difference of two runs divided by the difference of N is the instructions per check:
 
     for n in 1000 6000; do valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \\
-        .venv/bin/python bench/http_door_calls.py $n; done
+        .venv/bin/python -m bench.http_door_calls $n; done
     # per check = (Ir(6000) - Ir(1000)) / 5000 (valgrind prints "Collected")
 
 `--forwarded nginx` measures the forwarded mode's door instead; `--limit` adds one

@@ -1,6 +1,6 @@
 """Introspection against a real local endpoint, through the pipeline (no transport):
 
-    .venv/bin/python bench/introspection_bench.py [--runs 10]
+    .venv/bin/python -m bench.introspection_bench [--runs 10]
 
 - the first exchange after start and the next ones (a new token each: cache misses),
 - a Check over a hung endpoint, per `wait_seconds`: the longest answer of `--runs`,

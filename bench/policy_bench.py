@@ -1,6 +1,6 @@
 """Policy evaluation cost: the CEL libraries that install, and the cached-token decision.
 
-    .venv/bin/python bench/policy_bench.py [--rounds 20000]
+    .venv/bin/python -m bench.policy_bench [--rounds 20000]
 
 Part 1 times one CEL condition over a request and an identity in each candidate
 library that imports (common-expression-language `cel`, cel-expr-python,

@@ -13,7 +13,7 @@ from authz_service.claims import parse_claim_path
 from authz_service.config import AuthzConfig
 from authz_service.models import Allow, Deny
 from authz_service.policy.engine import settle
-from tests.authz.test_engine import Built, allow, bearer, ctx, deny, token
+from tests.kits.engine_kit import Built, allow, bearer, ctx, deny, token
 from tollgate.config import LocatedError
 
 KEYCLOAK = {  # a Keycloak access token's authorization claims

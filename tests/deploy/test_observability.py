@@ -27,10 +27,10 @@ import grpc
 import pytest
 import yaml
 
-from tests.authz.test_operations import KEY, Idp, policy
 from tests.kits import jwt_kit
 from tests.kits.grpc_kit import authz_process, check_request
 from tests.kits.http_kit import Route, serve_http
+from tests.kits.idp_kit import KEY, Idp, policy
 from tests.kits.metrics_kit import Samples, cumulative_names, scrape, value
 from tests.kits.processes import free_port, wait_for
 from tests.kits.ratelimit_kit import descriptor, request
@@ -435,7 +435,7 @@ def test_every_dashboard_metric_is_exported_by_a_real_service_or_envoy(
             stack.stop()
             shutil.rmtree(run_dir, ignore_errors=True)
     # authz-service with a remote IdP and Redis-counted limits; ratelimit-service on Redis.
-    from tests.authz.test_limits_service import limited
+    from tests.kits.limits_kit import limited
 
     with limited(tmp_path / "authz", redis_url=redis_server.url) as lim:
         lim.client.check(check_request(path="/orders", headers=lim.bearer(sub="dash-1")))
