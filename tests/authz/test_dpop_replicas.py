@@ -60,7 +60,7 @@ def test_a_proof_spent_on_one_replica_is_refused_by_the_other(tmp_path: Path) ->
     config = tmp_path / "authz.yaml"
     config.write_text(
         f"identities:\n  - name: idp\n    jwt: {{issuer: '{jwt_kit.ISSUER}', "
-        "jwks_file: jwks.json, dpop: allow}\n"
+        "jwks_file: jwks.json, audiences: any, dpop: allow}\n"
         "routes:\n  - name: orders\n    match: {path: {prefix: /orders}}\n")
     server = RedisProcess(tmp_path)
     server.start()
