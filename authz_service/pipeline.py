@@ -149,16 +149,19 @@ class Pipeline:
         proof = found if isinstance(found, Proven) else None
         proven = found.identity if isinstance(found, Proven) else found
         if not isinstance(proven, Identity):
-            return Answer(proven, limit_outcomes=before.outcomes if before else ())
-        refusal = engine.permit(policy, routed, proven, ctx)
-        if refusal is not None:
-            return Answer(refusal, identity=proven,
+            return Answer(engine.refused(routed, proven, ctx),
                           limit_outcomes=before.outcomes if before else ())
-        if proof is not None:  # permitted: only now is its DPoP proof spent
+        refusal = engine.permit(policy, routed, proven, ctx)
+        if proof is not None:
+            # Spent whatever the policy says: a refusal a shadow route lets through must
+            # not leave the proof reusable (a replay is never shadowed).
             spent = await self._spend(proof, policy.realm, routed.name)
             if spent is not None:
                 return Answer(spent, identity=proven,
                               limit_outcomes=before.outcomes if before else ())
+        if refusal is not None:
+            return Answer(engine.refused(routed, refusal, ctx), identity=proven,
+                          limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
         if limits is not None and limits.after:

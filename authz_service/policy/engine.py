@@ -95,12 +95,23 @@ def decide(
         return found
     proven = found.identity if isinstance(found, Proven) else found
     if not isinstance(proven, Identity):
-        return settle(policy, routed, proven, ctx)[0]
+        return settle(policy, routed, refused(routed, proven, ctx), ctx)[0]
     refusal = permit(policy, routed, proven, ctx)
     if refusal is None and isinstance(found, Proven):
         return found  # the caller records its proof (I/O), then finishes
-    decision = refusal if refusal is not None else finish(policy, routed, proven, ctx)
+    decision = refused(routed, refusal, ctx) if refusal is not None \
+        else finish(policy, routed, proven, ctx)
     return settle(policy, routed, decision, ctx, proven)[0]
+
+
+def refused(route: CompiledRoute, refusal: Deny, ctx: RequestContext) -> Deny:
+    """A refusal as answered. On a shadow route it would be let through, so the request
+    is validated first: a malformed request is answered as such, never shadowed."""
+    if route.shadow and route.validator is not None:
+        problem = route.validator.refusal(ctx)
+        if problem is not None:
+            return denials.malformed(problem, route.name)
+    return refusal
 
 
 def settle(
@@ -138,25 +149,6 @@ def route(policy: CompiledPolicy, ctx: RequestContext) -> CompiledRoute | Decisi
         return denials.no_route()
     return selected
 
-
-def authorize(
-    policy: CompiledPolicy,
-    route: CompiledRoute,
-    ctx: RequestContext,
-    now: float,
-    *,
-    may_refetch: bool = True,
-) -> Identity | Proven | Deny | NeedKeys | NeedLookup:
-    """Phase 2: who is calling (first source that succeeds) and whether they may.
-
-    Proven: an identity whose proof of possession the caller records (I/O) first.
-    """
-    proven = authenticate(policy, route, ctx, now, may_refetch=may_refetch)
-    identity = proven.identity if isinstance(proven, Proven) else proven
-    if not isinstance(identity, Identity):
-        return identity
-    refusal = permit(policy, route, identity, ctx)
-    return proven if refusal is None else refusal
 
 
 def authenticate(

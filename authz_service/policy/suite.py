@@ -27,7 +27,8 @@ from authz_service.identity.registry import KINDS
 from authz_service.methods import known_methods
 from authz_service.models import Allow, Decision, Identity, RequestContext
 from authz_service.policy.compiled import CompiledPolicy
-from authz_service.policy.engine import NeedKeys, NeedLookup, decide
+from authz_service.policy.engine import NeedKeys, NeedLookup, decide, finish
+from authz_service.policy.engine import route as engine_route
 from authz_service.policy.routes import CompiledRoute
 from tollgate.config import LocatedError
 
@@ -131,8 +132,9 @@ def run_suite(
         # Offline: no key is fetched and no introspection made; what would wait on one
         # answers as it would if the I/O settled nothing.
         decision = decided.fallback if isinstance(decided, NeedKeys | NeedLookup) else decided
-        if isinstance(decision, Proven):  # a stated caller is proven without a credential
-            raise TypeError("a policy test's caller carries no proof of possession")
+        if isinstance(decision, Proven):  # a real DPoP token and proof in the request:
+            # permitted; offline there is no replay store, so its proof counts as fresh
+            decision = _finished(policy, stand_in, _context(test.request), decision)
         results.append(CaseResult(test, index, describe(decision),
                                   tuple(_mismatches(test.expect, decision))))
     return results
@@ -207,3 +209,14 @@ def _context(request: SuiteRequest) -> RequestContext:
         body=raw,
         source_address=request.source_address,
     )
+
+
+def _finished(
+    policy: CompiledPolicy, stand_in: StandIn | None, ctx: RequestContext, proven: Proven
+) -> Decision:
+    """The answer for a permitted caller whose proof of possession was taken as fresh."""
+    with_stand_in = _with(policy, stand_in)
+    routed = engine_route(with_stand_in, ctx)
+    if not isinstance(routed, CompiledRoute):
+        return routed
+    return finish(with_stand_in, routed, proven.identity, ctx)

@@ -471,3 +471,24 @@ def test_address_verdicts_are_remembered_within_a_bound() -> None:
         assert rule.admits(address)
         assert len(rule._seen) <= MAX_REMEMBERED
     assert not rule.admits("192.0.2.1") and not rule.admits("192.0.2.1")  # remembered: same
+
+
+def test_a_shadow_route_answers_a_malformed_request_as_such_not_as_a_would_deny() -> None:
+    """What shadow mode lets through is still validated: an invalid body is answered
+    400, whether the caller was refused for credentials or for a requirement."""
+    b = built([{"name": "pay", "shadow": True, "require": {"scopes": {"all_of": ["pay"]}},
+                "validate": {"schema": {"type": "object", "required": ["amount"],
+                                        "properties": {"amount": {"type": "integer"}}}}}])
+    json_type = {"content-type": "application/json"}
+
+    def pay(headers: dict[str, str], body: bytes) -> Allow | Deny:
+        request = ctx("/pay", "POST", {**headers, **json_type})
+        request.body = body
+        outcome = b.decide(request)
+        assert isinstance(outcome, Allow | Deny)
+        return outcome
+
+    for headers in ({}, bearer(token(scope="other"))):  # no credentials; a missing scope
+        malformed = deny(pay(headers, b'{"amount": "lots"}'))
+        assert (malformed.status, malformed.code) == (400, "schema_violation")
+        allow(pay(headers, b'{"amount": 20}'))  # well formed: shadowed through

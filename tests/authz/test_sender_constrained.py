@@ -242,6 +242,23 @@ def test_a_replayed_proof_is_refused(service: Service) -> None:
     assert 'algs="ES256 EdDSA RS256 PS256"' in deny.challenge
 
 
+def test_a_shadow_route_still_spends_the_proof_of_a_caller_it_lets_through() -> None:
+    """Shadow mode lets a refused caller through, but never a replayed proof: the proof
+    is spent whether or not the policy permits, so its replay is refused."""
+    settings = config()
+    settings["routes"][0]["shadow"] = True
+    settings["routes"][0]["require"] = {"scopes": {"all_of": ["orders:admin"]}}
+    shadow = Service(settings)
+    access = dpop_token()
+    headers = dpop_headers(access, proof(access))
+    first = shadow.ask(headers)
+    assert isinstance(first.decision, Allow)
+    assert first.shadowed is not None and first.shadowed.code == "insufficient_scope"
+    shadow.now += 1
+    deny = denied(shadow.ask(headers))
+    assert (deny.code, deny.description) == ("invalid_dpop_proof", "DPoP proof already used")
+
+
 def test_a_proof_is_forgotten_once_its_window_has_passed(service: Service) -> None:
     access = dpop_token()
     service.ask(dpop_headers(access, proof(access)))
