@@ -291,4 +291,4 @@ def given_identity(source: IntrospectionIdentitySource, given: GivenIdentity) ->
     """A policy test's caller: the identity an active introspection answer proves."""
     issuer = source.config.issuers[0] if source.config.issuers else ""
     claims = given_claims(source.config, given, issuer, "introspection")
-    return source.mapping.identity(claims, str(claims.get("iss", issuer)))
+    return source.mapping.identity(claims, issuer)  # an issuer the source accepts
