@@ -27,6 +27,9 @@ from authz_service.doors.http import HttpCheckDoor
 from authz_service.keys.registry import KeyRegistry
 from authz_service.pipeline import Pipeline
 from authz_service.policy.loading import load_policy
+
+# The limit envoy_bench's http_authz_limit_memory case decides, so the two measure one thing.
+from bench.envoy_bench import AUTHZ_LIMITS, RATELIMIT_CONFIG
 from tests.kits import jwt_kit
 from tollgate.http_server import HttpRequest
 from tollgate.reload import ConfigHolder
@@ -45,23 +48,6 @@ routes:
     require: {{scopes: {{all_of: ["orders:read"]}}}}
 """
 
-LIMITS = """
-rate_limits:
-  rules: {rules}
-  domain: bench
-  sets:
-    - name: per-subject
-      stage: after_authz
-      descriptors: [{{actions: [{{subject: {{}}}}]}}]
-      store_failure_mode: closed
-"""
-
-RULES = """
-domain: bench
-descriptors:
-  - key: subject
-    rate_limit: {unit: second, requests_per_unit: 1000000000}
-"""
 
 
 def main() -> None:
@@ -79,8 +65,8 @@ def main() -> None:
         text = CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE, jwks=jwks)
         if limited:
             rules = Path(tmp) / "rules.yaml"
-            rules.write_text(RULES)
-            text += LIMITS.format(rules=rules)
+            rules.write_text(RATELIMIT_CONFIG)
+            text += AUTHZ_LIMITS.format(rules=rules)
         config.write_text(text)
         keys = KeyRegistry()
         pipeline = Pipeline(ConfigHolder(load_policy(config, keys)), keys)

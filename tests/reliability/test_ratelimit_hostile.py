@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -67,16 +66,6 @@ descriptors:
 """
 CONTROL = ("exhausted", "control")
 HUGE = [10**17, 2**53, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
