@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
@@ -28,10 +28,10 @@ from pydantic import Field, field_validator, model_validator
 from authz_service.config_base import Model
 from authz_service.identity.base import audience_accepted
 from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames, given_claims
-from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location, find_token
+from authz_service.identity.credentials import find_token
 from authz_service.identity.errors import DependencyUnavailable, InvalidCredential, LookupNeeded
 from authz_service.identity.given import GivenIdentity
-from authz_service.identity.jwt import ASYMMETRIC_ALGORITHMS, TokenLocation
+from authz_service.identity.jwt import ASYMMETRIC_ALGORITHMS, TokenLocation, token_locations
 from authz_service.identity.token_cache import TokenCache
 from authz_service.models import Identity, RequestContext
 
@@ -237,11 +237,7 @@ class IntrospectionIdentitySource:
         self.clock = clock
         self.cache = IntrospectionCache(config.cache.max_entries)
         self.mapping = ClaimMapping(KIND, name, config, kept_claims)
-        self.locations: Sequence[Location] = [
-            HeaderLocation(loc.header, loc.prefix) if loc.header
-            else CookieLocation(loc.cookie or "")
-            for loc in config.from_
-        ]
+        self.locations = token_locations(config.from_)
         # Files whose change reloads the policy (a rotated Secret): see policy/loading.py.
         self.files = tuple(
             name if name.is_absolute() else base_dir / name

@@ -79,6 +79,13 @@ class TokenLocation(Model):
         return self
 
 
+def token_locations(places: Sequence[TokenLocation]) -> list[Location]:
+    """The readers of a source's `from:` list, in its order (built once, at load)."""
+    return [HeaderLocation(place.header, place.prefix) if place.header
+            else CookieLocation(place.cookie or "") for place in places]
+
+
+
 class JwksRefresh(Model):
     default_ttl_seconds: float = Field(300, gt=0)
     min_ttl_seconds: float = Field(60, gt=0)
@@ -228,12 +235,7 @@ class JwtIdentitySource:
         self.kept_claims = kept_claims
         self.mapping = ClaimMapping(KIND, name, config, kept_claims)
         self.algorithms = frozenset(config.algorithms)
-        self.locations: Sequence[Location] = [
-            HeaderLocation(loc.header, loc.prefix)
-            if loc.header
-            else CookieLocation(loc.cookie or "")
-            for loc in config.from_
-        ]
+        self.locations = token_locations(config.from_)
         self.rules = ClaimRules(
             issuer=config.issuer,
             audiences=config.accepted_audiences(),
