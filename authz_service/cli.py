@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from authz_service.decision_log import DecisionLog, DecisionLogSettings, parse_claims
-from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwarders
+from authz_service.decision_log import DecisionLog
+from authz_service.doors.forwarded import CONVENTIONS
 from authz_service.doors.grpc import AuthorizationService, service_spec
 from authz_service.doors.http import DEFAULT_PATH_PREFIX, HttpCheckDoor
 from authz_service.identity.dpop_replay import MemoryReplayStore, RedisReplayStore, ReplayStore
@@ -26,23 +26,27 @@ from authz_service.metrics import (
 from authz_service.pipeline import Pipeline
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy, watched_files
+from authz_service.settings import (
+    OFF,
+    AuthzSettings,
+    DecisionLogOutput,
+    LimitStoreSettings,
+    ReplaySettings,
+)
 from ratelimit_service.reference_metrics import register_reference_metrics
-from ratelimit_service.stores.factory import StoreSettings, build_store
-from ratelimit_service.stores.target import TargetError
+from ratelimit_service.stores.factory import build_store
 from tollgate.config import ConfigError, ConfigNote
 from tollgate.http_server import HttpLimits, HttpServer
 from tollgate.logs import configure_logging
 from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.record_log import JsonLinesSink, RecordSink
 from tollgate.reload import ConfigHolder, ConfigWatcher
-from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
-from tollgate.settings import flag
-from tollgate.tls import ServerTls, TlsError, TlsFiles
+from tollgate.server import GrpcApp, Listener, run, serve_until_signal
+from tollgate.settings import SettingsError, flag
+from tollgate.tls import ServerTls
 from tollgate.tracing import configure_tracing
 from tollgate.version import add_version
 
-DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
-OFF = "off"
 log = logging.getLogger("authz")
 
 
@@ -173,54 +177,42 @@ def _load(path: Path, keys: KeyRegistry) -> CompiledPolicy:
     return policy
 
 
-def decision_log(args: argparse.Namespace) -> DecisionLog | None:
-    """The decision log the flags ask for (None: off); ValueError or OSError when they
-    name a bad claim path, rate or size, or a file that cannot be opened."""
+def decision_log(wanted: DecisionLogOutput) -> DecisionLog | None:
+    """The decision log the settings ask for (None: off); OSError when its file cannot
+    be opened."""
     sinks: list[RecordSink] = []
-    settings = DecisionLogSettings(
-        allow_sample_rate=args.decision_log_allow_sample_rate,
-        claims=parse_claims(args.decision_log_claims),
-        keep_query=args.decision_log_query,
-    )
-    if args.decision_log_queue < 1:
-        raise ValueError(f"--decision-log-queue {args.decision_log_queue}: at least 1")
-    if args.decision_log != OFF:
-        sinks.append(JsonLinesSink.open(args.decision_log))
-    if args.decision_log_otlp_endpoint:
+    if wanted.to is not None:
+        sinks.append(JsonLinesSink.open(wanted.to))
+    if wanted.otlp_endpoint:
         from tollgate.otlp_logs import OtlpLogSink  # noqa: PLC0415 - only when asked for
 
-        sinks.append(OtlpLogSink(args.decision_log_otlp_endpoint, "authz-service",
-                                 "authz decision"))
+        sinks.append(OtlpLogSink(wanted.otlp_endpoint, "authz-service", "authz decision"))
     if not sinks:
         return None
-    built = DecisionLog(settings, sinks, max_queued=args.decision_log_queue)
+    built = DecisionLog(wanted.record, sinks, max_queued=wanted.queue)
     queue = built.queue
     if queue is not None:
         DECISION_LOG_DROPPED.set_function(lambda: queue.dropped)
     return built
 
 
-def _limit_counter(args: argparse.Namespace) -> LimitCounter:
-    settings = StoreSettings(
-        url=args.limits_redis_url, auth=args.limits_redis_auth, tls=args.limits_redis_tls,
-        timeout=args.limits_redis_timeout, memory_max_keys=args.limits_memory_max_keys,
-    )
-    store, _ = build_store(settings)
-    return LimitCounter(store, key_prefix=args.limits_key_prefix)
+def limit_counter(wanted: LimitStoreSettings) -> LimitCounter:
+    store, _ = build_store(wanted.store)
+    return LimitCounter(store, key_prefix=wanted.key_prefix)
 
 
-def _replay_store(args: argparse.Namespace) -> ReplayStore:
-    if not args.dpop_replay_redis_url:
-        return MemoryReplayStore(args.dpop_replay_memory_max_entries)
-    return RedisReplayStore(args.dpop_replay_redis_url, timeout=args.dpop_replay_redis_timeout,
-                            key_prefix=args.dpop_replay_key_prefix)
+def replay_store(wanted: ReplaySettings) -> ReplayStore:
+    if not wanted.url:
+        return MemoryReplayStore(wanted.memory_max_entries)
+    return RedisReplayStore(wanted.url, timeout=wanted.timeout, key_prefix=wanted.key_prefix)
 
 
 async def serve(
-    args: argparse.Namespace, counter: LimitCounter, replay: ReplayStore | None = None,
-    decisions: DecisionLog | None = None,
+    settings: AuthzSettings, tls: ServerTls | None, counter: LimitCounter,
+    replay: ReplayStore | None = None, decisions: DecisionLog | None = None,
 ) -> None:
-    config_path = Path(args.config) if args.config else DEFAULT_CONFIG
+    common = settings.common
+    config_path = settings.config
     keys = KeyRegistry()
     try:
         holder: ConfigHolder[CompiledPolicy] = ConfigHolder(_load(config_path, keys))
@@ -230,23 +222,22 @@ async def serve(
     CONFIG_LOADS.loaded()
     watcher = ConfigWatcher(
         config_path, holder, lambda: _load(config_path, keys),
-        interval=args.reload_interval, also_watch=watched_files, loads=CONFIG_LOADS,
+        interval=common.reload_interval, also_watch=watched_files, loads=CONFIG_LOADS,
     )
-    tls: ServerTls | None = args.tls
     TOKEN_CACHE_ENTRIES.set_function(lambda: len(holder.current.caches.tokens))
     register_keys_held(keys.keys_held)
     register_reference_metrics(counter.stats, CONFIG_LOADS)  # envoyproxy/ratelimit's names
     register_build_info("authz-service")
-    serve_metrics(args.metrics_address)
-    tracer = configure_tracing("authz-service", args.otlp_endpoint)
+    serve_metrics(common.metrics_address)
+    tracer = configure_tracing("authz-service", common.otlp_endpoint)
     pipeline = Pipeline(holder, keys, counter, replay=replay, decision_log=decisions)
     if decisions is not None and decisions.queue is not None:
         decisions.queue.start()
     app = None
-    if args.grpc_address != OFF:
+    if settings.grpc_address is not None:
         # Health: "" and the service name say ready (every JWT source holds usable keys);
         # "liveness" only says the process answers.
-        app = GrpcApp(args.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))],
+        app = GrpcApp(settings.grpc_address, [service_spec(AuthorizationService(pipeline, tracer))],
                       readiness=keys.readiness, tls=tls)
     listeners: list[Listener] = []
     draining = False
@@ -256,12 +247,12 @@ async def serve(
             return {"draining": "the process is shutting down"}
         return keys.readiness.blockers()
 
-    if args.http_address != OFF:
-        door = HttpCheckDoor(pipeline, path_prefix=args.http_path_prefix, blockers=blockers,
-                             forwarding=args.forwarding, tracer=tracer)
-        listeners.append(HttpServer(args.http_address, door,
-                                    HttpLimits(max_body_bytes=args.http_max_body_bytes),
-                                    tls=tls))
+    http = settings.http
+    if http is not None:
+        door = HttpCheckDoor(pipeline, path_prefix=http.path_prefix, blockers=blockers,
+                             forwarding=http.forwarding, tracer=tracer)
+        listeners.append(HttpServer(http.address, door,
+                                    HttpLimits(max_body_bytes=http.max_body_bytes), tls=tls))
 
     def on_draining() -> None:
         nonlocal draining
@@ -280,8 +271,8 @@ async def serve(
         await serve_until_signal(
             app,
             listeners=listeners,
-            drain_seconds=args.drain_seconds,
-            announce_seconds=args.drain_announce_seconds,
+            drain_seconds=common.drain_seconds,
+            announce_seconds=common.drain_announce_seconds,
             background=[watcher.run, keys.run, *([tls.run] if tls is not None else [])],
             on_reload_signal=watcher.request_reload,
             on_draining=on_draining,
@@ -292,58 +283,31 @@ async def serve(
         raise SystemExit(1) from None
 
 
-def _forwarding(p: argparse.ArgumentParser, args: argparse.Namespace) -> Forwarding | None:
-    if args.http_forwarded == OFF:
-        if args.http_trusted_forwarders:
-            p.error("--http-trusted-forwarders is only read with --http-forwarded")
-        return None
-    if args.http_address == OFF:
-        p.error("--http-forwarded needs the HTTP door (--http-address is off)")
+def parse_settings(argv: Sequence[str] | None = None) -> AuthzSettings:
+    """The flags (and their environment variables), checked: a usage error exits 2."""
+    p = build_parser()
     try:
-        trusted = TrustedForwarders.parse(args.http_trusted_forwarders)
-    except ValueError as exc:
-        p.error(f"--http-trusted-forwarders: {exc}")
-    return Forwarding(CONVENTIONS[args.http_forwarded], trusted)
+        return AuthzSettings.from_args(p.parse_args(argv))
+    except SettingsError as exc:
+        p.error(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    for name, value in (("--grpc-address/AUTHZ_GRPC_ADDRESS", args.grpc_address),
-                        ("--http-address/AUTHZ_HTTP_ADDRESS", args.http_address)):
-        if value == OFF:
-            continue
-        try:
-            normalize_address(value)
-        except ValueError as exc:  # a usage error, not a traceback
-            p.error(f"{name}: {exc}")
-    if args.grpc_address == OFF and args.http_address == OFF:
-        p.error("--grpc-address and --http-address are both off: nothing to serve")
-    prefix = args.http_path_prefix
-    if not prefix.startswith("/") or prefix.endswith("/"):
-        p.error(f"--http-path-prefix '{prefix}' must start with '/' and not end with one")
-    args.forwarding = _forwarding(p, args)
+    settings = parse_settings(argv)
+    common = settings.common
+    configure_logging(common.log_level, common.log_format)
+    if settings.check_config:
+        return check_config(settings.check_config, sys.stdout, sys.stderr)
     try:
-        files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
-        args.tls = ServerTls(files, interval=args.reload_interval) if files else None
-    except TlsError as exc:
-        p.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
-    try:  # connects on first use: only the URL is checked here
-        replay = _replay_store(args)
-    except TargetError as exc:
-        p.error(f"--dpop-replay-redis-url: {exc}")
-    configure_logging(args.log_level, args.log_format)
-    if args.check_config:
-        return check_config(args.check_config, sys.stdout, sys.stderr)
-    try:
-        decisions = decision_log(args)
-    except (ValueError, OSError) as exc:
-        p.error(f"--decision-log: {exc}")
-    try:
-        counter = _limit_counter(args)
-    except TargetError as exc:
-        p.error(f"--limits-redis-url: {exc}")
-    run(lambda: serve(args, counter, replay, decisions))
+        tls = common.server_tls()
+        decisions = decision_log(settings.decision_log)
+    except SettingsError as exc:
+        build_parser().error(str(exc))
+    except OSError as exc:
+        build_parser().error(f"--decision-log: {exc}")
+    counter = limit_counter(settings.limits)
+    replay = replay_store(settings.dpop_replay)
+    run(lambda: serve(settings, tls, counter, replay, decisions))
     return 0
 
 

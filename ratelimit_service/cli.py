@@ -10,25 +10,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TextIO, cast
 
-from ratelimit_service.admin import AdminServer, admin_address
+from ratelimit_service.admin import AdminServer
 from ratelimit_service.config import load_rules
-from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.defaults import DEFAULT_CONFIG, default_rules
 from ratelimit_service.grpc_service import service_spec
-from ratelimit_service.limiter import FailureMode, RateLimiter
+from ratelimit_service.limiter import RateLimiter
 from ratelimit_service.metrics import CONFIG_LOADS, register_stats
 from ratelimit_service.readiness import Probed, StoreReadiness
-from ratelimit_service.reference_env import prometheus_address, unsupported
+from ratelimit_service.reference_env import unsupported
 from ratelimit_service.rules import RuleSet
-from ratelimit_service.stores import CounterStore, factory
+from ratelimit_service.settings import DEFAULT_ADDRESS, RateLimitSettings
+from ratelimit_service.stores import factory
 from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES
-from ratelimit_service.stores.target import StoreTarget, TargetError
+from ratelimit_service.stores.target import StoreTarget
 from tollgate.config import ConfigError
 from tollgate.health import Readiness
 from tollgate.health_http import HealthPage
@@ -36,16 +34,14 @@ from tollgate.http_server import HttpServer
 from tollgate.logs import configure_logging
 from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
-from tollgate.server import GrpcApp, Listener, normalize_address, run, serve_until_signal
-from tollgate.settings import flag
-from tollgate.tls import ServerTls, TlsError, TlsFiles
+from tollgate.server import GrpcApp, Listener, run, serve_until_signal
+from tollgate.settings import SettingsError, flag
 from tollgate.tracing import configure_tracing
 from tollgate.version import add_version
 from tollgate.workers import port_for, run_workers, socket_path_for, worker_index
 
 log = logging.getLogger("ratelimit_service")
 
-DEFAULT_ADDRESS = "127.0.0.1:8081"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,49 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_address(explicit: str | None, environ: dict[str, str] | None = None) -> str:
-    """--grpc-address, else the reference's GRPC_UDS / GRPC_HOST + GRPC_PORT, else default."""
-    env = os.environ if environ is None else environ
-    if explicit:
-        return normalize_address(explicit)
-    if env.get("GRPC_UDS"):
-        return normalize_address(f"unix:{env['GRPC_UDS']}")
-    if env.get("GRPC_HOST") or env.get("GRPC_PORT"):
-        host = env.get("GRPC_HOST") or "127.0.0.1"
-        return normalize_address(f"{host}:{env.get('GRPC_PORT') or '8081'}")
-    return DEFAULT_ADDRESS
-
-
-def resolve_health_address(explicit: str, environ: dict[str, str] | None = None) -> str:
-    """--health-address, else the reference's HOST (default every interface) + PORT, else
-    off. The reference always serves its HTTP port (8080); a sidecar here opens it only
-    when asked, so it never takes a port the application in the pod uses."""
-    env = os.environ if environ is None else environ
-    if explicit:
-        return normalize_address(explicit)
-    if env.get("PORT"):
-        host = env.get("HOST") or "0.0.0.0"  # noqa: S104 - the reference's default, for probes
-        return normalize_address(f"{host}:{env['PORT']}")
-    return ""
-
-
-def resolve_metrics_address(explicit: str, environ: dict[str, str] | None = None) -> str:
-    """--metrics-address, else the reference's USE_PROMETHEUS + PROMETHEUS_ADDR."""
-    return explicit or prometheus_address(os.environ if environ is None else environ)
-
-
-def resolve_config_path(explicit: str | None, environ: dict[str, str] | None = None) -> str | None:
-    """--config, else the reference's RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY."""
-    env = os.environ if environ is None else environ
-    if explicit:
-        return explicit
-    root = env.get("RUNTIME_ROOT")
-    if root:
-        return str(Path(root, env.get("RUNTIME_SUBDIRECTORY", ""),
-                        env.get("RUNTIME_APPDIRECTORY") or "config"))
-    return None
-
-
 def check_config(path: str, out: TextIO, err: TextIO) -> int:
     """Validate a config file or directory; print `file:line: reason` to err on failure.
 
@@ -229,90 +182,31 @@ def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool, allow_empty
     return 0
 
 
-def build_store(args: argparse.Namespace) -> tuple[CounterStore, StoreTarget]:
-    """The counter store the flags select (clients connect lazily, on first use)."""
-    return factory.build_store(store_settings(args))
-
-
-def store_settings(args: argparse.Namespace) -> factory.StoreSettings:
-    return factory.StoreSettings(
-        url=args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
-        auth=args.redis_auth, tls=args.redis_tls, timeout=args.redis_timeout,
-        local_cache_bytes=args.local_cache_size_bytes,
-        memory_max_keys=args.memory_max_keys,
-        stop_when_over=args.stop_cache_key_increment_when_overlimit,
-        memory_max_bytes=args.memory_max_bytes, tls_ca_file=args.redis_tls_ca_file,
-        username=args.redis_username,
-        pipeline_window=duration(args.redis_pipeline_window),
-        pipeline_limit=args.redis_pipeline_limit,
-    )
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
-_SCALE = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}
-
-
-def duration(text: str) -> float:
-    """Seconds from `150us`, `1ms`, `0.5s` or a bare number of seconds (as the
-    reference's Go durations read); ValueError otherwise."""
-    found = _DURATION.match(text)
-    if found is None:
-        raise ValueError(f"'{text}' is not a duration such as 500us, 1ms or 0")
-    return float(found.group(1)) * _SCALE[found.group(2)]
-
-
-def settings_from(args: argparse.Namespace) -> DecisionSettings:
-    headers = None
-    if args.response_headers:
-        headers = HeaderNames(args.header_limit, args.header_remaining, args.header_reset)
-    return DecisionSettings(
-        near_limit_ratio=args.near_limit_ratio,
-        shadow_mode=args.shadow_mode,
-        quota_mode=args.quota_mode,
-        headers=headers,
-        key_prefix=args.cache_key_prefix,
-        dynamic_metadata=args.response_dynamic_metadata,
-    )
+def parse_settings(argv: Sequence[str] | None = None) -> RateLimitSettings:
+    """The flags (and their environment variables), checked: a usage error exits 2."""
+    parser = build_parser()
+    try:
+        return RateLimitSettings.from_args(parser.parse_args(argv))
+    except SettingsError as exc:
+        parser.error(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.check_config:
-        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config,
-                      args.allow_empty_config)
-    configure_logging(args.log_level, args.log_format)
-    try:
-        address = resolve_address(args.grpc_address)
-        health_address = resolve_health_address(args.health_address)
-    except ValueError as exc:
-        parser.error(str(exc))
+    settings = parse_settings(argv)
+    source, common = settings.rules, settings.common
+    if settings.check_config:
+        return _check(settings.check_config, sys.stdout, sys.stderr, source.merge_domains,
+                      source.allow_empty)
+    configure_logging(common.log_level, common.log_format)
     for setting, instead in unsupported(os.environ):
         log.warning("reference setting not implemented, ignored",
                     extra={"setting": setting, "instead": instead})
-    if not 0.0 <= args.near_limit_ratio <= 1.0:
-        parser.error("--near-limit-ratio must be between 0 and 1")
-    if (args.memory_max_keys < 1 or args.memory_max_bytes < 1 or args.redis_timeout <= 0
-            or args.local_cache_size_bytes < 0 or args.workers < 1):
-        parser.error("--memory-max-keys >= 1, --memory-max-bytes >= 1, --redis-timeout > 0, "
-                     "--local-cache-size-bytes >= 0 and --workers >= 1 are required")
     try:
-        if args.admin_address:
-            admin_address(args.admin_address)
-        if duration(args.redis_pipeline_window) > 1.0 or args.redis_pipeline_limit < 0:
-            parser.error("--redis-pipeline-window must be at most 1 s and "
-                         "--redis-pipeline-limit at least 0")
-    except ValueError as exc:
-        parser.error(str(exc))
-    if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
-        parser.error(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
-    try:
-        tls_files = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
-        tls = ServerTls(tls_files, interval=args.reload_interval) if tls_files else None
-    except TlsError as exc:
-        parser.error(f"--tls-cert/--tls-key/--tls-client-ca: {exc}")
-    config_path = resolve_config_path(args.config)
-    merge, allow_empty = args.merge_domain_config, args.allow_empty_config
+        tls = common.server_tls()
+    except SettingsError as exc:
+        build_parser().error(str(exc))
+    config_path = source.path
+    merge, allow_empty = source.merge_domains, source.allow_empty
     try:
         rules = (load_rules(config_path, merge_domains=merge, allow_empty=allow_empty)
                  if config_path else default_rules())
@@ -320,23 +214,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     CONFIG_LOADS.loaded()
-    try:
-        store, target = build_store(args)
-    except TargetError as exc:
-        parser.error(str(exc))
-    worker = worker_index()
-    if args.workers > 1 and worker is None:
-        return _supervise(parser, args, address, target, argv)
+    store, target = factory.build_store(settings.store)
+    address, worker = settings.address, worker_index()
+    if settings.workers > 1 and worker is None:
+        return _supervise(settings, target, argv)
     if worker is not None:
         address = socket_path_for(address, worker)
     holder: ConfigHolder[RuleSet] = ConfigHolder(rules)
-    limiter = RateLimiter(
-        holder, store, settings_from(args), failure_mode=FailureMode(args.store_failure_mode)
-    )
+    limiter = RateLimiter(holder, store, settings.decision, failure_mode=settings.failure_mode)
     register_stats(limiter.stats)
     register_build_info("ratelimit-service")
-    serve_metrics(port_for(resolve_metrics_address(args.metrics_address), worker))
-    tracer = configure_tracing("ratelimit-service", args.otlp_endpoint)
+    serve_metrics(port_for(common.metrics_address, worker))
+    tracer = configure_tracing("ratelimit-service", common.otlp_endpoint)
 
     async def serve() -> None:
         background = []
@@ -346,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watcher = ConfigWatcher(
                 path, holder,
                 lambda: load_rules(path, merge_domains=merge, allow_empty=allow_empty),
-                interval=args.reload_interval, loads=CONFIG_LOADS,
+                interval=common.reload_interval, loads=CONFIG_LOADS,
             )
             background.append(watcher.run)
         log.info(
@@ -359,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if target.kind != "memory":
             probe = StoreReadiness(
                 cast(Probed, store), readiness,  # both Redis stores can ping
-                failure_mode=FailureMode(args.store_failure_mode),
+                failure_mode=settings.failure_mode,
             )
             probe.block_until_probed()
             background.append(probe.run)
@@ -379,12 +268,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             nonlocal draining
             draining = True
 
-        if health_address:
-            listeners.append(HttpServer(port_for(health_address, worker), HealthPage(blockers)))
+        if settings.health_address:
+            listeners.append(HttpServer(port_for(settings.health_address, worker),
+                                        HealthPage(blockers)))
         admin = None
-        if args.admin_address:
-            admin = AdminServer(args.admin_address, limiter,
-                                allow_remote=args.admin_allow_remote,
+        if settings.admin_address:
+            admin = AdminServer(settings.admin_address, limiter,
+                                allow_remote=settings.admin_allow_remote,
                                 reuse_port=worker is not None)
             await admin.start()
 
@@ -395,8 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         await serve_until_signal(
             app,
-            drain_seconds=args.drain_seconds,
-            announce_seconds=args.drain_announce_seconds,
+            drain_seconds=common.drain_seconds,
+            announce_seconds=common.drain_announce_seconds,
             listeners=listeners,
             background=background,
             on_reload_signal=watcher.request_reload if watcher is not None else None,
@@ -408,21 +298,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _supervise(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, address: str,
-    target: StoreTarget, argv: Sequence[str] | None,
-) -> int:
+def _supervise(settings: RateLimitSettings, target: StoreTarget,
+               argv: Sequence[str] | None) -> int:
     """--workers N: the checks that need every worker, then the supervisor."""
+    workers, address = settings.workers, settings.address
     if target.kind == "memory":
-        parser.error(f"--workers {args.workers} needs a shared store: the memory store counts "
-                     "in each process, so every limit would be multiplied by the workers "
-                     "(use --redis-url, or --workers 1)")
+        build_parser().error(
+            f"--workers {workers} needs a shared store: the memory store counts in each "
+            "process, so every limit would be multiplied by the workers (use --redis-url, "
+            "or --workers 1)")
     if not address.startswith("unix:") and address.rpartition(":")[2] == "0":
-        parser.error("--workers needs a fixed port: with port 0 each worker would get its own")
-    log.info("starting workers", extra={"workers": args.workers, "address": address})
-    return run_workers(args.workers, "ratelimit_service.cli",
+        build_parser().error("--workers needs a fixed port: with port 0 each worker would "
+                             "get its own")
+    log.info("starting workers", extra={"workers": workers, "address": address})
+    return run_workers(workers, "ratelimit_service.cli",
                        list(sys.argv[1:] if argv is None else argv),
-                       drain_seconds=args.drain_seconds)
+                       drain_seconds=settings.common.drain_seconds)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Command-line flags that also read environment variables.
 
 Every flag has an environment variable; the flag wins over the variable, the
-variable over the default. Settings are read once at start (never on reload).
+variable over the default. Settings are read once at start (never on reload), and
+each service turns them into one typed, checked settings object (its `settings`
+module), of which `CommonSettings` is the part both services share.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from tollgate.tls import ServerTls, TlsError, TlsFiles
 
 
 def flag(
@@ -59,3 +64,63 @@ def _convert(raw: str, kind: type, var: str) -> Any:
         return kind(raw)
     except ValueError:
         raise SystemExit(f"${var}: expected {kind.__name__}, got '{raw}'") from None
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message starts with the flag that says it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommonSettings:
+    """What both services are told the same way: TLS on their doors, reloads, the drain,
+    metrics, traces and logs (each service's own settings hold one)."""
+
+    tls: TlsFiles | None
+    reload_interval: float
+    drain_seconds: float
+    drain_announce_seconds: float
+    metrics_address: str
+    otlp_endpoint: str
+    log_level: str
+    log_format: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CommonSettings:
+        """Checked once, at start; SettingsError names the flag at fault."""
+        try:
+            tls = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except TlsError as exc:
+            raise SettingsError(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from None
+        if not args.reload_interval > 0:
+            raise SettingsError(f"--reload-interval {args.reload_interval}: must be above 0")
+        if not 0 <= args.drain_announce_seconds <= args.drain_seconds:
+            raise SettingsError(
+                f"--drain-announce-seconds {args.drain_announce_seconds}: between 0 and "
+                f"--drain-seconds ({args.drain_seconds})")
+        level = LOG_LEVELS.get(args.log_level.lower())
+        if level is None:
+            raise SettingsError(f"--log-level {args.log_level}: one of "
+                                f"{', '.join(sorted(set(LOG_LEVELS.values())))}")
+        if args.log_format.lower() not in LOG_FORMATS:
+            raise SettingsError(f"--log-format {args.log_format}: json or text")
+        return cls(tls=tls, reload_interval=args.reload_interval,
+                   drain_seconds=args.drain_seconds,
+                   drain_announce_seconds=args.drain_announce_seconds,
+                   metrics_address=args.metrics_address, otlp_endpoint=args.otlp_endpoint,
+                   log_level=level, log_format=args.log_format.lower())
+
+    def server_tls(self) -> ServerTls | None:
+        """The doors' TLS, watched for rotation at the reload interval (None: plain)."""
+        if self.tls is None:
+            return None
+        try:
+            return ServerTls(self.tls, interval=self.reload_interval)
+        except TlsError as exc:
+            raise SettingsError(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from None
+
+
+# "warn" as envoyproxy/ratelimit's LOG_LEVEL spells it.
+LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning",
+              "error": "error"}
+LOG_FORMATS = ("json", "text")
+

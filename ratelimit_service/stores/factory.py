@@ -24,9 +24,6 @@ class StoreSettings:
     auth: str = ""  # password or user:password (see username)
     tls: bool = False
     timeout: float = 1.0
-    # Unused, kept so callers that set it keep working: every Redis node is reached
-    # over one pipelined connection, where a pool would only add syscalls.
-    pool_size: int = 64
     local_cache_bytes: int = 1_048_576
     memory_max_keys: int = 1_000_000
     stop_when_over: bool = False  # STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from authz_service.cli import DEFAULT_CONFIG, check_config
+from authz_service.cli import check_config
 from authz_service.config import AuthzConfig
 from authz_service.keys.keyset import parse_jwks
 from authz_service.models import Allow, Deny, RequestContext
@@ -27,6 +27,7 @@ from authz_service.policy.advice import advise
 from authz_service.policy.compiled import compile_config
 from authz_service.policy.engine import decide
 from authz_service.policy.routes import compile_route
+from authz_service.settings import DEFAULT_CONFIG
 from tests.kits import jwt_kit
 from tests.kits.grpc_kit import authz_process, check_request
 from tests.kits.key_sources import T0, StaticKeys

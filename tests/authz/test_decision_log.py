@@ -26,7 +26,9 @@ from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
 from authz_service.pipeline import CheckUnavailable, Pipeline
 from authz_service.policy import engine
 from authz_service.policy.loading import load_policy
+from authz_service.settings import AuthzSettings
 from tollgate.reload import ConfigHolder
+from tollgate.settings import SettingsError
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 WHEN = 1_796_183_845.123  # 2026-12-02T03:57:25.123Z
@@ -282,7 +284,7 @@ def test_an_internal_error_is_recorded_as_it_was_answered(
 
 def test_the_flags_build_no_log_when_off_and_refuse_what_cannot_work(tmp_path: Path) -> None:
     def built(*flags: str) -> DecisionLog | None:
-        return decision_log(build_parser().parse_args(list(flags)))
+        return decision_log(AuthzSettings.from_args(build_parser().parse_args(flags)).decision_log)
 
     assert built() is None  # off by default: nothing on the hot path
     on = built("--decision-log", str(tmp_path / "d.jsonl"), "--decision-log-claims", "email",
@@ -291,9 +293,9 @@ def test_the_flags_build_no_log_when_off_and_refuse_what_cannot_work(tmp_path: P
     on.queue.close()
     with pytest.raises(OSError):
         built("--decision-log", str(tmp_path / "missing" / "d.jsonl"))
-    with pytest.raises(ClaimPathError):
+    with pytest.raises(SettingsError, match=r"^--decision-log-claims: .*a\.\.b"):
         built("--decision-log", "stdout", "--decision-log-claims", "a..b")
-    with pytest.raises(ValueError, match=r"0\.\.1"):
+    with pytest.raises(SettingsError, match=r"^--decision-log-allow-sample-rate: .*0\.\.1"):
         built("--decision-log", "stdout", "--decision-log-allow-sample-rate", "2")
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(SettingsError, match=r"^--decision-log-queue 0: at least 1"):
         built("--decision-log", "stdout", "--decision-log-queue", "0")

@@ -19,7 +19,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from authz_service.cli import DEFAULT_CONFIG
+from authz_service.settings import DEFAULT_CONFIG
 from tests.kits import jwt_kit
 from tests.kits.grpc_kit import AuthzClient, check_request
 from tests.kits.http_kit import HttpServer, Route, serve_http

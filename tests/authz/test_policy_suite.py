@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from authz_service.cli import DEFAULT_CONFIG
+from authz_service.settings import DEFAULT_CONFIG
 from tests.kits.processes import binary
 from tollgate_cli.policy_tests import run_tests
 

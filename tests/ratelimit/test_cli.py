@@ -11,7 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ratelimit_service.cli import build_parser, resolve_address, resolve_config_path
+from ratelimit_service.cli import build_parser
+from ratelimit_service.settings import resolve_address, resolve_config_path
 from ratelimit_service.stores.target import TargetError, parse_target
 from tests.kits.ratelimit_kit import EMPTY_DIRECTORY, OK, OVER, descriptor, request
 from tests.kits.ratelimit_proc import ServiceProcess
@@ -210,7 +211,7 @@ def test_an_empty_config_directory_is_refused_at_start_and_on_reload(
 
 
 def test_durations_read_as_the_reference_writes_them() -> None:
-    from ratelimit_service.cli import duration
+    from ratelimit_service.settings import duration
 
     assert [duration(t) for t in ("0", "150us", "1ms", "0.5ms", "2s", "0.25")] == [
         0.0, 150e-6, 1e-3, 0.5e-3, 2.0, 0.25]

@@ -11,10 +11,11 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
-from ratelimit_service.cli import build_parser, build_store
+from ratelimit_service.cli import parse_settings
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
 from ratelimit_service.stores.cluster import ClusterLink, connect_cluster
+from ratelimit_service.stores.factory import build_store
 from ratelimit_service.stores.redis import RedisOptions, RedisStore
 from ratelimit_service.stores.resp import Endpoint, RespConnection
 from tests.kits.ratelimit_kit import (
@@ -142,8 +143,7 @@ def test_two_replicas_on_the_cluster_never_admit_more(redis_cluster: RedisCluste
 
 def test_cluster_url_selects_the_cluster_store(redis_cluster: RedisCluster) -> None:
     async def main() -> None:
-        args = build_parser().parse_args(["--redis-url", redis_cluster.url])
-        store, target = build_store(args)
+        store, target = build_store(parse_settings(["--redis-url", redis_cluster.url]).store)
         assert target.kind == "cluster"
         assert isinstance(store, RedisStore) and isinstance(store.link, ClusterLink)
         op = CounterOp("cl_url_x_", 1, Limit(5, Unit.HOUR, algorithm=Algorithm.FIXED_WINDOW))

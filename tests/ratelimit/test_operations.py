@@ -154,8 +154,8 @@ def test_reference_settings_prometheus_port_and_warnings(tmp_path: Path) -> None
 
 
 def test_reference_settings_are_read_as_the_reference_reads_them() -> None:
-    from ratelimit_service.cli import resolve_health_address, resolve_metrics_address
     from ratelimit_service.reference_env import prometheus_address, unsupported
+    from ratelimit_service.settings import resolve_health_address, resolve_metrics_address
 
     # Go's ParseBool: "True" and "1" are true, "yes" is not.
     assert prometheus_address({"USE_PROMETHEUS": "True"}) == ":9090"

@@ -13,10 +13,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from ratelimit_service.adapter import to_query
-from ratelimit_service.cli import build_parser, build_store
+from ratelimit_service.cli import parse_settings
 from ratelimit_service.decision import Code
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit
+from ratelimit_service.stores.factory import build_store
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
 from tests.kits.ratelimit_kit import (
     OK,
@@ -317,10 +318,8 @@ def test_sentinel_url_follows_the_master(redis_server: RedisProcess, tmp_path: P
         )
 
         async def main() -> None:
-            args = build_parser().parse_args(
-                ["--redis-url", f"redis+sentinel://127.0.0.1:{port}/mymaster"]
-            )
-            store, target = build_store(args)
+            url = f"redis+sentinel://127.0.0.1:{port}/mymaster"
+            store, target = build_store(parse_settings(["--redis-url", url]).store)
             assert target.kind == "sentinel"
             limiter = make_limiter(rules_from(CONFIG), store=store)
             async with serve(limiter) as served:

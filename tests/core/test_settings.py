@@ -1,0 +1,120 @@
+"""Each service's flags become one typed settings value, refused once, at start, by flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from authz_service.cli import build_parser as authz_parser
+from authz_service.settings import DEFAULT_CONFIG, AuthzSettings
+from ratelimit_service.cli import build_parser as ratelimit_parser
+from ratelimit_service.limiter import FailureMode
+from ratelimit_service.settings import DEFAULT_ADDRESS, RateLimitSettings
+from tollgate.settings import SettingsError
+
+
+@pytest.fixture(autouse=True)
+def _shipped_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTHZ_HTTP_ADDRESS", raising=False)  # tests/conftest.py sets it
+
+
+def authz(*flags: str) -> AuthzSettings:
+    return AuthzSettings.from_args(authz_parser().parse_args(flags))
+
+
+def ratelimit(*flags: str, env: dict[str, str] | None = None) -> RateLimitSettings:
+    return RateLimitSettings.from_args(ratelimit_parser().parse_args(flags), env or {})
+
+
+def test_authz_defaults_serve_both_doors_on_loopback_with_the_embedded_policy() -> None:
+    settings = authz()
+    assert settings.config == DEFAULT_CONFIG and settings.check_config is None
+    assert settings.grpc_address == "127.0.0.1:9191"
+    assert settings.http is not None and settings.http.address == "127.0.0.1:9192"
+    assert settings.http.forwarding is None  # nothing forwarded is believed by default
+    assert settings.limits.store.url == "" and settings.dpop_replay.url == ""
+    assert not settings.decision_log.wanted
+    assert settings.common.tls is None and settings.common.metrics_address == ""
+
+
+def test_a_door_switched_off_is_none_and_both_off_is_refused() -> None:
+    assert authz("--grpc-address", "off").grpc_address is None
+    assert authz("--http-address", "off").http is None
+    with pytest.raises(SettingsError, match="both off: nothing to serve"):
+        authz("--grpc-address", "off", "--http-address", "off")
+
+
+@pytest.mark.parametrize(("flags", "names"), [
+    (("--grpc-address", "nowhere"), "--grpc-address"),
+    (("--http-path-prefix", "check/"), "--http-path-prefix"),
+    (("--http-trusted-forwarders", "10.0.0.0/8"), "--http-trusted-forwarders"),
+    (("--http-forwarded", "nginx", "--http-trusted-forwarders", "not-a-cidr"),
+     "--http-trusted-forwarders"),
+    (("--http-forwarded", "nginx", "--http-address", "off"), "--http-forwarded"),
+    (("--limits-redis-url", "http://127.0.0.1:1"), "--limits-redis-url"),
+    (("--limits-redis-timeout", "0"), "--limits-redis-timeout"),
+    (("--dpop-replay-redis-url", "http://127.0.0.1:1"), "--dpop-replay-redis-url"),
+    (("--dpop-replay-memory-max-entries", "0"), "--dpop-replay-redis-timeout"),
+    (("--decision-log-claims", "a..b"), "--decision-log-claims"),
+    (("--decision-log-allow-sample-rate", "1.5"), "--decision-log-allow-sample-rate"),
+    (("--decision-log-queue", "0"), "--decision-log-queue"),
+    (("--tls-key", "k.pem"), "--tls-cert"),
+    (("--reload-interval", "0"), "--reload-interval"),
+    (("--drain-seconds", "1", "--drain-announce-seconds", "2"), "--drain-announce-seconds"),
+])
+def test_authz_refuses_each_unusable_setting_naming_its_flag(
+        flags: tuple[str, ...], names: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        authz(*flags)
+    assert str(refused.value).startswith(names), str(refused.value)
+
+
+def test_authz_a_refused_setting_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from authz_service.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--limits-redis-url", "http://127.0.0.1:1"])
+    assert exited.value.code == 2
+    assert "--limits-redis-url: " in capsys.readouterr().err
+
+
+def test_ratelimit_defaults_and_the_reference_environment_names() -> None:
+    settings = ratelimit()
+    assert settings.address == DEFAULT_ADDRESS and settings.health_address == ""
+    assert settings.failure_mode is FailureMode.OPEN and settings.workers == 1
+    assert settings.rules.path is None  # the embedded default rules
+    moved = ratelimit(env={"GRPC_PORT": "9000", "PORT": "8080", "RUNTIME_ROOT": "/srv",
+                           "RUNTIME_SUBDIRECTORY": "ratelimit", "USE_PROMETHEUS": "true"})
+    assert moved.address == "127.0.0.1:9000" and moved.health_address == "0.0.0.0:8080"
+    assert moved.rules.path == str(Path("/srv", "ratelimit", "config"))
+    assert moved.common.metrics_address != ""
+
+
+def test_ratelimit_reads_the_store_and_decision_flags_once() -> None:
+    settings = ratelimit("--redis-pipeline-window", "500us", "--store-failure-mode", "closed",
+                         "--response-headers", "--near-limit-ratio", "0.5",
+                         "--log-level", "WARN")
+    assert settings.store.pipeline_window == pytest.approx(0.0005)
+    assert settings.failure_mode is FailureMode.CLOSED
+    assert settings.decision.headers is not None and settings.decision.near_limit_ratio == 0.5
+    assert settings.common.log_level == "warning"  # the reference's LOG_LEVEL spelling
+
+
+@pytest.mark.parametrize(("flags", "names"), [
+    (("--grpc-address", "nowhere"), "'nowhere'"),
+    (("--near-limit-ratio", "1.5"), "--near-limit-ratio"),
+    (("--memory-max-keys", "0"), "--memory-max-keys"),
+    (("--redis-pipeline-window", "soon"), "--redis-pipeline-window"),
+    (("--redis-pipeline-window", "2s"), "--redis-pipeline-window"),
+    (("--redis-tls-ca-file", "/nonexistent/ca.pem"), "--redis-tls-ca-file"),
+    (("--redis-type", "ring", "--redis-url", "10.0.0.1:6379"), ""),
+    (("--workers", "0"), "--workers"),
+    (("--log-level", "loud"), "--log-level"),
+    (("--log-format", "xml"), "--log-format"),
+    (("--admin-address", "nowhere:port"), ""),
+])
+def test_ratelimit_refuses_each_unusable_setting(flags: tuple[str, ...], names: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        ratelimit(*flags)
+    assert names in str(refused.value), str(refused.value)
