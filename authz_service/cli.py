@@ -42,7 +42,7 @@ from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.record_log import JsonLinesSink, RecordSink
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, run, serve_until_signal
-from tollgate.settings import SettingsError, flag
+from tollgate.settings import SettingsError, flag, read_settings
 from tollgate.tls import ServerTls
 from tollgate.tracing import configure_tracing
 from tollgate.version import add_version
@@ -285,11 +285,7 @@ async def serve(
 
 def parse_settings(argv: Sequence[str] | None = None) -> AuthzSettings:
     """The flags (and their environment variables), checked: a usage error exits 2."""
-    p = build_parser()
-    try:
-        return AuthzSettings.from_args(p.parse_args(argv))
-    except SettingsError as exc:
-        p.error(str(exc))
+    return read_settings(build_parser(), AuthzSettings.from_args, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

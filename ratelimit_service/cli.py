@@ -35,7 +35,7 @@ from tollgate.logs import configure_logging
 from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, run, serve_until_signal
-from tollgate.settings import SettingsError, flag
+from tollgate.settings import SettingsError, flag, read_settings
 from tollgate.tracing import configure_tracing
 from tollgate.version import add_version
 from tollgate.workers import port_for, run_workers, socket_path_for, worker_index
@@ -184,11 +184,7 @@ def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool, allow_empty
 
 def parse_settings(argv: Sequence[str] | None = None) -> RateLimitSettings:
     """The flags (and their environment variables), checked: a usage error exits 2."""
-    parser = build_parser()
-    try:
-        return RateLimitSettings.from_args(parser.parse_args(argv))
-    except SettingsError as exc:
-        parser.error(str(exc))
+    return read_settings(build_parser(), RateLimitSettings.from_args, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

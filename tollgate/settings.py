@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from tollgate.tls import ServerTls, TlsError, TlsFiles
+
+T = TypeVar("T")
 
 
 def flag(
@@ -68,6 +70,17 @@ def _convert(raw: str, kind: type, var: str) -> Any:
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message starts with the flag that says it."""
+
+
+def read_settings(parser: argparse.ArgumentParser,
+                  build: Callable[[argparse.Namespace], T],
+                  argv: Sequence[str] | None) -> T:
+    """The flags (and their environment variables), built into a service's settings by
+    `build`; an unusable one is a usage error (exit 2, the flag named on stderr)."""
+    try:
+        return build(parser.parse_args(argv))
+    except SettingsError as exc:
+        parser.error(str(exc))
 
 
 @dataclass(frozen=True, slots=True)
