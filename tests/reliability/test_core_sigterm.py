@@ -32,7 +32,8 @@ GRACE = 3.0
 
 
 async def hammer(socket: str, proc: subprocess.Popen[bytes]) -> collections.Counter[str]:
-    """CLIENTS callers back to back; SIGTERM after 0.5 s; run until refused or gone."""
+    """CLIENTS callers back to back; SIGTERM once every caller has been answered (the
+    load is on); run until refused or gone."""
     codes: collections.Counter[str] = collections.Counter()
     request = check_request(path="/open")
     signalled: list[float] = []
@@ -55,7 +56,10 @@ async def hammer(socket: str, proc: subprocess.Popen[bytes]) -> collections.Coun
     channels = [grpc.aio.insecure_channel(socket) for _ in range(4)]
     try:
         tasks = [asyncio.create_task(caller(channels[i % 4])) for i in range(CLIENTS)]
-        await asyncio.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while codes["OK"] < CLIENTS:  # every caller in flight, not a guess at how long
+            assert time.monotonic() < deadline, f"the load never started: {codes}"
+            await asyncio.sleep(0.01)
         signalled.append(time.monotonic())
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(asyncio.gather(*tasks), GRACE + 5)
