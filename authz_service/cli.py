@@ -92,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--limits-redis-timeout", env=["AUTHZ_LIMITS_REDIS_TIMEOUT"], default=0.25,
          kind=float, help="seconds to wait for the rate limits' Redis before the limit set's "
                           "store_failure_mode applies (keep it under Envoy's ext_authz timeout)")
+    flag(p, "--limits-redis-username", env=["AUTHZ_LIMITS_REDIS_USERNAME"], default="",
+         help="Redis ACL user for the rate limits; when set, --limits-redis-auth is the "
+              "whole password")
+    flag(p, "--limits-redis-tls-ca-file", env=["AUTHZ_LIMITS_REDIS_TLS_CA_FILE"], default="",
+         help="CA file to verify the rate limits' Redis (rediss://); default: the system's")
+    flag(p, "--limits-redis-pipeline-window", env=["AUTHZ_LIMITS_REDIS_PIPELINE_WINDOW"],
+         default="0", help="under load, how long a check may wait for others to share its "
+         "Redis call (e.g. 500us, 1ms; 0: never waits; concurrent checks share one anyway)")
+    flag(p, "--limits-redis-pipeline-limit", env=["AUTHZ_LIMITS_REDIS_PIPELINE_LIMIT"],
+         default=512, kind=int, help="counters per Redis call at most (0: 512)")
     flag(p, "--limits-key-prefix", env=["AUTHZ_LIMITS_KEY_PREFIX"], default="",
          help="prefix of every counter key (ratelimit-service's CACHE_KEY_PREFIX)")
     flag(p, "--limits-memory-max-keys", env=["AUTHZ_LIMITS_MEMORY_MAX_KEYS"],

@@ -17,7 +17,7 @@ from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwar
 from ratelimit_service.stores.factory import StoreSettings
 from ratelimit_service.stores.target import TargetError, parse_redis_url, parse_target
 from tollgate.server import normalize_address
-from tollgate.settings import CommonSettings, SettingsError
+from tollgate.settings import CommonSettings, SettingsError, duration
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
 OFF = "off"
@@ -133,12 +133,24 @@ def _forwarding(args: argparse.Namespace, address: str | None) -> Forwarding | N
 
 
 def _limits(args: argparse.Namespace) -> LimitStoreSettings:
+    try:
+        window = duration(args.limits_redis_pipeline_window)
+    except ValueError as exc:
+        raise SettingsError(f"--limits-redis-pipeline-window: {exc}") from None
+    if window > 1.0 or args.limits_redis_pipeline_limit < 0:
+        raise SettingsError("--limits-redis-pipeline-window must be at most 1 s and "
+                            "--limits-redis-pipeline-limit at least 0")
+    ca_file = args.limits_redis_tls_ca_file
+    if ca_file and not Path(ca_file).is_file():
+        raise SettingsError(f"--limits-redis-tls-ca-file {ca_file}: no such file")
     store = StoreSettings(
         url=args.limits_redis_url, auth=args.limits_redis_auth, tls=args.limits_redis_tls,
         timeout=args.limits_redis_timeout, memory_max_keys=args.limits_memory_max_keys,
+        username=args.limits_redis_username, tls_ca_file=ca_file, pipeline_window=window,
+        pipeline_limit=args.limits_redis_pipeline_limit,
     )
     try:  # connects on first use: only the URL is checked here
-        parse_target(store.url, auth=store.auth, tls=store.tls)
+        parse_target(store.url, auth=store.auth, tls=store.tls, username=store.username)
     except TargetError as exc:
         raise SettingsError(f"--limits-redis-url: {exc}") from None
     if not store.timeout > 0 or store.memory_max_keys < 1:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from ratelimit_service.reference_env import prometheus_address
 from ratelimit_service.stores.factory import StoreSettings
 from ratelimit_service.stores.target import TargetError, parse_target
 from tollgate.server import normalize_address
-from tollgate.settings import CommonSettings, SettingsError
+from tollgate.settings import CommonSettings, SettingsError, duration
 
 DEFAULT_ADDRESS = "127.0.0.1:8081"
 
@@ -171,16 +170,3 @@ def resolve_config_path(explicit: str | None,
         return str(Path(root, env.get("RUNTIME_SUBDIRECTORY", ""),
                         env.get("RUNTIME_APPDIRECTORY") or "config"))
     return None
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
-_SCALE = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}
-
-
-def duration(text: str) -> float:
-    """Seconds from `150us`, `1ms`, `0.5s` or a bare number of seconds (as the
-    reference's Go durations read); ValueError otherwise."""
-    found = _DURATION.match(text)
-    if found is None:
-        raise ValueError(f"'{text}' is not a duration such as 500us, 1ms or 0")
-    return float(found.group(1)) * _SCALE[found.group(2)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -137,3 +138,15 @@ LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warning": "w
               "error": "error"}
 LOG_FORMATS = ("json", "text")
 
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?\s*$")
+_SCALE = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}
+
+
+def duration(text: str) -> float:
+    """Seconds from `150us`, `1ms`, `0.5s` or a bare number of seconds (as the
+    reference's Go durations read); ValueError otherwise."""
+    found = _DURATION.match(text)
+    if found is None:
+        raise ValueError(f"'{text}' is not a duration such as 500us, 1ms or 0")
+    return float(found.group(1)) * _SCALE[found.group(2)]

@@ -38,6 +38,19 @@ def test_authz_defaults_serve_both_doors_on_loopback_with_the_embedded_policy() 
     assert settings.common.tls is None and settings.common.metrics_address == ""
 
 
+def test_authz_limit_store_reads_the_same_store_settings_as_ratelimit_service() -> None:
+    store = authz("--limits-redis-url", "redis://127.0.0.1:1", "--limits-redis-username",
+                  "tollgate", "--limits-redis-pipeline-window", "1ms",
+                  "--limits-redis-pipeline-limit", "64").limits.store
+    assert (store.username, store.pipeline_window, store.pipeline_limit) == \
+        ("tollgate", pytest.approx(0.001), 64)
+    assert store == ratelimit("--redis-url", "redis://127.0.0.1:1", "--redis-username",
+                              "tollgate", "--redis-pipeline-window", "1ms",
+                              "--redis-pipeline-limit", "64", "--redis-timeout", "0.25",
+                              "--local-cache-size-bytes", str(store.local_cache_bytes),
+                              "--memory-max-keys", "1000000").store
+
+
 def test_a_door_switched_off_is_none_and_both_off_is_refused() -> None:
     assert authz("--grpc-address", "off").grpc_address is None
     assert authz("--http-address", "off").http is None
@@ -54,6 +67,9 @@ def test_a_door_switched_off_is_none_and_both_off_is_refused() -> None:
     (("--http-forwarded", "nginx", "--http-address", "off"), "--http-forwarded"),
     (("--limits-redis-url", "http://127.0.0.1:1"), "--limits-redis-url"),
     (("--limits-redis-timeout", "0"), "--limits-redis-timeout"),
+    (("--limits-redis-pipeline-window", "soon"), "--limits-redis-pipeline-window"),
+    (("--limits-redis-pipeline-window", "2s"), "--limits-redis-pipeline-window"),
+    (("--limits-redis-tls-ca-file", "/nonexistent/ca.pem"), "--limits-redis-tls-ca-file"),
     (("--dpop-replay-redis-url", "http://127.0.0.1:1"), "--dpop-replay-redis-url"),
     (("--dpop-replay-memory-max-entries", "0"), "--dpop-replay-redis-timeout"),
     (("--decision-log-claims", "a..b"), "--decision-log-claims"),

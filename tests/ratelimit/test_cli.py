@@ -211,7 +211,7 @@ def test_an_empty_config_directory_is_refused_at_start_and_on_reload(
 
 
 def test_durations_read_as_the_reference_writes_them() -> None:
-    from ratelimit_service.settings import duration
+    from tollgate.settings import duration
 
     assert [duration(t) for t in ("0", "150us", "1ms", "0.5ms", "2s", "0.25")] == [
         0.0, 150e-6, 1e-3, 0.5e-3, 2.0, 0.25]
