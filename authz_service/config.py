@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, create_model, field_validator, model_validator
+from pydantic import Field, ValidationInfo, create_model, field_validator, model_validator
 
 from authz_service.claims import parse_claim_path
 from authz_service.config_base import HEADER, NAME, Model
 from authz_service.identity.registry import KINDS
 from authz_service.limits.config import RateLimits
-from authz_service.methods import known_methods
+from authz_service.methods import EXTENSIONS, extension_methods, known_methods
 from authz_service.policy.config import (
     AddressRule,
     DenialShape,
@@ -84,8 +84,29 @@ class RouteMatch(Model):
 
     @field_validator("methods")
     @classmethod
-    def _upper(cls, value: list[str]) -> list[str]:
-        return known_methods(value)
+    def _upper(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return known_methods(value, method_extensions(info))
+
+
+def method_extensions(info: ValidationInfo) -> frozenset[str]:
+    """The policy's `extension_methods`, which the loader hands its models as context."""
+    given = (info.context or {}).get(EXTENSIONS, ())
+    return frozenset(given)
+
+
+def validation_context(data: Any) -> dict[str, Any]:
+    """What validating the policy file `data` needs to know before its routes: the
+    methods it declares its own (each checked again, with its place, as a field)."""
+    declared = data.get(EXTENSIONS) if isinstance(data, dict) else None
+    if not isinstance(declared, list):
+        return {}
+    usable = []
+    for method in declared:
+        try:
+            usable += extension_methods([str(method)])
+        except ValueError:
+            continue  # reported where it is written, by AuthzConfig's own field
+    return {EXTENSIONS: usable}
 
 
 class OpenApiSpec(Model):
@@ -176,10 +197,17 @@ class AuthzConfig(Model):
     deny: DenialShape | None = None  # the shape of every route's denials without its own
     # Rate limits decided in the same Check (authz_service.limits).
     rate_limits: RateLimits | None = None
+    # Methods no registry lists that this API uses on purpose (PURGE, BAN, ...).
+    extension_methods: list[str] = Field(default_factory=list)
     # Without routes every request gets the `unmatched` answer: the same one for
     # all. That is what an empty, comment-only or half-written (truncated) file
     # says too, so it is only accepted when the file says it on purpose.
     no_routes: bool = False
+
+    @field_validator("extension_methods")
+    @classmethod
+    def _method_names(cls, value: list[str]) -> list[str]:
+        return extension_methods(value)
 
     @model_validator(mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from authz_service.keys.registry import KeyRegistry
+from authz_service.methods import EXTENSIONS
 from authz_service.policy.compiled import CompiledPolicy
 from authz_service.policy.loading import load_policy
 from authz_service.policy.suite import CaseResult, PolicySuite, StandIn, check_suite, run_suite
@@ -52,7 +53,8 @@ def run_tests(policy_path: str, tests_path: str, out: TextIO, err: TextIO, *,
 
 
 def _build(data: Any, policy: CompiledPolicy) -> tuple[PolicySuite, list[StandIn | None]]:
-    suite = PolicySuite.model_validate(data)
+    own = {EXTENSIONS: policy.config.extension_methods}  # the policy's own methods
+    suite = PolicySuite.model_validate(data, context=own)
     return suite, check_suite(suite, policy)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authz_service.config import AuthzConfig
+from authz_service.config import AuthzConfig, validation_context
 from authz_service.keys.registry import KeyRegistry
 from authz_service.lookups import introspection
 from authz_service.policy.advice import advise
@@ -26,7 +26,8 @@ def load_policy(
     introspectors = introspection.factory(lambda: keys.client)
 
     def build(data: object) -> CompiledPolicy:
-        return compile_config(AuthzConfig.model_validate(data), factory, path.parent,
+        config = AuthzConfig.model_validate(data, context=validation_context(data))
+        return compile_config(config, factory, path.parent,
                               introspectors)
 
     advice: Advice[CompiledPolicy] = Advice(lambda policy: advise(policy.config))

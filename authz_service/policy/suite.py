@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from authz_service.config import method_extensions
 from authz_service.config_base import Model
 from authz_service.identity.base import Proven
 from authz_service.identity.errors import CredentialError
@@ -46,8 +47,8 @@ class SuiteRequest(Model):
 
     @field_validator("method")
     @classmethod
-    def _method(cls, value: str) -> str:
-        return known_methods([value])[0]
+    def _method(cls, value: str, info: ValidationInfo) -> str:
+        return known_methods([value], method_extensions(info))[0]
 
 
 class Expectation(Model):

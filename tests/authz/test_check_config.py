@@ -43,7 +43,9 @@ INVALID = {
     "jwt_audiences_all.yaml": "6: identities[0].jwt.audiences: 'audiences' is a list of "
     "audience names, or 'any'",
     "unknown_method.yaml": "7: routes[1].match.methods: 'PSOT' is not an HTTP method "
-    "(did you mean POST?)",
+    "(did you mean POST?); a method of your own is listed under 'extension_methods'",
+    "extension_method_name.yaml": "1: extension_methods: 'BA N' is not a method name "
+    "(RFC 9110: letters, digits and !#$%&'*+.^_`|~-, at most 64)",
     "unmatched_typo.yaml": "1: unmatched: must be 'deny' or 'allow', found the text 'allwo'",
     "match_is_a_path.yaml": "3: routes[0].match: expected a mapping (key: value), "
     "found the text '/healthz'",
@@ -150,6 +152,28 @@ def test_audiences_any_accepts_a_token_for_another_api_and_a_list_does_not(
 def test_methods_of_any_case_from_the_registry_are_accepted(methods: list[str]) -> None:
     config = routes({"methods": methods})
     assert config.routes[0].match.methods == [m.upper() for m in methods]
+
+
+def test_a_method_of_the_policys_own_is_accepted_and_routed_when_listed(tmp_path: Path) -> None:
+    path = tmp_path / "authz.yaml"
+    path.write_text("extension_methods: [purge, BAN]\nroutes:\n"
+                    "  - {name: purge, match: {methods: [PURGE, ban]}, anonymous: true}\n")
+    assert check(path)[0] == 0
+    without = tmp_path / "without.yaml"
+    without.write_text("routes:\n  - {name: purge, match: {methods: [PURGE]}, anonymous: true}\n")
+    code, _, err = check(without)
+    assert code == 1 and "'PURGE' is not an HTTP method" in err
+    from authz_service.config import validation_context
+    from authz_service.keys.registry import KeyRegistry
+    from authz_service.policy.loading import load_policy
+
+    assert validation_context({"extension_methods": ["purge"]}) == {
+        "extension_methods": ["PURGE"]}
+    policy = load_policy(path, KeyRegistry())
+    assert isinstance(decide(policy, RequestContext("PURGE", "/img/1"), T0), Allow)
+    assert isinstance(decide(policy, RequestContext("BAN", "/img/1"), T0), Allow)
+    refused = decide(policy, RequestContext("GET", "/img/1"), T0)  # unmatched: deny
+    assert isinstance(refused, Deny) and refused.status == 403
 
 
 def routes(*matches: dict[str, object]) -> AuthzConfig:

@@ -150,7 +150,8 @@ def test_a_failing_suite_exits_one_and_says_what_differed(tmp_path: Path) -> Non
      "    identity: {source: partners, kind: jwt, key: billing}\n    expect: {decision: allow}\n",
      "4: tests[0].identity.kind: identity source 'partners' is api_key, not jwt"),
     ("tests:\n  - name: x\n    request: {method: GTE, path: /a}\n    expect: {decision: allow}\n",
-     "3: tests[0].request.method: 'GTE' is not an HTTP method (did you mean GET?)"),
+     "3: tests[0].request.method: 'GTE' is not an HTTP method (did you mean GET?); a "
+     "method of your own is listed under 'extension_methods'"),
     ("tests:\n  - name: x\n    request: {path: /a}\n    expect: {decision: maybe}\n",
      "4: tests[0].expect.decision: must be 'allow' or 'deny', found the text 'maybe'"),
     ("tests:\n  - name: x\n    request: {path: /a}\n",
@@ -199,3 +200,17 @@ def test_a_failing_suite_fails_the_command(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "3 failed" in result.stdout
+
+
+def test_a_policy_test_may_send_a_method_its_policy_lists_as_its_own(tmp_path: Path) -> None:
+    policy = tmp_path / "authz.yaml"
+    policy.write_text("extension_methods: [PURGE]\nroutes:\n"
+                      "  - {name: purge, match: {methods: [PURGE]}, anonymous: true}\n")
+    tests = tmp_path / "authz.tests.yaml"
+    tests.write_text("tests:\n  - name: purge\n    request: {method: purge, path: /a}\n"
+                     "    expect: {decision: allow, route: purge}\n")
+    out, err = io.StringIO(), io.StringIO()
+    assert run_tests(str(policy), str(tests), out, err) == 0, (out.getvalue(), err.getvalue())
+    policy.write_text("routes:\n  - {name: r, anonymous: true}\n")
+    assert run_tests(str(policy), str(tests), out, err) == 2  # the tests file is refused
+    assert "'PURGE' is not an HTTP method" in err.getvalue()
