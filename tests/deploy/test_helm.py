@@ -135,3 +135,23 @@ def test_a_policy_override_is_used_verbatim() -> None:
     rendered = _render({"policy": {"override": policy}})
     authz = list(yaml.safe_load_all(rendered["tollgate/templates/configmaps.yaml"]))[1]
     assert authz["data"]["authz.yaml"] == policy
+
+
+def test_extra_environment_reaches_each_service_after_the_charts_own() -> None:
+    secret = {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+    values = {"extraEnv": {"authz": [
+        {"name": "AUTHZ_LIMITS_REDIS_PIPELINE_WINDOW", "value": "500us"},
+        {"name": "AUTHZ_LIMITS_REDIS_AUTH", "valueFrom": secret}]}}
+    rendered = _render(values)
+    deployment = yaml.safe_load(rendered["tollgate/templates/deployment.yaml"])
+    (authz_c,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert authz_c["env"][-2:] == [
+        {"name": "AUTHZ_LIMITS_REDIS_PIPELINE_WINDOW", "value": "500us"},
+        {"name": "AUTHZ_LIMITS_REDIS_AUTH", "valueFrom": secret}]
+    grpc = _render({"layout": "grpc", "extraEnv": {"ratelimit": [
+        {"name": "RATELIMIT_NEAR_LIMIT_RATIO", "value": "0.9"}]}})
+    pod = yaml.safe_load(grpc["tollgate/templates/deployment.yaml"])["spec"]["template"]["spec"]
+    ratelimit = next(c for c in pod["initContainers"] if c["name"] == "ratelimit")
+    assert ratelimit["env"][-1] == {"name": "RATELIMIT_NEAR_LIMIT_RATIO", "value": "0.9"}
+    with pytest.raises(Exception, match="extraEnv"):  # the schema: a name and one value
+        _render({"extraEnv": {"authz": [{"name": "AUTHZ_X"}]}})
