@@ -98,10 +98,10 @@ def workdir() -> Path:
 
 # ---------------------------------------------------------------- the HTTP door
 
-DOOR_CONFIG = """
+JWT_CONFIG = """
 identities:
   - name: idp
-    jwt: {{issuer: {issuer}, audiences: [{audience}], jwks_file: {jwks}, algorithms: [EdDSA]}}
+    jwt: {{issuer: {issuer}, audiences: [{audience}], jwks_file: {jwks}, algorithms: [{alg}]}}
 routes:
   - name: orders-read
     match: {{methods: [GET], path: {{template: "/orders/{{id}}"}}}}
@@ -127,8 +127,8 @@ async def door(forwarded: str = "", limited: bool = False) -> Check:
         bytes(range(32))))
     work = workdir()
     (work / "jwks.json").write_text(json.dumps(jwt_kit.jwks(key)))
-    text = DOOR_CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE,
-                              jwks=work / "jwks.json")
+    text = JWT_CONFIG.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE,
+                             jwks=work / "jwks.json", alg=key.alg)
     if limited:
         # The limit envoy_bench's http_authz_limit_memory case decides: one thing measured.
         from bench.envoy_bench import AUTHZ_LIMITS, RATELIMIT_CONFIG  # noqa: PLC0415
@@ -165,16 +165,6 @@ async def door(forwarded: str = "", limited: bool = False) -> Check:
 
 
 # ---------------------------------------------------------------- the pipeline
-
-PIPELINE_JWT = """
-identities:
-  - name: idp
-    jwt: {{issuer: {issuer}, audiences: [{audience}], jwks_file: {jwks}, algorithms: [ES256]}}
-routes:
-  - name: orders-read
-    match: {{methods: [GET], path: {{template: "/orders/{{id}}"}}}}
-    require: {{scopes: {{all_of: ["orders:read"]}}}}
-"""
 
 PIPELINE_INTROSPECTION = """
 identities:
@@ -217,8 +207,9 @@ async def pipeline_jwt(pool: int) -> Check:
     work = workdir()
     key = jwt_kit.ec_key("bench-ec")
     (work / "jwks.json").write_text(json.dumps(jwt_kit.jwks(key)))
-    (work / "authz.yaml").write_text(PIPELINE_JWT.format(
-        issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE, jwks=work / "jwks.json"))
+    (work / "authz.yaml").write_text(JWT_CONFIG.format(
+        issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE, jwks=work / "jwks.json",
+        alg=key.alg))
     pipeline = Pipeline(ConfigHolder(load_policy(work / "authz.yaml", KeyRegistry())),
                         KeyRegistry())
     token = jwt_kit.mint(key, exp=int(time.time()) + 3600)
@@ -419,7 +410,8 @@ def instructions(names: list[str], counts: tuple[int, int] | None, tree: str | N
                  jobs: int) -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is not installed, and the instruction counts need it: "
-              "`sudo apt-get install valgrind` (Debian), or count calls instead "
+              "`sudo apt-get install valgrind` (Debian; ./scripts/bench installs it), or count "
+              "calls instead "
               "(--calls, no valgrind).", file=sys.stderr)
         return 2
     print(f"tree: {tree or ROOT}; PYTHONHASHSEED=0; per check = (Ir(large N) - Ir(small N))"
@@ -461,7 +453,7 @@ def calls(names: list[str]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="python -m bench.instructions", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="*", metavar="CASE", help="cases to run (see --list)")
     parser.add_argument("--all", action="store_true", help="every case")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
