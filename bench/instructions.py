@@ -20,7 +20,10 @@ of instructions). The setup's objects are frozen out of the collector's walks
 
 Calls (`--calls`). The Python and C function calls one check makes, counted with
 sys.setprofile in this process (no valgrind): exact, and they say *where* a change
-added work when the instruction count says only how much.
+added work when the instruction count says only how much. Counting starts at the case's
+check callable, so the lambda most cases wrap their call in is one of the Python calls
+(engine-flat, -tree and -address call decide() directly); door-limit-memory's count
+includes its wait for the counter.
 
 Comparing two trees. `--tree DIR` (or TOLLGATE_ROOT=DIR) measures another checkout's
 code with this file's cases: the runs put DIR first on PYTHONPATH, so its
@@ -56,7 +59,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import inspect
 import json
 import os
 import re
@@ -74,7 +76,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-Check = Callable[[], Any]  # one check; it may return an awaitable (a limit's count)
+Check = Callable[[], Any]  # one check (an awaits case's: None, or an awaitable to wait for)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class Case:
     # pool: how many checks the largest run makes (for what must be fresh per check).
     setup: Callable[[int], Coroutine[Any, Any, Check]]
     counts: tuple[int, int] = (200, 1200)
-    awaits: bool = False  # the check may hand back an awaitable to wait for
+    awaits: bool = False  # the check returns None when done, else an awaitable to wait for
 
 
 def workdir() -> Path:
@@ -161,7 +163,14 @@ async def door(forwarded: str = "", limited: bool = False) -> Check:
             answer = await answer
     if not answer.startswith(b"HTTP/1.1 200"):
         raise SystemExit(f"not a cached allow: {answer!r}")
-    return lambda: check(request)
+    if not limited:
+        return lambda: check(request)
+
+    def counted() -> Any:
+        answer = check(request)
+        return None if isinstance(answer, bytes) else answer
+
+    return counted
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -369,9 +378,9 @@ def inner(name: str, count: int, pool: int) -> None:
         gc.freeze()
         if case.awaits:
             for _ in range(count):
-                answer = check()
-                if inspect.isawaitable(answer):
-                    await answer
+                pending = check()
+                if pending is not None:
+                    await pending
         else:
             for _ in range(count):
                 check()
@@ -441,7 +450,7 @@ def calls(names: list[str]) -> int:
             sys.setprofile(count)
             answer = check()
             sys.setprofile(None)
-            if inspect.isawaitable(answer):  # a limit's count: its wait is counted too
+            if CASES[name].awaits and answer is not None:  # a limit's count: its wait too
                 sys.setprofile(count)
                 await answer
                 sys.setprofile(None)
