@@ -19,6 +19,7 @@ from typing import Any
 
 from authz_service.claims import ClaimPath, parse_claim_path
 from authz_service.identity import api_key, mtls
+from authz_service.identity.naming import credential_id
 from authz_service.models import Allow, Answer, Identity, RequestContext
 from tollgate.record_log import Record, RecordQueue, RecordSink
 
@@ -26,9 +27,9 @@ MAX_PATH = 2048
 MAX_REQUEST_ID = 128  # as much as a denial body echoes
 MAX_CLAIM_TEXT = 256
 _HEX = frozenset("0123456789abcdef")
-# Which credential a kind's record names, besides the issuer (JWT): (field, the claim the
-# kind sets). Read by kind, so a token carrying a `key_id` claim is not taken for a key.
-_NAMED_BY = {api_key.KIND: ("api_key_id", "key_id"), mtls.KIND: ("spiffe_id", "spiffe_id")}
+# Which credential a kind's record names, besides the issuer (JWT): the record's field.
+# Read by kind (identity.naming), so a token carrying a `key_id` claim is not taken for a key.
+_NAMED_BY = {api_key.KIND: "api_key_id", mtls.KIND: "spiffe_id"}
 
 
 @dataclass(frozen=True)
@@ -112,9 +113,11 @@ class DecisionLog:
             record["subject"] = identity.subject
             if identity.issuer:
                 record["issuer"] = identity.issuer
-            named = _NAMED_BY.get(identity.kind)
-            if named is not None and identity.claims.get(named[1]):
-                record[named[0]] = str(identity.claims[named[1]])
+            field = _NAMED_BY.get(identity.kind)
+            if field is not None:
+                named = credential_id(identity, identity.kind)
+                if named:
+                    record[field] = named
             listed = self._claims(identity.claims)
             if listed:
                 record["claims"] = listed

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from authz_service.identity.registry import SourceContext
 
 KIND = "api_key"
+ID_CLAIM = "key_id"  # the claim an API key identity names its key by (keys[].id)
 _NAME = NAME
 _HEADER = HEADER
 _SHA256 = worded_pattern(r"^[0-9a-fA-F]{64}$", "a SHA-256 digest (64 hex digits)")
@@ -85,7 +86,7 @@ class ApiKeyIdentitySource:
             subject=entry.subject,
             source=self.name,
             scopes=frozenset(entry.scopes),
-            claims=MappingProxyType({"roles": list(entry.roles), "key_id": entry.id}),
+            claims=MappingProxyType({"roles": list(entry.roles), ID_CLAIM: entry.id}),
             tenant=entry.metadata.get("tenant", ""),
             plan=entry.metadata.get("plan", ""),
         )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from authz_service.identity.registry import SourceContext
 
 KIND = "mtls"
+ID_CLAIM = "spiffe_id"  # the claim an mTLS identity names its peer by
 
 
 class MtlsPrincipal(Model):
@@ -73,7 +74,7 @@ class MtlsIdentitySource:
         other = self._others.get(principal)
         if other is None:
             other = self._others[principal] = Identity(
-                KIND, principal, self.name, claims=MappingProxyType({"spiffe_id": principal}))
+                KIND, principal, self.name, claims=MappingProxyType({ID_CLAIM: principal}))
             if len(self._others) > MAX_UNLISTED_PEERS:
                 self._others.popitem(last=False)
         return other
@@ -85,7 +86,7 @@ class MtlsIdentitySource:
             subject=entry.subject or principal,
             source=self.name,
             scopes=frozenset(entry.scopes),
-            claims=MappingProxyType({"roles": list(entry.roles), "spiffe_id": principal}),
+            claims=MappingProxyType({"roles": list(entry.roles), ID_CLAIM: principal}),
             tenant=entry.metadata.get("tenant", ""),
             plan=entry.metadata.get("plan", ""),
         )

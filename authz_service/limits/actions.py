@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from authz_service.claims import parse_claim_path, scalar_text
+from authz_service.identity import api_key, mtls
+from authz_service.identity.naming import credential_id
 from authz_service.limits.config import (
     ClaimValue,
     GenericKey,
@@ -185,10 +187,6 @@ def _proven(identity: Identity) -> bool:
     return identity.kind != ANONYMOUS_KIND
 
 
-def _claim_text(identity: Identity, name: str) -> str:
-    return scalar_text(identity.claims.get(name)) or ""
-
-
 def _claim(spec: ClaimValue, _: str) -> EntryFn:
     path = parse_claim_path(spec.path)
 
@@ -220,10 +218,10 @@ ACTIONS: dict[str, ActionKind] = {
     "issuer": ActionKind(_identity_value(lambda i: i.issuer), needs_identity=True),
     "tenant": ActionKind(_identity_value(lambda i: i.tenant), needs_identity=True),
     "plan": ActionKind(_identity_value(lambda i: i.plan), needs_identity=True),
-    # Only API keys carry `key_id` and only mTLS peers `spiffe_id` among an identity's claims.
+    # Read by kind: a JWT carrying a `key_id` or `spiffe_id` claim names no key or peer.
     "api_key_id": ActionKind(
-        _identity_value(lambda i: _claim_text(i, "key_id")), needs_identity=True),
+        _identity_value(lambda i: credential_id(i, api_key.KIND)), needs_identity=True),
     "principal": ActionKind(
-        _identity_value(lambda i: _claim_text(i, "spiffe_id")), needs_identity=True),
+        _identity_value(lambda i: credential_id(i, mtls.KIND)), needs_identity=True),
     "claim": ActionKind(_claim, needs_identity=True),
 }

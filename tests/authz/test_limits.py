@@ -33,6 +33,9 @@ ALICE = Identity("jwt", "alice", "idp", issuer="https://idp.test", tenant="acme"
 KEY = Identity("api_key", "svc", "keys", claims=MappingProxyType({"key_id": "k1"}))
 PEER = Identity("mtls", "spiffe://td/a", "mesh",
                 claims=MappingProxyType({"spiffe_id": "spiffe://td/a"}))
+# A token whose issuer put claims of the names an API key and a peer are counted by.
+POSING = Identity("jwt", "mallory", "idp", claims=MappingProxyType({
+    "key_id": "k1", "spiffe_id": "spiffe://td/a"}))
 
 
 def entry(action: dict[str, Any], request: RequestContext | None = None,
@@ -110,6 +113,11 @@ def test_header_value_match(action: dict[str, Any], headers: dict[str, str], exp
     ({"api_key_id": {}}, ALICE, None),
     ({"principal": {}}, PEER, Entry("principal", "spiffe://td/a")),
     ({"principal": {}}, ALICE, None),
+    # Read by kind: a JWT's key_id / spiffe_id claims do not share the key's or the peer's
+    # counter (nor take their default away: it applies as for any caller without one).
+    ({"api_key_id": {}}, POSING, None),
+    ({"principal": {}}, POSING, None),
+    ({"api_key_id": {"default_value": "no-key"}}, POSING, Entry("api_key_id", "no-key")),
     ({"route": {}}, ALICE, Entry("route", "orders")),
     ({"claim": {"path": "realm_access.roles[1]", "descriptor_key": "role"}}, ALICE,
      Entry("role", "dev")),
