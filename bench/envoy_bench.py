@@ -9,7 +9,8 @@ Envoy alone (local), native jwt_authn (RS256, uncached and cached), native
 local_ratelimit, and each Tollgate door with its floor: the plain-HTTP door
 (http_floor: a trivial uvloop + httptools server allowing every Bearer; http_authz:
 Tollgate authz, RS256 JWT + scope + headers + metadata, cached token; _limit_memory /
-_limit_redis: plus a rate limit decided in the same call) and the gRPC door
+_limit_redis: plus a rate limit decided in the same call; _batched: with
+--limits-redis-pipeline-window 500us, so busy checks share Redis calls) and the gRPC door
 (grpc_floor: an empty grpc.aio handler; grpc_authz...). Envoy's ratelimit filter skips
 direct responses, so the two-hop layout (authz over gRPC + ratelimit-service behind
 Envoy's ratelimit filter) and ratelimit-service alone are measured against an upstream
@@ -56,6 +57,7 @@ LOCAL_CASES = [
     "http_authz",
     "http_authz_limit_memory",
     "http_authz_limit_redis",
+    "http_authz_limit_redis_batched",
     "grpc_floor",
     "grpc_authz",
     "grpc_authz_limit_memory",
@@ -316,7 +318,7 @@ def start_case(case: str, work: Path, port: int, jwks: dict[str, Any]) -> Proces
     redis = None
     redis_port = 0
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if case.endswith("_redis"):
+    if "_redis" in case:
         redis_port = free_port()
         redis = subprocess.Popen(
             [binary("redis-server"), "--port", str(redis_port), "--bind", "127.0.0.1",
@@ -333,9 +335,10 @@ def start_case(case: str, work: Path, port: int, jwks: dict[str, Any]) -> Proces
         door = "--http-address" if case.startswith("http_") else "--grpc-address"
         other = "--grpc-address" if door == "--http-address" else "--http-address"
         policy = "authz-limits.yaml" if "_limit_" in case else "authz.yaml"
+        batched = ["--limits-redis-pipeline-window", "500us"] if case.endswith("_batched") else []
         services["authz"] = subprocess.Popen(
             [binary("authz-service"), door, sock, other, "off", "--config", str(work / policy),
-             "--limits-redis-url", redis_url, "--log-level", "error"], **quiet,
+             "--limits-redis-url", redis_url, *batched, "--log-level", "error"], **quiet,
         )
     if "authz" in services:
         wait_for((work / "authz.sock").exists, 30, "authz socket")
@@ -440,7 +443,7 @@ def _http_ok(url: str, headers: list[str]) -> bool:
 
 def reference(case: str) -> str | None:
     """What a case is compared with beyond jwt_authn: its floor, or its door without limits."""
-    if case.endswith(("_limit_memory", "_limit_redis")):
+    if "_limit_" in case:
         return case.split("_limit_", maxsplit=1)[0]
     if case in ("http_authz", "grpc_authz"):
         return case.replace("_authz", "_floor")
