@@ -28,7 +28,11 @@ from authz_service.identity.jwt_verifier import (
     parse,
     verify_signature,
 )
-from authz_service.identity.token_binding import BindingSettings, TokenBindingRules
+from authz_service.identity.token_binding import (
+    BindingSettings,
+    TokenBindingRules,
+    read_binding,
+)
 from authz_service.identity.token_binding import credential_headers as binding_headers
 from authz_service.identity.token_cache import CachedIdentity, TokenCache
 from authz_service.keys.keyset import KeySet
@@ -67,6 +71,13 @@ def token_locations(places: Sequence[TokenLocation]) -> list[Location]:
     """The readers of a source's `from:` list, in its order (built once, at load)."""
     return [HeaderLocation(place.header, place.prefix) if place.header
             else CookieLocation(place.cookie or "") for place in places]
+
+
+def token_headers(places: Sequence[TokenLocation], settings: BindingSettings) -> tuple[str, ...]:
+    """The headers a token source's credentials travel in (removed before the upstream):
+    its `from:` headers, and DPoP's when it takes DPoP."""
+    headers = [place.header for place in places if place.header is not None]
+    return tuple(dict.fromkeys(headers + list(binding_headers(settings))))
 
 
 
@@ -243,7 +254,8 @@ class JwtIdentitySource:
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
         claims = parsed.claims
-        binding = self.binding.read(claims)  # refused before it is cached
+        binding = read_binding(claims)
+        self.binding.admit(binding)  # refused before it is cached
         identity = self.identity_of(claims)
         self.cache.put(self.name, digest,
                        CachedIdentity(identity, valid_until, generation, binding))
@@ -266,5 +278,4 @@ def given_identity(source: JwtIdentitySource, given: GivenIdentity) -> Identity:
 
 
 def credential_headers(config: JwtSource) -> tuple[str, ...]:
-    headers = [loc.header for loc in config.from_ if loc.header is not None]
-    return tuple(dict.fromkeys(headers + list(binding_headers(config))))
+    return token_headers(config.from_, config)

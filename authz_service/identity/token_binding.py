@@ -9,17 +9,18 @@ always held to it, whatever the source's modes. The modes only add refusals:
 `certificate_binding: require` refuses tokens that are not certificate-bound,
 `dpop: require` those that are not DPoP-bound, `dpop: off` those that are.
 
-`TokenBindingRules.read` turns the claims into a TokenBinding once, when the token is
-verified (or introspected), and refuses what the source's modes never accept;
-`hold` checks the binding on every request, cached or not: the peer certificate is the
-one bound, and a DPoP-bound token comes under the DPoP scheme with a fresh proof by its
-key for this token (`ath`), whose jti the pipeline spends (Proven).
+`read_binding` turns the claims into a TokenBinding once, when the token is verified
+(or introspected), and the binding is cached with the verdict; `TokenBindingRules.admit`
+refuses what the source's modes never accept (a JWT source before it caches the token);
+`hold` does that and checks the binding on every request, cached or not: the peer
+certificate is the one bound, and a DPoP-bound token comes under the DPoP scheme with a
+fresh proof by its key for this token (`ath`), whose jti the pipeline spends (Proven).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,22 +95,15 @@ class TokenBindingRules:
                 return dpop_token, True
         return (token, False) if token is not None else None
 
-    def read(self, claims: dict[str, Any]) -> TokenBinding | None:
-        """The token's `cnf` binding; refuses a malformed one (a binding the token meant
-        to have is never dropped) and a token this source's modes never accept (so such
-        a token is never cached as accepted)."""
-        x5t = bound_thumbprint(claims)
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-        if jkt is not None and (not isinstance(jkt, str) or len(jkt) != 43):
-            raise InvalidCredential("malformed 'cnf.jkt' claim")
-        if x5t is None and self.certificate == "require":
+    def admit(self, binding: TokenBinding | None) -> None:
+        """Refuse a token this source's modes never accept, whatever the request."""
+        if (binding is None or binding.x5t_s256 is None) and self.certificate == "require":
             raise InvalidCredential("token is not bound to a client certificate")
+        jkt = binding.jkt if binding is not None else None
         if jkt is None and self.dpop_mode == "require" and self.dpop is not None:
             raise self.dpop.refusal("token is not DPoP-bound", "invalid_token")
         if jkt is not None and self.dpop is None:
             raise InvalidCredential("DPoP-bound tokens are not accepted here")
-        return TokenBinding(x5t, jkt) if x5t is not None or jkt is not None else None
 
     def hold(
         self, identity: Identity, binding: TokenBinding | None, ctx: RequestContext,
@@ -118,8 +112,9 @@ class TokenBindingRules:
         """Per request: the certificate the token is bound to is the peer's, and a DPoP
         token comes with a fresh proof by its key for this token (`digest`: the token's
         SHA-256, the proof's `ath`); the proof's jti is spent by the pipeline."""
+        self.admit(binding)
         if binding is None and not via_dpop:
-            return identity  # a bearer token, sent as one (read refused it if required)
+            return identity  # a bearer token, sent as one
         x5t = binding.x5t_s256 if binding is not None else None
         jkt = binding.jkt if binding is not None else None
         check_binding(x5t, ctx, self.certificate)
@@ -140,9 +135,19 @@ class TokenBindingRules:
         return Proven(identity, use)
 
 
+def read_binding(claims: Mapping[str, Any]) -> TokenBinding | None:
+    """The token's `cnf` binding, None for a bearer token. Raises InvalidCredential for
+    a malformed one: a binding the token meant to have is never dropped."""
+    x5t = bound_thumbprint(claims)
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if jkt is not None and (not isinstance(jkt, str) or len(jkt) != 43):
+        raise InvalidCredential("malformed 'cnf.jkt' claim")
+    return TokenBinding(x5t, jkt) if x5t is not None or jkt is not None else None
+
+
 def credential_headers(settings: BindingSettings) -> tuple[str, ...]:
-    """The headers DPoP credentials travel in, when the source takes them (stripped
-    before the upstream)."""
+    """The headers DPoP credentials travel in, when the source takes them."""
     return (DPOP_AUTHORIZATION.header, PROOF_HEADER) if settings.dpop != "off" else ()
 
 
