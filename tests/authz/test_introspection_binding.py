@@ -25,13 +25,10 @@ from authz_service.identity.claim_mapping import ClaimMapping
 from authz_service.identity.introspection import IntrospectionSource, judge
 from authz_service.identity.jwt import JwtSource
 from authz_service.identity.token_binding import BindingSettings, TokenBinding
-from authz_service.keys.registry import KeyRegistry
 from authz_service.models import Allow, Answer, Deny, RequestContext
-from authz_service.pipeline import Pipeline
-from authz_service.policy.loading import load_policy
 from tests.kits import dpop_kit, jwt_kit
-from tests.kits.introspection_kit import Endpoint, introspection_endpoint
-from tollgate.reload import ConfigHolder
+from tests.kits.engine_kit import allow, bearer, deny
+from tests.kits.introspection_kit import Endpoint, introspection_endpoint, service_pipeline
 from tollgate_cli import devcerts
 
 SECRET_ENV = "TG_TEST_INTROSPECTION_SECRET"
@@ -72,10 +69,7 @@ class Service:
     """The service's pipeline on a config file, on one event loop for the whole test."""
 
     def __init__(self, workdir: Path, text: str) -> None:
-        path = workdir / "authz.yaml"
-        path.write_text(text)
-        self.keys = KeyRegistry()
-        self.pipeline = Pipeline(ConfigHolder(load_policy(path, self.keys)), self.keys)
+        self.keys, self.pipeline = service_pipeline(workdir, text)
         self.loop = asyncio.new_event_loop()
 
     def ask(self, headers: dict[str, str], path: str = "/orders/1", **peer: Any) -> Answer:
@@ -125,10 +119,6 @@ def peer(certificate: bytes) -> dict[str, Any]:
     return {"peer_certificate_sha256": certificate.hex(), "peer_certificate": True}
 
 
-def bearer(token: str) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
 def dpop(token: str, proof: str) -> dict[str, str]:
     return {"authorization": f"DPoP {token}", "dpop": proof}
 
@@ -139,13 +129,11 @@ def proof(token: str | None, path: str = "/dpop/1", **kw: Any) -> str:
 
 
 def denied(answer: Answer) -> Deny:
-    assert isinstance(answer.decision, Deny), answer.decision
-    return answer.decision
+    return deny(answer.decision)
 
 
 def allowed(answer: Answer) -> Allow:
-    assert isinstance(answer.decision, Allow), answer.decision
-    return answer.decision
+    return allow(answer.decision)
 
 
 def invalid_token(answer: Answer) -> str:
@@ -411,10 +399,11 @@ def test_introspection_sources_take_the_jwt_sources_binding_settings_and_default
 
 
 def test_dpop_off_unquoted_in_yaml_means_off(tmp_path: Path, endpoint: Endpoint) -> None:
-    policy = load_policy(_write(tmp_path, config_text(endpoint.url, {"orders": {"dpop": "off"}})),
-                         KeyRegistry())
-    kind, source = policy.config.identities[0].mechanism()
+    keys, pipeline = service_pipeline(tmp_path, config_text(endpoint.url,
+                                                            {"orders": {"dpop": "off"}}))
+    kind, source = pipeline.holder.current.config.identities[0].mechanism()
     assert (kind, source.dpop) == ("introspection", "off")
+    asyncio.run(keys.close())
 
 
 def test_the_verdict_keeps_the_answers_binding_for_every_later_request() -> None:
@@ -431,8 +420,3 @@ def test_the_verdict_keeps_the_answers_binding_for_every_later_request() -> None
                   ClaimMapping("introspection", "o", config, frozenset()), now)
     assert plain.identity is not None and plain.binding is None
 
-
-def _write(workdir: Path, text: str) -> Path:
-    path = workdir / "authz.yaml"
-    path.write_text(text)
-    return path
