@@ -188,7 +188,10 @@ class Pipeline:
     ) -> Identity | Proven | Deny:
         """Authentication once more after the I/O it asked for: a key refetch for an
         unknown kid, or the lookups (introspection calls) of sources that had no cached
-        answer. Each bounds its own wait; a second miss is answered with the fallback."""
+        answer. Each bounds its own wait; a second miss is answered with the fallback.
+        A sender-constrained token is held to its binding in this second pass, a JWT's or
+        an introspected one's alike: a DPoP proof is verified once the token's cnf.jkt is
+        known, and the Proven it answers has its proof spent by the caller, as on a hit."""
         if isinstance(waiting, engine.NeedKeys):
             if not await self.keys.refresh_for_unknown_kid(waiting.source):
                 return waiting.fallback

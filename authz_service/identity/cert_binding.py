@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hmac
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from cryptography import x509
@@ -29,7 +30,7 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def bound_thumbprint(claims: dict[str, Any]) -> str | None:
+def bound_thumbprint(claims: Mapping[str, Any]) -> str | None:
     """The token's `cnf.x5t#S256`, None when it is not certificate-bound.
 
     Raises InvalidCredential for a `cnf` that is there but unreadable: a binding the

@@ -7,7 +7,11 @@ raises LookupNeeded; the pipeline awaits the lookup, which hands the endpoint's
 answer to `record` exactly once however many requests wait on it, and decides again.
 
 An answer is only a yes when `active` is true, `exp` (if any) is in the future, `iss`
-and `aud` are accepted (when configured) and a subject is named. A yes is cached at
+and `aud` are accepted (when configured), a subject is named and its `cnf` (if any) is
+readable. The `cnf` binding (RFC 7662 §2.2) is cached with the yes and the token held to
+it on every request, as a JWT is (identity/token_binding.py; RFC 8705 §3.2, RFC 9449
+§6.2): a certificate-bound token only from its certificate, a DPoP-bound one only with
+a fresh proof by its key. A yes is cached at
 most `cache.ttl_seconds` and never past `exp`; a no for `cache.negative_ttl_seconds`.
 An endpoint that does not answer usably in time is a 503 `introspection_unavailable`,
 never an allow, and is not cached.
@@ -26,12 +30,22 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import Model
-from authz_service.identity.base import audience_accepted
+from authz_service.identity.base import Proven, audience_accepted
 from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames, given_claims
-from authz_service.identity.credentials import find_token
 from authz_service.identity.errors import DependencyUnavailable, InvalidCredential, LookupNeeded
 from authz_service.identity.given import GivenIdentity
-from authz_service.identity.jwt import ASYMMETRIC_ALGORITHMS, TokenLocation, token_locations
+from authz_service.identity.jwt import (
+    ASYMMETRIC_ALGORITHMS,
+    TokenLocation,
+    token_headers,
+    token_locations,
+)
+from authz_service.identity.token_binding import (
+    BindingSettings,
+    TokenBinding,
+    TokenBindingRules,
+    read_binding,
+)
 from authz_service.identity.token_cache import TokenCache
 from authz_service.models import Identity, RequestContext
 
@@ -96,7 +110,7 @@ class IntrospectionCacheSettings(Model):
     negative_ttl_seconds: float = Field(5, gt=0)  # how long a no is remembered
 
 
-class IntrospectionSource(ClaimNames):
+class IntrospectionSource(ClaimNames, BindingSettings):
     endpoint: Annotated[str, Field(min_length=1)]
     client: ClientAuth
     issuers: list[str] = Field(default_factory=list)  # accepted `iss`; empty: not checked
@@ -117,6 +131,8 @@ class IntrospectionSource(ClaimNames):
     # instead of queueing on a struggling endpoint.
     max_concurrent: int = Field(64, ge=1, le=10_000)
     allow_insecure_http: bool = False  # http:// endpoints outside loopback
+    # Sender-constrained tokens: certificate_binding, dpop, dpop_proof (BindingSettings),
+    # as a JWT source has them; an answer's cnf is always held to.
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +143,7 @@ class Verdict:
     refusal: str
     cached_until: float
     expires_at: float  # the token's exp (inf without one)
+    binding: TokenBinding | None = None  # the answer's cnf, held to on every request
 
 
 class Introspector(Protocol):
@@ -209,10 +226,11 @@ def judge(
         return refused("audience not accepted")
     try:
         identity = mapping.identity(answer, issuer if isinstance(issuer, str) else "")
+        binding = read_binding(answer)
     except InvalidCredential as exc:
         return refused(exc.description)
     until = min(now + config.cache.ttl_seconds, expires_at)
-    return Verdict(identity, "", until, expires_at)
+    return Verdict(identity, "", until, expires_at, binding)
 
 
 class IntrospectionIdentitySource:
@@ -238,6 +256,8 @@ class IntrospectionIdentitySource:
         self.cache = IntrospectionCache(config.cache.max_entries)
         self.mapping = ClaimMapping(KIND, name, config, kept_claims)
         self.locations = token_locations(config.from_)
+        self.binding = TokenBindingRules(config, max_token_bytes)  # ValueError: bad settings
+        self.dpop_algs = self.binding.dpop_algs  # for the challenge
         # Files whose change reloads the policy (a rotated Secret): see policy/loading.py.
         self.files = tuple(
             name if name.is_absolute() else base_dir / name
@@ -248,17 +268,20 @@ class IntrospectionIdentitySource:
             UNAVAILABLE_CODE, "the token introspection endpoint is unavailable"
         )
 
-    def authenticate(self, ctx: RequestContext, now: float) -> Identity | None:
-        token = find_token(ctx, self.locations, self.max_token_bytes)
-        if token is None:
+    def authenticate(self, ctx: RequestContext, now: float) -> Identity | Proven | None:
+        found = self.binding.find(ctx, self.locations)
+        if found is None:
             return None
+        token, via_dpop = found
         digest = TokenCache.digest(token)
         verdict = self.cache.get(digest, now)
         if verdict is None:
             raise LookupNeeded(self.name, lambda: self._lookup(token, digest), self._unavailable)
         if verdict.identity is None:
             raise InvalidCredential(verdict.refusal)
-        return verdict.identity
+        # Every request, the cached answer's too: a bound token from anyone else is refused.
+        return self.binding.hold(verdict.identity, verdict.binding, ctx, digest,
+                                 via_dpop=via_dpop, now=now)
 
     def _lookup(self, token: str, digest: bytes) -> Awaitable[None]:
         return self.introspector.settle(token, digest, lambda answer: self._record(digest, answer))
@@ -280,7 +303,7 @@ def build(ctx: SourceContext, config: IntrospectionSource) -> IntrospectionIdent
 
 
 def credential_headers(config: IntrospectionSource) -> tuple[str, ...]:
-    return tuple(loc.header for loc in config.from_ if loc.header is not None)
+    return token_headers(config.from_, config)
 
 
 def given_identity(source: IntrospectionIdentitySource, given: GivenIdentity) -> Identity:

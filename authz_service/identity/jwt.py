@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
@@ -10,30 +9,13 @@ from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import HEADER, Model
 from authz_service.identity.base import Proven
-from authz_service.identity.cert_binding import CertificateBinding, bound_thumbprint, check_binding
 from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames, given_claims
-from authz_service.identity.credentials import (
-    DPOP_AUTHORIZATION,
-    CookieLocation,
-    HeaderLocation,
-    Location,
-    find_token,
-    read_header_credential,
-)
-from authz_service.identity.dpop import (
-    PROOF_HEADER,
-    DpopMode,
-    DpopSettings,
-    DpopVerifier,
-    NonceIssuer,
-)
+from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location
 from authz_service.identity.errors import (
     CredentialError,
-    DpopRefusal,
     ForeignCredential,
     InvalidCredential,
     KeysUnavailable,
-    MalformedRequest,
 )
 from authz_service.identity.given import GivenIdentity
 from authz_service.identity.jwt_verifier import (
@@ -46,7 +28,13 @@ from authz_service.identity.jwt_verifier import (
     parse,
     verify_signature,
 )
-from authz_service.identity.token_cache import CachedIdentity, TokenBinding, TokenCache
+from authz_service.identity.token_binding import (
+    BindingSettings,
+    TokenBindingRules,
+    read_binding,
+)
+from authz_service.identity.token_binding import credential_headers as binding_headers
+from authz_service.identity.token_cache import CachedIdentity, TokenCache
 from authz_service.keys.keyset import KeySet
 from authz_service.models import Identity, RequestContext
 
@@ -85,6 +73,13 @@ def token_locations(places: Sequence[TokenLocation]) -> list[Location]:
             else CookieLocation(place.cookie or "") for place in places]
 
 
+def token_headers(places: Sequence[TokenLocation], settings: BindingSettings) -> tuple[str, ...]:
+    """The headers a token source's credentials travel in (removed before the upstream):
+    its `from:` headers, and DPoP's when it takes DPoP."""
+    headers = [place.header for place in places if place.header is not None]
+    return tuple(dict.fromkeys(headers + list(binding_headers(settings))))
+
+
 
 class JwksRefresh(Model):
     default_ttl_seconds: float = Field(300, gt=0)
@@ -99,7 +94,7 @@ class JwksRefresh(Model):
     retry_seconds: float = Field(10, gt=0)
 
 
-class JwtSource(ClaimNames):
+class JwtSource(ClaimNames, BindingSettings):
     issuer: Annotated[str, Field(min_length=1)]
     # Required: without it a token the issuer minted for any other API would pass.
     # `any` accepts every audience, and says so in the file.
@@ -118,17 +113,7 @@ class JwtSource(ClaimNames):
     )
     refresh: JwksRefresh = Field(default_factory=JwksRefresh)
     allow_insecure_http: bool = False  # http:// key URLs outside loopback
-    # Sender-constrained tokens (docs/authz.md "Sender-constrained tokens"). A token
-    # that carries a binding (cnf.x5t#S256, cnf.jkt) is always held to it.
-    certificate_binding: CertificateBinding = "when_present"  # require: only bound tokens
-    dpop: DpopMode = "off"  # allow: DPoP and bearer tokens; require: DPoP only
-    dpop_proof: DpopSettings = Field(default_factory=DpopSettings)
-
-    @field_validator("dpop", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: object) -> object:
-        # YAML 1.1 reads an unquoted `off` as false: `dpop: off` means what it says.
-        return "off" if value is False else value
+    # Sender-constrained tokens: certificate_binding, dpop, dpop_proof (BindingSettings).
 
     @field_validator("audiences", mode="before")
     @classmethod
@@ -243,30 +228,20 @@ class JwtIdentitySource:
             skew=config.clock_skew_seconds,
             max_lifetime=config.max_lifetime_seconds,
         )
-        self.dpop: DpopVerifier | None = None
-        if config.dpop != "off":
-            self.dpop = DpopVerifier(config.dpop_proof, _nonces(config.dpop_proof))
-        self.dpop_algs = self.dpop.algs if self.dpop is not None else ""  # for the challenge
+        self.binding = TokenBindingRules(config, max_token_bytes)  # ValueError: bad settings
+        self.dpop_algs = self.binding.dpop_algs  # for the challenge
 
     def authenticate(self, ctx: RequestContext, now: float) -> Identity | Proven | None:
-        token = find_token(ctx, self.locations, self.max_token_bytes)
-        via_dpop = False
-        if self.dpop is not None:
-            dpop_token = read_header_credential(ctx, DPOP_AUTHORIZATION, self.max_token_bytes)
-            if dpop_token is not None:
-                if token is not None:
-                    raise MalformedRequest("credentials sent by more than one method")
-                token, via_dpop = dpop_token, True
-        if token is None:
+        found = self.binding.find(ctx, self.locations)
+        if found is None:
             return None
+        token, via_dpop = found
         digest = TokenCache.digest(token)
         generation = self.keys.generation
         cached = self.cache.get(self.name, digest, now, generation)
         if cached is not None:
-            if cached.binding is None and not via_dpop:
-                return cached.identity  # a bearer token, sent as one
-            return self._held_to_binding(cached.identity, cached.binding, ctx, digest,
-                                         via_dpop=via_dpop, now=now)
+            return self.binding.hold(cached.identity, cached.binding, ctx, digest,
+                                     via_dpop=via_dpop, now=now)
         try:
             parsed = parse(token)
             if parsed.claims.get("iss") != self.rules.issuer:
@@ -279,69 +254,16 @@ class JwtIdentitySource:
         except TokenError as exc:
             raise InvalidCredential(str(exc)) from None
         claims = parsed.claims
-        binding = self._binding(claims)
+        binding = read_binding(claims)
+        self.binding.admit(binding)  # refused before it is cached
         identity = self.identity_of(claims)
         self.cache.put(self.name, digest,
                        CachedIdentity(identity, valid_until, generation, binding))
-        if binding is None and not via_dpop:
-            return identity
-        return self._held_to_binding(identity, binding, ctx, digest, via_dpop=via_dpop, now=now)
-
-    def _binding(self, claims: dict[str, object]) -> TokenBinding | None:
-        """The token's `cnf` binding; refuses a token this source's modes never accept
-        (so such a token is never cached)."""
-        x5t = bound_thumbprint(claims)
-        cnf = claims.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
-        if jkt is not None and (not isinstance(jkt, str) or len(jkt) != 43):
-            raise InvalidCredential("malformed 'cnf.jkt' claim")
-        if x5t is None and self.config.certificate_binding == "require":
-            raise InvalidCredential("token is not bound to a client certificate")
-        if jkt is None and self.config.dpop == "require" and self.dpop is not None:
-            raise self.dpop.refusal("token is not DPoP-bound", "invalid_token")
-        if jkt is not None and self.dpop is None:
-            raise InvalidCredential("DPoP-bound tokens are not accepted here")
-        return TokenBinding(x5t, jkt) if x5t is not None or jkt is not None else None
-
-    def _held_to_binding(
-        self, identity: Identity, binding: TokenBinding | None, ctx: RequestContext,
-        digest: bytes, *, via_dpop: bool, now: float,
-    ) -> Identity | Proven:
-        """Per request: the certificate the token is bound to is the peer's, and a DPoP
-        token comes with a fresh proof by its key (the proof's jti is recorded later)."""
-        x5t = binding.x5t_s256 if binding is not None else None
-        jkt = binding.jkt if binding is not None else None
-        check_binding(x5t, ctx, self.config.certificate_binding)
-        if not via_dpop:
-            if jkt is not None:
-                raise DpopRefusal("DPoP-bound token sent as a bearer token",
-                                  self.dpop.algs if self.dpop else "", "invalid_token")
-            return identity
-        verifier = self.dpop
-        if verifier is None:  # via_dpop is only set when DPoP is on
-            raise InvalidCredential("DPoP is not accepted here")
-        if jkt is None:
-            raise verifier.refusal("token is not DPoP-bound", "invalid_token")
-        proof = verifier.read_proof(ctx, self.max_token_bytes)
-        thumbprint, use = verifier.verify(proof, ctx, digest, now)
-        if thumbprint != jkt:
-            raise verifier.refusal("DPoP proof key is not the key the token is bound to")
-        return Proven(identity, use)
+        return self.binding.hold(identity, binding, ctx, digest, via_dpop=via_dpop, now=now)
 
     def identity_of(self, claims: dict[str, Any]) -> Identity:
         """Who a verified token's claims say is calling (InvalidCredential: no subject)."""
         return self.mapping.identity(claims, self.rules.issuer)
-
-
-def _nonces(settings: DpopSettings) -> NonceIssuer | None:
-    name = settings.nonce_secret_env
-    if name is None:
-        return None
-    secret = os.environ.get(name, "")
-    if len(secret) < 16:
-        raise ValueError(f"DPoP nonces: environment variable '{name}' must hold a secret of "
-                         "at least 16 characters")
-    return NonceIssuer(secret.encode(), settings.nonce_lifetime_seconds)
 
 
 def build(ctx: SourceContext, config: JwtSource) -> JwtIdentitySource:
@@ -356,7 +278,4 @@ def given_identity(source: JwtIdentitySource, given: GivenIdentity) -> Identity:
 
 
 def credential_headers(config: JwtSource) -> tuple[str, ...]:
-    headers = [loc.header for loc in config.from_ if loc.header is not None]
-    if config.dpop != "off":
-        headers += [DPOP_AUTHORIZATION.header, PROOF_HEADER]
-    return tuple(dict.fromkeys(headers))
+    return token_headers(config.from_, config)

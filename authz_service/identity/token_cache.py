@@ -10,16 +10,8 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from authz_service.identity.token_binding import TokenBinding
 from authz_service.models import Identity
-
-
-@dataclass(frozen=True, slots=True)
-class TokenBinding:
-    """What a sender-constrained token is bound to (its `cnf` claim): checked on every
-    request, cached or not."""
-
-    x5t_s256: str | None = None  # RFC 8705: the client certificate's thumbprint
-    jkt: str | None = None  # RFC 9449: the DPoP proof key's thumbprint
 
 
 @dataclass(frozen=True, slots=True)

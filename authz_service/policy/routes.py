@@ -122,7 +122,7 @@ def compile_route(
         sources=sources,
         require=require,
         validator=validator,
-        # A source that takes DPoP says which proof algorithms (identity/jwt.py).
+        # A source that takes DPoP says which proof algorithms (identity/token_binding.py).
         dpop_algs=" ".join(dict.fromkeys(
             alg for source in sources for alg in getattr(source, "dpop_algs", "").split())),
         address=compile_address_rule(policy.address) if policy.address is not None else None,

@@ -34,14 +34,12 @@ from authz_service.identity.introspection import (
 from authz_service.keys.registry import KeyRegistry
 from authz_service.metrics import INTROSPECTIONS
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
-from authz_service.pipeline import Pipeline
 from authz_service.policy import engine
 from authz_service.policy.compiled import CompiledPolicy, compile_config
 from authz_service.policy.loading import load_policy, watched_files
 from tests.kits import jwt_kit
-from tests.kits.introspection_kit import Endpoint, introspection_endpoint
+from tests.kits.introspection_kit import Endpoint, introspection_endpoint, service_pipeline
 from tollgate.config import ConfigError
-from tollgate.reload import ConfigHolder
 
 SECRET_ENV = "TG_TEST_INTROSPECTION_SECRET"
 SECRET = "s3cr3t:with+odd chars"
@@ -94,10 +92,7 @@ class Service:
     """The service's pipeline on a config file, its HTTP client closed at the end."""
 
     def __init__(self, workdir: Path, text: str) -> None:
-        path = workdir / "authz.yaml"
-        path.write_text(text)
-        self.keys = KeyRegistry()
-        self.pipeline = Pipeline(ConfigHolder(load_policy(path, self.keys)), self.keys)
+        self.keys, self.pipeline = service_pipeline(workdir, text)
 
     def ask(self, *tokens: str) -> list[Answer]:
         """Decide one request per token, all at once, in one event loop."""

@@ -126,6 +126,27 @@ def test_an_endpoint_outage_is_the_same_503_through_both_doors(
     assert endpoint.calls_for("door-outage") == 2  # not cached: each Check asked
 
 
+@pytest.mark.parametrize(("token", "cnf", "description"), [
+    ("door-cert-bound", {"x5t#S256": "q" * 43},
+     "token is bound to a client certificate; none was presented"),
+    ("door-dpop-bound", {"jkt": "k" * 43}, "DPoP-bound tokens are not accepted here"),
+])
+def test_a_sender_constrained_token_is_not_a_bearer_token_through_either_door(
+    service: Service, endpoint: Endpoint, token: str, cnf: dict[str, str], description: str
+) -> None:
+    """RFC 8705 §3.2, RFC 9449 §6.2: the answer's cnf binds the token, so without its
+    certificate (or, DPoP off, at all) it is refused, cached answer or not."""
+    active(endpoint, token, cnf=cnf)
+    for _ in range(2):  # the second time from the cache
+        grpc_reply, http_reply = both(service, token)
+        assert (grpc_reply.status, grpc_reply.code) == (401, "invalid_token")
+        assert grpc_reply.body is not None
+        assert grpc_reply.body["error_description"] == description
+        assert http_reply.body == grpc_reply.body
+        assert http_reply.headers["www-authenticate"] == grpc_reply.headers["www-authenticate"]
+    assert endpoint.calls_for(token) == 1
+
+
 def test_many_concurrent_checks_of_one_new_token_make_one_introspection(
     service: Service, endpoint: Endpoint
 ) -> None:
@@ -182,6 +203,15 @@ def test_through_envoy_an_active_token_reaches_the_upstream(
 
 def test_through_envoy_an_inactive_token_is_401(envoy: int, endpoint: Endpoint) -> None:
     status, headers, body = through_envoy(envoy, "envoy-inactive")
+    assert (status, json.loads(body)["error"]) == (401, "invalid_token")
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+
+
+def test_through_envoy_a_certificate_bound_token_without_its_certificate_is_401(
+    envoy: int, endpoint: Endpoint
+) -> None:
+    active(endpoint, "envoy-cert-bound", cnf={"x5t#S256": "q" * 43})
+    status, headers, body = through_envoy(envoy, "envoy-cert-bound")
     assert (status, json.loads(body)["error"]) == (401, "invalid_token")
     assert 'error="invalid_token"' in headers["www-authenticate"]
 

@@ -1,6 +1,7 @@
 """A real RFC 7662 introspection endpoint on 127.0.0.1, for tests: answers per token,
 records what each request carried (client authentication, form), can hold its
-answers (a slow or hung server), fail (5xx) or answer garbage."""
+answers (a slow or hung server), fail (5xx) or answer garbage; and the service's
+pipeline on a policy that asks it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
+
+from authz_service.keys.registry import KeyRegistry
+from authz_service.pipeline import Pipeline
+from authz_service.policy.loading import load_policy
+from tollgate.reload import ConfigHolder
 
 PATH = "/introspect"
 
@@ -122,3 +129,12 @@ def introspection_endpoint() -> Iterator[Endpoint]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+def service_pipeline(workdir: Path, text: str) -> tuple[KeyRegistry, Pipeline]:
+    """The service's pipeline on `text` (written to workdir/authz.yaml) as the service
+    loads it, and its key registry, which holds the HTTP client: close it at the end."""
+    path = workdir / "authz.yaml"
+    path.write_text(text)
+    keys = KeyRegistry()
+    return keys, Pipeline(ConfigHolder(load_policy(path, keys)), keys)
