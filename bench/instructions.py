@@ -181,6 +181,7 @@ identities:
     introspection:
       endpoint: http://127.0.0.1:9/introspect
       client: {{method: client_secret_post, client_id: bench, client_secret_file: {secret}}}
+      audiences: any
 routes:
   - name: orders-read
     match: {{methods: [GET], path: {{template: "/orders/{{id}}"}}}}

@@ -35,6 +35,7 @@ identities:
     introspection:
       endpoint: {url}
       client: {{method: client_secret_basic, client_id: bench, client_secret_env: BENCH_SECRET}}
+      audiences: any
       wait_seconds: {wait}
       timeout_seconds: 5
 routes:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import Model
+from authz_service.identity.audiences import AudienceSettings
 from authz_service.identity.base import Proven, audience_accepted
 from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames, given_claims
 from authz_service.identity.errors import DependencyUnavailable, InvalidCredential, LookupNeeded
@@ -110,11 +111,12 @@ class IntrospectionCacheSettings(Model):
     negative_ttl_seconds: float = Field(5, gt=0)  # how long a no is remembered
 
 
-class IntrospectionSource(ClaimNames, BindingSettings):
+class IntrospectionSource(ClaimNames, BindingSettings, AudienceSettings):
     endpoint: Annotated[str, Field(min_length=1)]
     client: ClientAuth
     issuers: list[str] = Field(default_factory=list)  # accepted `iss`; empty: not checked
-    audiences: list[str] = Field(default_factory=list)  # one must be in `aud`; empty: any
+    # `audiences` is required, as for JWT (identity/audiences.py): an authorization
+    # server answers `active` for the tokens it minted for every API it serves.
     scope_claims: list[str] = Field(default_factory=lambda: ["scope"])
     token_type_hint: str | None = "access_token"  # noqa: S105 - a token type, not a secret
     from_: list[TokenLocation] = Field(
@@ -222,7 +224,8 @@ def judge(
     issuer = answer.get("iss")
     if config.issuers and issuer not in config.issuers:
         return refused("issuer not accepted")
-    if config.audiences and not audience_accepted(answer.get("aud"), config.audiences):
+    accepted = config.accepted_audiences()
+    if accepted and not audience_accepted(answer.get("aud"), accepted):
         return refused("audience not accepted")
     try:
         identity = mapping.identity(answer, issuer if isinstance(issuer, str) else "")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import Field, field_validator, model_validator
 
 from authz_service.config_base import HEADER, Model
+from authz_service.identity.audiences import AudienceSettings
 from authz_service.identity.base import Proven
 from authz_service.identity.claim_mapping import ClaimMapping, ClaimNames, given_claims
 from authz_service.identity.credentials import CookieLocation, HeaderLocation, Location
@@ -47,10 +48,6 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 _HEADER = HEADER
-_AUDIENCES_NEEDED = (
-    "tokens this issuer mints for any other API would be accepted; list the audiences "
-    "this API accepts (the token's aud), or set 'audiences: any' on purpose"
-)
 
 
 class TokenLocation(Model):
@@ -94,11 +91,9 @@ class JwksRefresh(Model):
     retry_seconds: float = Field(10, gt=0)
 
 
-class JwtSource(ClaimNames, BindingSettings):
+class JwtSource(ClaimNames, BindingSettings, AudienceSettings):
     issuer: Annotated[str, Field(min_length=1)]
-    # Required: without it a token the issuer minted for any other API would pass.
-    # `any` accepts every audience, and says so in the file.
-    audiences: list[Annotated[str, Field(min_length=1)]] | Literal["any"] | None = None
+    # `audiences` is required (identity/audiences.py): a list, or `any` on purpose.
     jwks_uri: str | None = None
     jwks_file: str | None = None
     discovery: bool = False
@@ -114,27 +109,6 @@ class JwtSource(ClaimNames, BindingSettings):
     refresh: JwksRefresh = Field(default_factory=JwksRefresh)
     allow_insecure_http: bool = False  # http:// key URLs outside loopback
     # Sender-constrained tokens: certificate_binding, dpop, dpop_proof (BindingSettings).
-
-    @field_validator("audiences", mode="before")
-    @classmethod
-    def _audience_list(cls, value: Any) -> Any:
-        if value is None or value == "any":
-            return value
-        if not isinstance(value, list) or not all(isinstance(a, str) and a for a in value):
-            raise ValueError("'audiences' is a list of audience names, or 'any'")
-        if not value:
-            raise ValueError(f"'audiences' is empty: {_AUDIENCES_NEEDED}")
-        return value
-
-    @model_validator(mode="after")
-    def _audience_said(self) -> JwtSource:
-        if self.audiences is None:
-            raise ValueError(f"no 'audiences': {_AUDIENCES_NEEDED}")
-        return self
-
-    def accepted_audiences(self) -> frozenset[str]:
-        """The audiences a token must name one of; empty for `audiences: any`."""
-        return frozenset(self.audiences) if isinstance(self.audiences, list) else frozenset()
 
     @field_validator("algorithms")
     @classmethod

@@ -40,6 +40,8 @@ AUD = ("tokens this issuer mints for any other API would be accepted; list the a
 INVALID = {
     "jwt_without_audiences.yaml": f"4: identities[0].jwt: no 'audiences': {AUD}",
     "jwt_empty_audiences.yaml": f"6: identities[0].jwt.audiences: 'audiences' is empty: {AUD}",
+    "introspection_without_audiences.yaml": f"3: identities[0].introspection: no "
+    f"'audiences': {AUD}",
     "jwt_audiences_all.yaml": "6: identities[0].jwt.audiences: 'audiences' is a list of "
     "audience names, or 'any'",
     "unknown_method.yaml": "7: routes[1].match.methods: 'PSOT' is not an HTTP method "

@@ -172,6 +172,7 @@ def mapping(config: IntrospectionSource) -> ClaimMapping:
 
 def source_config(**fields: Any) -> IntrospectionSource:
     fields.setdefault("endpoint", "http://127.0.0.1:1/introspect")
+    fields.setdefault("audiences", "any")
     fields.setdefault("client", {"method": "client_secret_post", "client_id": "c",
                                  "client_secret_env": SECRET_ENV})
     return IntrospectionSource.model_validate(fields)
@@ -473,7 +474,7 @@ def test_an_http_endpoint_off_loopback_is_refused(tmp_path: Path) -> None:
 def test_the_secret_is_not_in_the_config_model() -> None:
     config = AuthzConfig.model_validate({
         "identities": [{"name": "opaque", "introspection": {
-            "endpoint": "https://as.test/i",
+            "endpoint": "https://as.test/i", "audiences": "any",
             "client": {"method": "client_secret_basic", "client_id": "c",
                        "client_secret_env": SECRET_ENV}}}],
         "no_routes": True,
@@ -498,7 +499,7 @@ class CannedIntrospector:
 def engine_policy(jwks: Path | None = None) -> tuple[CompiledPolicy, CannedIntrospector]:
     canned = CannedIntrospector()
     identities: list[dict[str, Any]] = [{"name": "opaque", "introspection": {
-        "endpoint": "https://as.test/introspect",
+        "endpoint": "https://as.test/introspect", "audiences": "any",
         "client": {"method": "client_secret_post", "client_id": "c",
                    "client_secret_env": SECRET_ENV}}}]
     if jwks is not None:

@@ -56,6 +56,7 @@ def config_text(url: str, routes: dict[str, dict[str, str]] = ROUTES,
       endpoint: {url}
       client: {{method: client_secret_basic, client_id: tollgate, client_secret_env: {SECRET_ENV}}}
       issuers: [{ISSUER}]
+      audiences: any
       wait_seconds: 2{settings}""")
         extra = "".join(f"\n    {k}: {v}" for k, v in route_settings.items())
         rules.append(f"""
@@ -408,7 +409,7 @@ def test_dpop_off_unquoted_in_yaml_means_off(tmp_path: Path, endpoint: Endpoint)
 
 def test_the_verdict_keeps_the_answers_binding_for_every_later_request() -> None:
     config = IntrospectionSource.model_validate({
-        "endpoint": "http://127.0.0.1/introspect",
+        "endpoint": "http://127.0.0.1/introspect", "audiences": "any",
         "client": {"method": "client_secret_basic", "client_id": "c",
                    "client_secret_env": SECRET_ENV}})
     now = time.time()
