@@ -295,22 +295,26 @@ async def serve(
 
 def parse_settings(argv: Sequence[str] | None = None) -> AuthzSettings:
     """The flags (and their environment variables), checked: a usage error exits 2."""
-    return read_settings(build_parser(), AuthzSettings.from_args, argv)
+    parser = build_parser()
+    return read_settings(parser, AuthzSettings.from_args, parser.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.check_config:  # the policy alone: what serving would need is not read
+        configure_logging(args.log_level, args.log_format)
+        return check_config(args.check_config, sys.stdout, sys.stderr)
+    settings = read_settings(parser, AuthzSettings.from_args, args)
     common = settings.common
     configure_logging(common.log_level, common.log_format)
-    if settings.check_config:
-        return check_config(settings.check_config, sys.stdout, sys.stderr)
     try:
         tls = common.server_tls()
         decisions = decision_log(settings.decision_log)
     except SettingsError as exc:
-        build_parser().error(str(exc))
+        parser.error(str(exc))
     except OSError as exc:
-        build_parser().error(f"--decision-log: {exc}")
+        parser.error(f"--decision-log: {exc}")
     counter = limit_counter(settings.limits)
     replay = replay_store(settings.dpop_replay)
     run(lambda: serve(settings, tls, counter, replay, decisions))

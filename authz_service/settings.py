@@ -14,10 +14,10 @@ from pathlib import Path
 
 from authz_service.decision_log import DecisionLogSettings, parse_claims
 from authz_service.doors.forwarded import CONVENTIONS, Forwarding, TrustedForwarders
-from ratelimit_service.stores.factory import StoreSettings
-from ratelimit_service.stores.target import TargetError, parse_redis_url, parse_target
+from ratelimit_service.stores.factory import StoreSettings, check_store, pipeline_window
+from ratelimit_service.stores.target import TargetError, parse_redis_url
 from tollgate.server import normalize_address
-from tollgate.settings import CommonSettings, SettingsError, duration
+from tollgate.settings import CommonSettings, SettingsError
 
 DEFAULT_CONFIG = Path(__file__).parent / "defaults" / "authz.yaml"
 OFF = "off"
@@ -68,7 +68,6 @@ class DecisionLogOutput:
 @dataclass(frozen=True, slots=True)
 class AuthzSettings:
     config: Path
-    check_config: str | None  # set: validate this file and exit
     grpc_address: str | None  # None: the gRPC door is off
     http: HttpDoorSettings | None  # None: the HTTP door is off
     limits: LimitStoreSettings
@@ -85,7 +84,6 @@ class AuthzSettings:
                                 "nothing to serve")
         return cls(
             config=Path(args.config) if args.config else DEFAULT_CONFIG,
-            check_config=args.check_config or None,
             grpc_address=grpc,
             http=_http_door(args, http_address),
             limits=_limits(args),
@@ -133,29 +131,13 @@ def _forwarding(args: argparse.Namespace, address: str | None) -> Forwarding | N
 
 
 def _limits(args: argparse.Namespace) -> LimitStoreSettings:
-    try:
-        window = duration(args.limits_redis_pipeline_window)
-    except ValueError as exc:
-        raise SettingsError(f"--limits-redis-pipeline-window: {exc}") from None
-    if window > 1.0 or args.limits_redis_pipeline_limit < 0:
-        raise SettingsError("--limits-redis-pipeline-window must be at most 1 s and "
-                            "--limits-redis-pipeline-limit at least 0")
-    ca_file = args.limits_redis_tls_ca_file
-    if ca_file and not Path(ca_file).is_file():
-        raise SettingsError(f"--limits-redis-tls-ca-file {ca_file}: no such file")
-    store = StoreSettings(
+    store = check_store(StoreSettings(
         url=args.limits_redis_url, auth=args.limits_redis_auth, tls=args.limits_redis_tls,
         timeout=args.limits_redis_timeout, memory_max_keys=args.limits_memory_max_keys,
-        username=args.limits_redis_username, tls_ca_file=ca_file, pipeline_window=window,
+        username=args.limits_redis_username, tls_ca_file=args.limits_redis_tls_ca_file,
         pipeline_limit=args.limits_redis_pipeline_limit,
-    )
-    try:  # connects on first use: only the URL is checked here
-        parse_target(store.url, auth=store.auth, tls=store.tls, username=store.username)
-    except TargetError as exc:
-        raise SettingsError(f"--limits-redis-url: {exc}") from None
-    if not store.timeout > 0 or store.memory_max_keys < 1:
-        raise SettingsError("--limits-redis-timeout must be above 0 and "
-                            "--limits-memory-max-keys at least 1")
+        pipeline_window=pipeline_window(args.limits_redis_pipeline_window, "limits-"),
+    ), "limits-")
     return LimitStoreSettings(store, args.limits_key_prefix)
 
 
@@ -167,9 +149,11 @@ def _replay(args: argparse.Namespace) -> ReplaySettings:
             parse_redis_url(replay.url)
         except TargetError as exc:
             raise SettingsError(f"--dpop-replay-redis-url: {exc}") from None
-    if not replay.timeout > 0 or replay.memory_max_entries < 1:
-        raise SettingsError("--dpop-replay-redis-timeout must be above 0 and "
-                            "--dpop-replay-memory-max-entries at least 1")
+    if not replay.timeout > 0:
+        raise SettingsError(f"--dpop-replay-redis-timeout {replay.timeout}: must be above 0")
+    if replay.memory_max_entries < 1:
+        raise SettingsError(
+            f"--dpop-replay-memory-max-entries {replay.memory_max_entries}: at least 1")
     return replay
 
 

@@ -184,15 +184,18 @@ def _check(path: str, out: TextIO, err: TextIO, merge_domains: bool, allow_empty
 
 def parse_settings(argv: Sequence[str] | None = None) -> RateLimitSettings:
     """The flags (and their environment variables), checked: a usage error exits 2."""
-    return read_settings(build_parser(), RateLimitSettings.from_args, argv)
+    parser = build_parser()
+    return read_settings(parser, RateLimitSettings.from_args, parser.parse_args(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.check_config:  # the rules alone: what serving would need is not read
+        return _check(args.check_config, sys.stdout, sys.stderr, args.merge_domain_config,
+                      args.allow_empty_config)
+    settings = read_settings(parser, RateLimitSettings.from_args, args)
     source, common = settings.rules, settings.common
-    if settings.check_config:
-        return _check(settings.check_config, sys.stdout, sys.stderr, source.merge_domains,
-                      source.allow_empty)
     configure_logging(common.log_level, common.log_format)
     for setting, instead in unsupported(os.environ):
         log.warning("reference setting not implemented, ignored",
@@ -200,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         tls = common.server_tls()
     except SettingsError as exc:
-        build_parser().error(str(exc))
+        parser.error(str(exc))
     config_path = source.path
     merge, allow_empty = source.merge_domains, source.allow_empty
     try:

@@ -17,10 +17,9 @@ from ratelimit_service.admin import admin_address
 from ratelimit_service.decision import DecisionSettings, HeaderNames
 from ratelimit_service.limiter import FailureMode
 from ratelimit_service.reference_env import prometheus_address
-from ratelimit_service.stores.factory import StoreSettings
-from ratelimit_service.stores.target import TargetError, parse_target
+from ratelimit_service.stores.factory import StoreSettings, check_store, pipeline_window
 from tollgate.server import normalize_address
-from tollgate.settings import CommonSettings, SettingsError, duration
+from tollgate.settings import CommonSettings, SettingsError
 
 DEFAULT_ADDRESS = "127.0.0.1:8081"
 
@@ -41,7 +40,6 @@ class RateLimitSettings:
     admin_address: str  # "" : off
     admin_allow_remote: bool
     rules: RulesSource
-    check_config: str | None  # set: validate this path and exit
     store: StoreSettings
     failure_mode: FailureMode
     decision: DecisionSettings
@@ -66,7 +64,7 @@ class RateLimitSettings:
         return cls(
             address=address, health_address=health, admin_address=args.admin_address,
             admin_allow_remote=args.admin_allow_remote, rules=rules,
-            check_config=args.check_config or None, store=_store(args),
+            store=_store(args),
             failure_mode=FailureMode(args.store_failure_mode), decision=_decision(args),
             workers=args.workers,
             common=CommonSettings.from_args(_with_metrics(args, env)),
@@ -81,35 +79,15 @@ def _with_metrics(args: argparse.Namespace, env: Mapping[str, str]) -> argparse.
 
 
 def _store(args: argparse.Namespace) -> StoreSettings:
-    if (args.memory_max_keys < 1 or args.memory_max_bytes < 1 or args.redis_timeout <= 0
-            or args.local_cache_size_bytes < 0):
-        raise SettingsError("--memory-max-keys >= 1, --memory-max-bytes >= 1, "
-                            "--redis-timeout > 0 and --local-cache-size-bytes >= 0 "
-                            "are required")
-    try:
-        window = duration(args.redis_pipeline_window)
-    except ValueError as exc:
-        raise SettingsError(f"--redis-pipeline-window: {exc}") from None
-    if window > 1.0 or args.redis_pipeline_limit < 0:
-        raise SettingsError("--redis-pipeline-window must be at most 1 s and "
-                            "--redis-pipeline-limit at least 0")
-    if args.redis_tls_ca_file and not Path(args.redis_tls_ca_file).is_file():
-        raise SettingsError(f"--redis-tls-ca-file {args.redis_tls_ca_file}: no such file")
-    store = StoreSettings(
+    return check_store(StoreSettings(
         url=args.redis_url, redis_type=args.redis_type, socket_type=args.redis_socket_type,
         auth=args.redis_auth, tls=args.redis_tls, timeout=args.redis_timeout,
         local_cache_bytes=args.local_cache_size_bytes, memory_max_keys=args.memory_max_keys,
         stop_when_over=args.stop_cache_key_increment_when_overlimit,
         memory_max_bytes=args.memory_max_bytes, tls_ca_file=args.redis_tls_ca_file,
-        username=args.redis_username, pipeline_window=window,
-        pipeline_limit=args.redis_pipeline_limit,
-    )
-    try:  # connects on first use: only the URL is checked here
-        parse_target(store.url, redis_type=store.redis_type, socket_type=store.socket_type,
-                     auth=store.auth, tls=store.tls, username=store.username)
-    except TargetError as exc:
-        raise SettingsError(str(exc)) from None
-    return store
+        username=args.redis_username, pipeline_limit=args.redis_pipeline_limit,
+        pipeline_window=pipeline_window(args.redis_pipeline_window, ""),
+    ), "")
 
 
 def _decision(args: argparse.Namespace) -> DecisionSettings:

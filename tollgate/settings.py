@@ -36,6 +36,8 @@ def flag(
         raw = os.environ.get(var)
         if raw is not None and raw != "":
             value = _convert(raw, kind, var)
+            if choices is not None and value not in choices:  # argparse checks flags only
+                raise SystemExit(f"${var}: one of {', '.join(choices)}, got '{raw}'")
             break
     names = ", ".join(f"${v}" for v in env)
     if kind is bool:
@@ -75,11 +77,11 @@ class SettingsError(ValueError):
 
 def read_settings(parser: argparse.ArgumentParser,
                   build: Callable[[argparse.Namespace], T],
-                  argv: Sequence[str] | None) -> T:
-    """The flags (and their environment variables), built into a service's settings by
-    `build`; an unusable one is a usage error (exit 2, the flag named on stderr)."""
+                  args: argparse.Namespace) -> T:
+    """The parsed flags (and their environment variables), built into a service's
+    settings by `build`; an unusable one is a usage error (exit 2, the flag named)."""
     try:
-        return build(parser.parse_args(argv))
+        return build(args)
     except SettingsError as exc:
         parser.error(str(exc))
 
@@ -107,10 +109,11 @@ class CommonSettings:
             raise SettingsError(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from None
         if not args.reload_interval > 0:
             raise SettingsError(f"--reload-interval {args.reload_interval}: must be above 0")
-        if not 0 <= args.drain_announce_seconds <= args.drain_seconds:
+        if args.drain_seconds < 0:
+            raise SettingsError(f"--drain-seconds {args.drain_seconds}: at least 0")
+        if args.drain_announce_seconds < 0:  # longer than the drain: cut to it, at stop
             raise SettingsError(
-                f"--drain-announce-seconds {args.drain_announce_seconds}: between 0 and "
-                f"--drain-seconds ({args.drain_seconds})")
+                f"--drain-announce-seconds {args.drain_announce_seconds}: at least 0")
         level = LOG_LEVELS.get(args.log_level.lower())
         if level is None:
             raise SettingsError(f"--log-level {args.log_level}: one of "
@@ -133,9 +136,11 @@ class CommonSettings:
             raise SettingsError(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from None
 
 
-# "warn" as envoyproxy/ratelimit's LOG_LEVEL spells it.
-LOG_LEVELS = {"debug": "debug", "info": "info", "warn": "warning", "warning": "warning",
-              "error": "error"}
+# Python's names and those of envoyproxy/ratelimit's LOG_LEVEL (logrus: trace, warn,
+# fatal, panic), which a migrated deployment may still set.
+LOG_LEVELS = {"trace": "debug", "debug": "debug", "info": "info", "warn": "warning",
+              "warning": "warning", "error": "error", "critical": "critical",
+              "fatal": "critical", "panic": "critical"}
 LOG_FORMATS = ("json", "text")
 
 

@@ -8,10 +8,12 @@ inside the Check. Clients connect lazily, on first use.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ratelimit_service.stores import CounterStore
 from ratelimit_service.stores.memory import DEFAULT_MAX_BYTES, MemoryStore
-from ratelimit_service.stores.target import StoreTarget, parse_target
+from ratelimit_service.stores.target import StoreTarget, TargetError, parse_target
+from tollgate.settings import SettingsError, duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,46 @@ class StoreSettings:
     username: str = ""  # set: `auth` is the whole password, even with ':' in it
     pipeline_window: float = 0.0  # seconds a busy store waits for requests to share a call
     pipeline_limit: int = 512  # counters per script call at most
+
+
+def pipeline_window(text: str, prefix: str) -> float:
+    """`--<prefix>redis-pipeline-window` in seconds; SettingsError naming the flag."""
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise SettingsError(f"--{prefix}redis-pipeline-window: {exc}") from None
+
+
+def check_store(settings: StoreSettings, prefix: str) -> StoreSettings:
+    """The settings, if a store can be built from them (only the URL's form is checked:
+    clients connect on first use); else SettingsError naming the flag at fault, whose
+    names are `--<prefix>redis-url` and so on (prefix '' for ratelimit-service,
+    'limits-' for authz-service's rate limits)."""
+    rules = (
+        (settings.timeout > 0, "redis-timeout", settings.timeout, "must be above 0"),
+        (settings.pipeline_window <= 1.0, "redis-pipeline-window", settings.pipeline_window,
+         "at most 1 s"),
+        (settings.pipeline_limit >= 0, "redis-pipeline-limit", settings.pipeline_limit,
+         "at least 0"),
+        (settings.memory_max_keys >= 1, "memory-max-keys", settings.memory_max_keys,
+         "at least 1"),
+        (settings.memory_max_bytes >= 1, "memory-max-bytes", settings.memory_max_bytes,
+         "at least 1"),
+        (settings.local_cache_bytes >= 0, "local-cache-size-bytes",
+         settings.local_cache_bytes, "at least 0"),
+    )
+    for ok, name, value, rule in rules:
+        if not ok:
+            raise SettingsError(f"--{prefix}{name} {value}: {rule}")
+    if settings.tls_ca_file and not Path(settings.tls_ca_file).is_file():
+        raise SettingsError(f"--{prefix}redis-tls-ca-file {settings.tls_ca_file}: no such file")
+    try:
+        parse_target(settings.url, redis_type=settings.redis_type,
+                     socket_type=settings.socket_type, auth=settings.auth, tls=settings.tls,
+                     username=settings.username)
+    except TargetError as exc:  # its message never shows a password
+        raise SettingsError(f"--{prefix}redis-url: {exc}") from None
+    return settings
 
 
 def build_store(settings: StoreSettings) -> tuple[CounterStore, StoreTarget]:

@@ -29,7 +29,7 @@ def ratelimit(*flags: str, env: dict[str, str] | None = None) -> RateLimitSettin
 
 def test_authz_defaults_serve_both_doors_on_loopback_with_the_embedded_policy() -> None:
     settings = authz()
-    assert settings.config == DEFAULT_CONFIG and settings.check_config is None
+    assert settings.config == DEFAULT_CONFIG
     assert settings.grpc_address == "127.0.0.1:9191"
     assert settings.http is not None and settings.http.address == "127.0.0.1:9192"
     assert settings.http.forwarding is None  # nothing forwarded is believed by default
@@ -71,13 +71,14 @@ def test_a_door_switched_off_is_none_and_both_off_is_refused() -> None:
     (("--limits-redis-pipeline-window", "2s"), "--limits-redis-pipeline-window"),
     (("--limits-redis-tls-ca-file", "/nonexistent/ca.pem"), "--limits-redis-tls-ca-file"),
     (("--dpop-replay-redis-url", "http://127.0.0.1:1"), "--dpop-replay-redis-url"),
-    (("--dpop-replay-memory-max-entries", "0"), "--dpop-replay-redis-timeout"),
+    (("--dpop-replay-memory-max-entries", "0"), "--dpop-replay-memory-max-entries"),
+    (("--limits-memory-max-keys", "0"), "--limits-memory-max-keys"),
     (("--decision-log-claims", "a..b"), "--decision-log-claims"),
     (("--decision-log-allow-sample-rate", "1.5"), "--decision-log-allow-sample-rate"),
     (("--decision-log-queue", "0"), "--decision-log-queue"),
     (("--tls-key", "k.pem"), "--tls-cert"),
     (("--reload-interval", "0"), "--reload-interval"),
-    (("--drain-seconds", "1", "--drain-announce-seconds", "2"), "--drain-announce-seconds"),
+    (("--drain-announce-seconds", "-1"), "--drain-announce-seconds"),
 ])
 def test_authz_refuses_each_unusable_setting_naming_its_flag(
         flags: tuple[str, ...], names: str) -> None:
@@ -119,18 +120,60 @@ def test_ratelimit_reads_the_store_and_decision_flags_once() -> None:
 
 @pytest.mark.parametrize(("flags", "names"), [
     (("--grpc-address", "nowhere"), "'nowhere'"),
+    (("--redis-url", "http://127.0.0.1:1"), "--redis-url: "),
     (("--near-limit-ratio", "1.5"), "--near-limit-ratio"),
     (("--memory-max-keys", "0"), "--memory-max-keys"),
     (("--redis-pipeline-window", "soon"), "--redis-pipeline-window"),
     (("--redis-pipeline-window", "2s"), "--redis-pipeline-window"),
     (("--redis-tls-ca-file", "/nonexistent/ca.pem"), "--redis-tls-ca-file"),
-    (("--redis-type", "ring", "--redis-url", "10.0.0.1:6379"), ""),
+    (("--redis-type", "ring", "--redis-url", "10.0.0.1:6379"), "--redis-url: "),
+    (("--memory-max-bytes", "0"), "--memory-max-bytes 0: at least 1"),
+    (("--redis-timeout", "0"), "--redis-timeout 0.0: must be above 0"),
     (("--workers", "0"), "--workers"),
     (("--log-level", "loud"), "--log-level"),
     (("--log-format", "xml"), "--log-format"),
-    (("--admin-address", "nowhere:port"), ""),
+    (("--admin-address", "nowhere:port"), "nowhere:port"),
 ])
 def test_ratelimit_refuses_each_unusable_setting(flags: tuple[str, ...], names: str) -> None:
     with pytest.raises(SettingsError) as refused:
         ratelimit(*flags)
     assert names in str(refused.value), str(refused.value)
+
+
+def test_an_announce_longer_than_the_drain_still_starts_and_is_cut_to_it_at_stop() -> None:
+    common = authz("--drain-seconds", "0.5").common
+    assert (common.drain_seconds, common.drain_announce_seconds) == (0.5, 1.0)
+
+
+@pytest.mark.parametrize(("given", "level"), [
+    ("fatal", "critical"), ("panic", "critical"), ("trace", "debug"), ("CRITICAL", "critical"),
+])
+def test_the_reference_log_levels_are_read(given: str, level: str) -> None:
+    assert ratelimit("--log-level", given).common.log_level == level
+
+
+def test_an_environment_value_outside_a_flags_choices_is_refused_by_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RATELIMIT_STORE_FAILURE_MODE", "Closed")
+    with pytest.raises(SystemExit, match=r"^\$RATELIMIT_STORE_FAILURE_MODE: one of open, "
+                                         r"closed, got 'Closed'$"):
+        ratelimit_parser()
+
+
+def test_check_config_reads_the_rules_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As before the settings were typed: a migrated environment whose other settings
+    this service would refuse can still check its rules and policy."""
+    from authz_service.cli import main as authz_main  # noqa: PLC0415
+    from ratelimit_service.cli import main as ratelimit_main  # noqa: PLC0415
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("domain: d\ndescriptors:\n  - key: k\n"
+                     "    rate_limit: {unit: second, requests_per_unit: 1}\n")
+    monkeypatch.setenv("REDIS_TLS_CACERT", "/nonexistent/ca.pem")
+    monkeypatch.setenv("GRPC_PORT", "not-a-port")
+    assert ratelimit_main(["--check-config", str(rules)]) == 0
+    monkeypatch.setenv("AUTHZ_LIMITS_REDIS_URL", "http://127.0.0.1:1")
+    assert authz_main(["--check-config", str(DEFAULT_CONFIG)]) == 0
+    assert "ok" in capsys.readouterr().out
