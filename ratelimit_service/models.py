@@ -186,14 +186,24 @@ class Stats:
 
     counters: dict[str, int] = field(default_factory=dict)
     max_keys: int = 10_000
+    # (key, name) -> "key.name": a request's counters are named once, not per hit.
+    _names: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, key: str, name: str, amount: int = 1) -> None:
         if amount:
-            full = f"{key}.{name}"
+            names = self._names
+            full = names.get((key, name))
+            if full is None:
+                if len(names) >= self.max_keys:
+                    names.clear()
+                full = names[key, name] = f"{key}.{name}"
             counters = self.counters
-            if full not in counters and len(counters) >= self.max_keys:
-                full = f"overflow.{name}"
-            counters[full] = counters.get(full, 0) + amount
+            count = counters.get(full)
+            if count is None:
+                if len(counters) >= self.max_keys:
+                    full = f"overflow.{name}"
+                count = counters.get(full, 0)
+            counters[full] = count + amount
 
     def get(self, key: str, name: str) -> int:
         return self.counters.get(f"{key}.{name}", 0)

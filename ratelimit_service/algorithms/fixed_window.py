@@ -21,7 +21,23 @@ from ratelimit_service.models import Limit, Unit, Usage
 
 def window_key(base: str, now: float, unit: Unit) -> str:
     """The reference's cache key: `prefix + domain_key_value_..._` + window start."""
-    return f"{base}{window_start(now, unit.seconds)}"
+    return counter_key(base, window_start(now, unit.seconds))
+
+
+# (base, window start) -> key: a busy counter's key is formatted once per window, not
+# per hit. Bounded: cleared when full (a key is cheap to format again).
+_KEYS: dict[tuple[str, int], str] = {}
+KEPT_KEYS = 10_000
+
+
+def counter_key(base: str, start: int) -> str:
+    """`base` + the window start: one counter per (descriptor, window)."""
+    key = _KEYS.get((base, start))
+    if key is None:
+        if len(_KEYS) >= KEPT_KEYS:
+            _KEYS.clear()
+        key = _KEYS[base, start] = f"{base}{start}"
+    return key
 
 
 class FixedWindow:
@@ -49,7 +65,7 @@ end"""
     ) -> Usage:
         seconds = limit.unit.seconds
         start = window_start(now, seconds)
-        key = f"{base}{start}"
+        key = counter_key(base, start)
         if commit:
             after = cells.add(key, hits, start + seconds)
         else:
