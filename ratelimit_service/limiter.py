@@ -70,6 +70,7 @@ class RateLimiter:
         # A store that counts without I/O (memory) is called directly: no coroutine.
         self._apply_now: Callable[[Sequence[CounterOp], float], list[Usage]] | None = \
             getattr(store, "apply_now", None)
+        self.counts_now = self._apply_now is not None  # so decide_now can answer
 
     async def should_rate_limit(self, query: RateLimitQuery) -> Decision:
         """Raises RequestError for a malformed query, StoreUnavailable when failing closed."""
@@ -81,11 +82,6 @@ class RateLimiter:
         checks = plan(self.rules.current, query)
         ops = counter_ops(checks, query.domain, self.settings.key_prefix)
         return PlannedQuery(query, tuple(checks), tuple(ops))
-
-    @property
-    def counts_now(self) -> bool:
-        """Whether the store counts without I/O, so `decide_now` can answer."""
-        return self._apply_now is not None
 
     async def decide_planned(self, planned: PlannedQuery) -> Decision:
         """Count a planned query's operations now and decide (see should_rate_limit)."""

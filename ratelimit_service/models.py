@@ -64,10 +64,14 @@ class Limit:
     name: str = ""
     algorithm: str = Algorithm.FIXED_WINDOW
     burst: int = 0
+    # Derived once, read on every request: the hits a fresh limit admits at once, and
+    # the window's length (Unit.seconds).
+    capacity: int = field(init=False, repr=False, compare=False)
+    seconds: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def capacity(self) -> int:
-        return self.burst or self.requests_per_unit
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capacity", self.burst or self.requests_per_unit)
+        object.__setattr__(self, "seconds", self.unit.seconds)
 
 
 @dataclass(frozen=True, slots=True)

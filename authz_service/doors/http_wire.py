@@ -145,7 +145,8 @@ def allow_head(allow: Allow) -> bytes:
 def allow_response(head: bytes, client_headers: tuple[tuple[str, str], ...]) -> bytes:
     if not client_headers:
         return head + b"\r\n"
-    return head + _lines(client_headers) + b"\r\n"
+    # Per request (the rate-limit headers): "name: value" lines joined in C, one encode.
+    return head + ("\r\n".join(map(": ".join, client_headers)) + "\r\n\r\n").encode()
 
 
 def deny_response(deny: Deny, request_id: str, *, head_only: bool = False,

@@ -63,7 +63,7 @@ end"""
     def step(
         self, cells: MemoryCells, base: str, hits: int, limit: Limit, now: float, *, commit: bool
     ) -> Usage:
-        seconds = limit.unit.seconds
+        seconds = limit.seconds
         start = window_start(now, seconds)
         key = counter_key(base, start)
         if commit:
