@@ -155,13 +155,12 @@ def decide(
     failed_rate = failed_quota = total_quota = 0
     at = 0  # the first usage of the next check with limits (one usage per window)
     for check in checks:
-        applied = check.applied
-        if applied is None:
-            statuses.append(DescriptorStatus(Code.OK, None, MAX_UINT32) if check.unlimited
-                            else DescriptorStatus(Code.OK))
+        if check.unlimited:
+            statuses.append(DescriptorStatus(Code.OK, None, MAX_UINT32))
             continue
-        limits = applied.rule.limits
-        if not limits:
+        applied = check.applied
+        limits = applied.rule.limits if applied is not None else ()
+        if applied is None or not limits:
             statuses.append(DescriptorStatus(Code.OK))
             continue
         if len(limits) == 1:

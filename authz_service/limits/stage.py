@@ -230,4 +230,3 @@ class _Snapshot:
         query = RateLimitQuery(self.limits.domain, tuple(descriptors))
         all_ok = tuple((limit_set.name, OK) for limit_set, _, _ in per_set)
         return self.limiter.plan_query(query), tuple(per_set), all_ok
-
