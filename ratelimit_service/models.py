@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tollgate.memo import KeptText
+
 
 class Unit(enum.IntEnum):
     """Rate-limit units, numbered as Envoy's `RateLimitResponse.RateLimit.Unit`."""
@@ -190,17 +192,17 @@ class Stats:
 
     counters: dict[str, int] = field(default_factory=dict)
     max_keys: int = 10_000
-    # (key, name) -> "key.name": a request's counters are named once, not per hit.
-    _names: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
+    # (key, name) -> "key.name": a request's counters are named once, not per hit
+    # (bounded by characters: detailed_metric puts request values in keys).
+    names: KeptText = field(default_factory=lambda: KeptText(256 * 1024), repr=False,
+                            compare=False)
 
     def add(self, key: str, name: str, amount: int = 1) -> None:
         if amount:
-            names = self._names
-            full = names.get((key, name))
+            full = self.names.entries.get((key, name))
             if full is None:
-                if len(names) >= self.max_keys:
-                    names.clear()
-                full = names[key, name] = f"{key}.{name}"
+                full = f"{key}.{name}"
+                self.names.put((key, name), full, len(key) + len(full))
             counters = self.counters
             count = counters.get(full)
             if count is None:

@@ -17,6 +17,7 @@ from ratelimit_service.algorithms.base import (
     window_start,
 )
 from ratelimit_service.models import Limit, Unit, Usage
+from tollgate.memo import KeptText
 
 
 def window_key(base: str, now: float, unit: Unit) -> str:
@@ -25,18 +26,16 @@ def window_key(base: str, now: float, unit: Unit) -> str:
 
 
 # (base, window start) -> key: a busy counter's key is formatted once per window, not
-# per hit. Bounded: cleared when full (a key is cheap to format again).
-_KEYS: dict[tuple[str, int], str] = {}
-KEPT_KEYS = 10_000
+# per hit (bounded by characters: a descriptor value may be long and client-chosen).
+KEYS = KeptText(256 * 1024)
 
 
 def counter_key(base: str, start: int) -> str:
     """`base` + the window start: one counter per (descriptor, window)."""
-    key = _KEYS.get((base, start))
+    key = KEYS.entries.get((base, start))
     if key is None:
-        if len(_KEYS) >= KEPT_KEYS:
-            _KEYS.clear()
-        key = _KEYS[base, start] = f"{base}{start}"
+        key = f"{base}{start}"
+        KEYS.put((base, start), key, len(base) + len(key))
     return key
 
 

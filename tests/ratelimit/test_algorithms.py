@@ -140,7 +140,7 @@ def test_stats_are_bounded() -> None:
     assert stats.get("d.user_0", "total_hits") == 1
     assert stats.get("overflow", "total_hits") == 7
     assert len(stats.counters) == 4
-    assert len(stats._names) <= 3  # the names it keeps are bounded too
+    assert stats.names.chars <= stats.names.max_chars  # the names it keeps are bounded too
     stats.add("d.user_0", "total_hits")
     assert stats.get("d.user_0", "total_hits") == 2
 
@@ -167,14 +167,20 @@ def test_a_memory_decision_finishes_without_ever_suspending() -> None:
 
 
 def test_counter_keys_are_kept_per_window_and_bounded(monkeypatch) -> None:
-    monkeypatch.setattr(fixed_window, "_KEYS", {})
-    monkeypatch.setattr(fixed_window, "KEPT_KEYS", 3)
+    from tollgate.memo import KeptText
+
+    kept = KeptText(max_chars=100)
+    monkeypatch.setattr(fixed_window, "KEYS", kept)
     assert fixed_window.counter_key("d_k_a_", MINUTE) == f"d_k_a_{MINUTE}"
     assert fixed_window.counter_key("d_k_b_", MINUTE) == f"d_k_b_{MINUTE}"  # never shared
     assert fixed_window.counter_key("d_k_a_", MINUTE + 60) == f"d_k_a_{MINUTE + 60}"
-    assert len(fixed_window._KEYS) == 3
-    assert fixed_window.counter_key("d_k_c_", MINUTE) == f"d_k_c_{MINUTE}"
-    assert len(fixed_window._KEYS) == 1  # cleared when full, then kept again
+    assert fixed_window.counter_key("d_k_a_", MINUTE) == f"d_k_a_{MINUTE}"  # kept
+    assert len(kept.entries) == 3
+    long = "d_k_" + "x" * 2000 + "_"  # a long client value: kept only while it fits
+    assert fixed_window.counter_key(long, MINUTE) == f"{long}{MINUTE}"
+    assert len(kept.entries) == 1
+    assert fixed_window.counter_key("d_k_a_", MINUTE) == f"d_k_a_{MINUTE}"
+    assert len(kept.entries) == 1 and kept.chars <= 100
 
 
 def test_kept_counter_keys_still_give_each_descriptor_and_window_its_own_count() -> None:
