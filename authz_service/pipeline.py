@@ -35,7 +35,7 @@ from authz_service.identity.dpop_replay import (
 )
 from authz_service.keys.registry import KeyRegistry
 from authz_service.limits.actions import LimitInput
-from authz_service.limits.compiled import CompiledSet
+from authz_service.limits.compiled import CompiledLimits, CompiledSet
 from authz_service.limits.stage import HEADER_NAMES, LimitCounter, StageResult
 from authz_service.metrics import CHECK_SECONDS, DECISIONS, LIMIT_OUTCOMES, WOULD_DENY
 from authz_service.models import Allow, Answer, Deny, Identity, RequestContext
@@ -136,10 +136,13 @@ class Pipeline:
         routed = engine.route(policy, ctx)
         if not isinstance(routed, CompiledRoute):
             return Answer(routed)
-        limits = policy.limits.for_route(routed.name) if policy.limits is not None else None
+        compiled = policy.limits
+        limits = compiled.for_route(routed.name) if compiled is not None else None
         before: StageResult | None = None
-        if limits is not None and limits.before:
-            before = await self._limit(policy, limits.before, LimitInput(ctx, routed.name))
+        if compiled is not None and limits is not None and limits.before:
+            inp = LimitInput(ctx, routed.name)
+            before = self._limit_now(compiled, limits.before, inp) \
+                or await self._limit(compiled, limits.before, inp)
             if before.denial is not None:
                 return Answer(before.denial, limit_outcomes=before.outcomes)
 
@@ -164,9 +167,11 @@ class Pipeline:
                           limit_outcomes=before.outcomes if before else ())
 
         after: StageResult | None = None
-        if limits is not None and limits.after:
-            after = await self._limit(policy, limits.after, LimitInput(ctx, routed.name, proven),
-                                      before.statuses if before is not None else ())
+        if compiled is not None and limits is not None and limits.after:
+            inp = LimitInput(ctx, routed.name, proven)
+            earlier = before.statuses if before is not None else ()
+            after = self._limit_now(compiled, limits.after, inp, earlier) \
+                or await self._limit(compiled, limits.after, inp, earlier)
         outcomes = (before.outcomes if before else ()) + (after.outcomes if after else ())
         if after is not None and after.denial is not None:
             return Answer(after.denial, identity=proven, limit_outcomes=outcomes)
@@ -216,16 +221,29 @@ class Pipeline:
         return dpop_refusal(realm, "invalid_dpop_proof", "DPoP proof already used", proof.algs,
                             route)
 
+    def _limit_now(
+        self,
+        limits: CompiledLimits,
+        sets: tuple[CompiledSet, ...],
+        inp: LimitInput,
+        earlier: tuple[DescriptorStatus, ...] = (),
+    ) -> StageResult | None:
+        """The stage's result at once when the store counts without I/O (no coroutine);
+        None when it does not (await `_limit`)."""
+        result = self.counter.run_now(limits, sets, inp, earlier)
+        if result is not None:
+            for outcome in result.outcomes:
+                LIMIT_OUTCOMES.inc(outcome)
+        return result
+
     async def _limit(
         self,
-        policy: CompiledPolicy,
+        limits: CompiledLimits,
         sets: tuple[CompiledSet, ...],
         inp: LimitInput,
         earlier: tuple[DescriptorStatus, ...] = (),
     ) -> StageResult:
-        limits = policy.limits
-        if limits is None:  # the caller checked; keeps the types honest under -O
-            return StageResult()
+        """The stage's result when the store counts with I/O (after `_limit_now`)."""
         result = await self.counter.run(limits, sets, inp, earlier)
         for outcome in result.outcomes:
             LIMIT_OUTCOMES.inc(outcome)

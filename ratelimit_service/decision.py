@@ -153,44 +153,48 @@ def decide(
     """
     statuses: list[DescriptorStatus] = []
     failed_rate = failed_quota = total_quota = 0
-    usage_iter = iter(usages)
+    at = 0  # the first usage of the next check with limits (one usage per window)
     for check in checks:
         if check.unlimited:
             statuses.append(DescriptorStatus(Code.OK, None, MAX_UINT32))
             continue
-        applied, limits = check.applied, check.limits
+        applied = check.applied
+        limits = applied.rule.limits if applied is not None else ()
         if applied is None or not limits:
             statuses.append(DescriptorStatus(Code.OK))
             continue
-        window_usages = [next(usage_iter) for _ in limits]
-        error = next((u.error for u in window_usages if u.error), "")
-        if error:
-            statuses.append(DescriptorStatus(Code.OK, error=error))
-            continue
         if len(limits) == 1:
-            status = _status(applied, limit=limits[0], usage=window_usages[0], hits=check.hits,
-                             settings=settings, stats=stats)
+            usage = usages[at]
+            at += 1
+            if usage.error:
+                statuses.append(DescriptorStatus(Code.OK, error=usage.error))
+                continue
+            status = _status(applied, limits[0], usage, check.hits, settings=settings,
+                             stats=stats)
         else:
+            window_usages = usages[at : at + len(limits)]
+            at += len(limits)
+            error = next((u.error for u in window_usages if u.error), "")
+            if error:
+                statuses.append(DescriptorStatus(Code.OK, error=error))
+                continue
             windows = tuple(
-                _status(applied, limit=limit, usage=usage, hits=check.hits, settings=settings,
-                        stats=None)
+                _status(applied, limit, usage, check.hits, settings=settings, stats=None)
                 for limit, usage in zip(limits, window_usages, strict=True)
             )
             chosen = most_restrictive(windows)
             deciding = windows.index(chosen)
             # Stats count the deciding window (one count per request, as for one limit).
-            _status(applied, limit=limits[deciding], usage=window_usages[deciding],
-                    hits=check.hits, settings=settings, stats=stats)
+            _status(applied, limits[deciding], window_usages[deciding], check.hits,
+                    settings=settings, stats=stats)
             status = replace(chosen, windows=windows)
         statuses.append(status)
-        quota = settings.quota_mode or applied.rule.quota_mode
-        if status.code is Code.OVER_LIMIT:
-            if quota:
-                failed_quota += 1
-            else:
-                failed_rate += 1
-        if quota:
+        if settings.quota_mode or applied.rule.quota_mode:
             total_quota += 1
+            if status.code is Code.OVER_LIMIT:
+                failed_quota += 1
+        elif status.code is Code.OVER_LIMIT:
+            failed_rate += 1
     over = failed_rate > 0 or (total_quota > 0 and failed_quota == total_quota)
     code = Code.OVER_LIMIT if over else Code.OK
     if over and settings.shadow_mode:
@@ -207,10 +211,10 @@ def decide(
 
 def _status(
     applied: AppliedLimit,
-    *,
     limit: Limit,
     usage: Usage,
     hits: int,
+    *,
     settings: DecisionSettings,
     stats: Stats | None,
 ) -> DescriptorStatus:

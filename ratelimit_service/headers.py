@@ -54,10 +54,7 @@ def _most_restrictive(statuses: Sequence[DescriptorStatus]) -> DescriptorStatus 
     return chosen
 
 
-def _policy_name(status: DescriptorStatus) -> str:
-    limit = status.current_limit
-    if limit is None:
-        return "unlimited"
+def _policy_name(limit: Limit) -> str:
     if limit.name:
         return limit.name
     return f"{limit.requests_per_unit}-per-{limit.unit.name.lower()}"
@@ -69,24 +66,37 @@ def _sf_string(text: str) -> str:
     return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-# The part of a header that depends only on which limits a request met (their quota
-# policies), kept by those limits: a request then renders only its own numbers.
+# What a request's headers share with every other request that met the same limits
+# (their quota policies, names and numbers), kept by those limits: a request then
+# renders only its own numbers. Keyed by the limits' ids for speed (hashing a Limit runs
+# its dataclass __hash__); each entry keeps its limits, so an id is never reused while
+# the entry exists. Bounded: cleared when full.
+_KEPT = 4096
+_QUOTED: dict[int, tuple[Limit, str]] = {}  # a limit's policy name as an sf-string
 _POLICIES: dict[tuple[HeaderStyle, tuple[Limit, ...]], str] = {}
-_KEPT_POLICIES = 4096
+_ONE_LIMIT: dict[tuple[HeaderStyle, int], tuple[Limit, str]] = {}
 
 
-def _policies(style: HeaderStyle, limited: Sequence[DescriptorStatus]) -> str:
-    limits = tuple(s.current_limit for s in limited if s.current_limit is not None)
+def _quoted_name(limit: Limit) -> str:
+    found = _QUOTED.get(id(limit))
+    if found is not None and found[0] is limit:
+        return found[1]
+    if len(_QUOTED) >= _KEPT:
+        _QUOTED.clear()
+    text = _sf_string(_policy_name(limit))
+    _QUOTED[id(limit)] = (limit, text)
+    return text
+
+
+def _policies(style: HeaderStyle, limits: tuple[Limit, ...]) -> str:
     key = (style, limits)
     found = _POLICIES.get(key)
     if found is not None:
         return found
     if style is HeaderStyle.IETF:
         text = ", ".join(
-            f"{_sf_string(_policy_name(s))};q={s.current_limit.capacity};"
-            f"w={s.current_limit.unit.seconds}"
-            for s in limited
-            if s.current_limit is not None
+            f"{_quoted_name(limit)};q={limit.capacity};w={limit.unit.seconds}"
+            for limit in limits
         )
     else:
         text = "".join(
@@ -94,9 +104,30 @@ def _policies(style: HeaderStyle, limited: Sequence[DescriptorStatus]) -> str:
             + (f";name={_sf_string(limit.name)}" if limit.name else "")
             for limit in limits
         )
-    if len(_POLICIES) >= _KEPT_POLICIES:
+    if len(_POLICIES) >= _KEPT:
         _POLICIES.clear()
     _POLICIES[key] = text
+    return text
+
+
+def _fixed_part(style: HeaderStyle, top: Limit, limits: tuple[Limit, ...]) -> str:
+    """The header that depends on the limits met only: the limit header (reference,
+    draft03), or `RateLimit-Policy` (ietf)."""
+    if style is HeaderStyle.REFERENCE:
+        return str(top.capacity)
+    policies = _policies(style, limits)
+    return policies if style is HeaderStyle.IETF else f"{top.capacity}{policies}"
+
+
+def _one_limit_part(style: HeaderStyle, limit: Limit) -> str:
+    """`_fixed_part` for a request that met one limit (the usual case), kept."""
+    found = _ONE_LIMIT.get((style, id(limit)))
+    if found is not None and found[0] is limit:
+        return found[1]
+    if len(_ONE_LIMIT) >= _KEPT:
+        _ONE_LIMIT.clear()
+    text = _fixed_part(style, limit, (limit,))
+    _ONE_LIMIT[style, id(limit)] = (limit, text)
     return text
 
 
@@ -109,18 +140,26 @@ def rate_limit_headers(
     """The headers of `style` for these statuses (none when no status has a limit)."""
     if style is HeaderStyle.NONE:
         return ()
-    limited = _limited(statuses)
-    top = _most_restrictive(limited)
-    if top is None or top.current_limit is None:
-        return ()
+    if len(statuses) == 1 and not statuses[0].windows:  # the usual: one limit met
+        top = statuses[0]
+        limit = top.current_limit
+        if limit is None:
+            return ()
+        fixed = _one_limit_part(style, limit)
+    else:
+        limited = _limited(statuses)
+        chosen = _most_restrictive(limited)
+        if chosen is None or chosen.current_limit is None:
+            return ()
+        top, limit = chosen, chosen.current_limit
+        fixed = _fixed_part(style, limit, tuple(
+            [s.current_limit for s in limited if s.current_limit is not None]))
+    remaining = str(top.limit_remaining)
     reset = str(top.duration_until_reset or 0)
     if style is HeaderStyle.IETF:
-        current = f"{_sf_string(_policy_name(top))};r={top.limit_remaining};t={reset}"
-        return (("RateLimit-Policy", _policies(style, limited)), ("RateLimit", current))
-    limit_value = str(top.current_limit.capacity)
-    if style is HeaderStyle.DRAFT03:
-        limit_value += _policies(style, limited)
-    return ((names[0], limit_value), (names[1], str(top.limit_remaining)), (names[2], reset))
+        current = f"{_quoted_name(limit)};r={remaining};t={reset}"
+        return (("RateLimit-Policy", fixed), ("RateLimit", current))
+    return ((names[0], fixed), (names[1], remaining), (names[2], reset))
 
 
 def retry_after(statuses: Sequence[DescriptorStatus]) -> int | None:

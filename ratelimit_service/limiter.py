@@ -12,7 +12,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ratelimit_service.decision import (
@@ -25,7 +25,7 @@ from ratelimit_service.decision import (
     plan,
 )
 from ratelimit_service.metadata import dynamic_metadata
-from ratelimit_service.models import CounterOp, RateLimitQuery, Stats
+from ratelimit_service.models import CounterOp, RateLimitQuery, Stats, Usage
 from ratelimit_service.rules import RuleSet
 from ratelimit_service.stores import CounterStore, StoreUnavailable
 from tollgate.reload import ConfigHolder
@@ -67,6 +67,10 @@ class RateLimiter:
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
         self._last_failure_log = 0.0
+        # A store that counts without I/O (memory) is called directly: no coroutine.
+        self._apply_now: Callable[[Sequence[CounterOp], float], list[Usage]] | None = \
+            getattr(store, "apply_now", None)
+        self.counts_now = self._apply_now is not None  # so decide_now can answer
 
     async def should_rate_limit(self, query: RateLimitQuery) -> Decision:
         """Raises RequestError for a malformed query, StoreUnavailable when failing closed."""
@@ -81,24 +85,41 @@ class RateLimiter:
 
     async def decide_planned(self, planned: PlannedQuery) -> Decision:
         """Count a planned query's operations now and decide (see should_rate_limit)."""
-        query, checks, ops = planned.query, planned.checks, planned.ops
-        usages = []
-        uncounted = False
-        if ops:
-            now = self.clock()
+        if self._apply_now is not None or not planned.ops:
+            return self.decide_now(planned)
+        try:
+            usages = await self.store.apply(planned.ops, self.clock())
+        except Exception as exc:  # any store failure is an outage, never a crash
+            return self._store_failed(planned.query, exc)
+        return self._decided(planned, usages)
+
+    def decide_now(self, planned: PlannedQuery) -> Decision:
+        """`decide_planned` without a coroutine, for a store that `counts_now` (or a
+        query with nothing to count)."""
+        usages: list[Usage] = []
+        if planned.ops:
+            apply_now = self._apply_now
+            if apply_now is None:
+                raise TypeError("this store counts with I/O: await decide_planned")
             try:
-                usages = await self.store.apply(ops, now)
+                usages = apply_now(planned.ops, self.clock())
             except Exception as exc:  # any store failure is an outage, never a crash
-                return self._store_failed(query, exc)
-            error = next((u.error for u in usages if u.error), "")
-            if error:
-                self._counter_failed(error)  # raises StoreUnavailable when failing closed
+                return self._store_failed(planned.query, exc)
+        return self._decided(planned, usages)
+
+    def _decided(self, planned: PlannedQuery, usages: list[Usage]) -> Decision:
+        uncounted = False
+        for usage in usages:
+            if usage.error:  # the first one: raises StoreUnavailable when failing closed
+                self._counter_failed(usage.error)
                 uncounted = True
+                break
+        checks = planned.checks
         decision = decide(checks, usages, self.settings, self.stats)
         if uncounted:
             decision = dataclasses.replace(decision, failed_open=True)
         if self.settings.dynamic_metadata:
-            metadata = dynamic_metadata(query, checks, decision.statuses)
+            metadata = dynamic_metadata(planned.query, checks, decision.statuses)
             decision = dataclasses.replace(decision, dynamic_metadata=metadata)
         return decision
 

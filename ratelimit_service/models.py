@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tollgate.memo import KeptText
+
 
 class Unit(enum.IntEnum):
     """Rate-limit units, numbered as Envoy's `RateLimitResponse.RateLimit.Unit`."""
@@ -64,10 +66,14 @@ class Limit:
     name: str = ""
     algorithm: str = Algorithm.FIXED_WINDOW
     burst: int = 0
+    # Derived once, read on every request: the hits a fresh limit admits at once, and
+    # the window's length (Unit.seconds).
+    capacity: int = field(init=False, repr=False, compare=False)
+    seconds: int = field(init=False, repr=False, compare=False)
 
-    @property
-    def capacity(self) -> int:
-        return self.burst or self.requests_per_unit
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "capacity", self.burst or self.requests_per_unit)
+        object.__setattr__(self, "seconds", self.unit.seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,14 +192,24 @@ class Stats:
 
     counters: dict[str, int] = field(default_factory=dict)
     max_keys: int = 10_000
+    # (key, name) -> "key.name": a request's counters are named once, not per hit
+    # (bounded by characters: detailed_metric puts request values in keys).
+    names: KeptText = field(default_factory=lambda: KeptText(256 * 1024), repr=False,
+                            compare=False)
 
     def add(self, key: str, name: str, amount: int = 1) -> None:
         if amount:
-            full = f"{key}.{name}"
+            full = self.names.entries.get((key, name))
+            if full is None:
+                full = f"{key}.{name}"
+                self.names.put((key, name), full, len(key) + len(full))
             counters = self.counters
-            if full not in counters and len(counters) >= self.max_keys:
-                full = f"overflow.{name}"
-            counters[full] = counters.get(full, 0) + amount
+            count = counters.get(full)
+            if count is None:
+                if len(counters) >= self.max_keys:
+                    full = f"overflow.{name}"
+                count = counters.get(full, 0)
+            counters[full] = count + amount
 
     def get(self, key: str, name: str) -> int:
         return self.counters.get(f"{key}.{name}", 0)

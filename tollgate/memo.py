@@ -40,3 +40,27 @@ class Memo(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class KeptText:
+    """Strings formatted from a hashable key (a counter's key, a stats name), kept so a
+    busy one is formatted once, not per request. Bounded by characters, not entries:
+    keys may hold client-chosen values of any length, and what is kept must stay small
+    beside the byte budget of the counters themselves. When full, everything goes."""
+
+    __slots__ = ("chars", "entries", "max_chars")
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max_chars
+        self.chars = 0
+        # Read it directly on a hot path (`entries.get(key)`); add through `put`.
+        self.entries: dict[Hashable, str] = {}
+
+    def put(self, key: Hashable, text: str, chars: int) -> str:
+        """Keep `text` for `key`; `chars`: what both hold (the key's strings and text)."""
+        self.chars += chars
+        if self.chars > self.max_chars:
+            self.entries.clear()
+            self.chars = chars
+        self.entries[key] = text
+        return text

@@ -9,7 +9,7 @@ a denial Envoy passes to the client (status, headers, body).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Protocol
@@ -128,8 +128,8 @@ class AnswerRenderer:
         return allow_response(head, answer.client_headers)
 
 
-def _lines(headers: Iterator[tuple[str, str]] | list[tuple[str, str]]) -> bytes:
-    return b"".join(f"{name}: {value}\r\n".encode() for name, value in headers)
+def _lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode()
 
 
 def allow_head(allow: Allow) -> bytes:
@@ -145,7 +145,8 @@ def allow_head(allow: Allow) -> bytes:
 def allow_response(head: bytes, client_headers: tuple[tuple[str, str], ...]) -> bytes:
     if not client_headers:
         return head + b"\r\n"
-    return head + _lines(list(client_headers)) + b"\r\n"
+    # Per request (the rate-limit headers): "name: value" lines joined in C, one encode.
+    return head + ("\r\n".join(map(": ".join, client_headers)) + "\r\n\r\n").encode()
 
 
 def deny_response(deny: Deny, request_id: str, *, head_only: bool = False,

@@ -169,13 +169,13 @@ def _compile_set(spec: LimitSet, at: tuple[str | int, ...]) -> CompiledSet:
         descriptors=tuple(descriptors),
         shadow=spec.shadow,
         fail_open=spec.store_failure_mode == "open",
-        reads=_inputs(reads),
+        reads=depends_on(reads),
     )
 
 
-def _inputs(reads: set[str]) -> str:
-    """One input a set's descriptors depend on, or REQUEST when it is several or the
-    request itself."""
+def depends_on(reads: set[str]) -> str:
+    """One input descriptors depend on (of their actions', or sets', `reads`), or
+    REQUEST when it is several or the request itself."""
     kinds = reads - {NONE}
     if not kinds:
         return NONE

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from authz_service.limits.actions import ADDRESS, IDENTITY, NONE, LimitInput
-from authz_service.limits.compiled import CompiledLimits, CompiledSet
-from authz_service.models import Deny
+from authz_service.limits.compiled import CompiledLimits, CompiledSet, depends_on
+from authz_service.models import Deny, Identity
 from authz_service.policy import denials
 from ratelimit_service.decision import Code, DecisionSettings, DescriptorStatus
 from ratelimit_service.headers import rate_limit_headers, retry_after
@@ -93,17 +93,50 @@ class LimitCounter:
         stage = snapshot.stage(sets, inp)
         if stage is None:
             return EMPTY
-        planned, per_set, all_ok = stage
         try:
-            decision = await snapshot.limiter.decide_planned(planned)
+            decision = await snapshot.limiter.decide_planned(stage[0])
         except StoreUnavailable as exc:
-            return self._store_failed(per_set, exc, inp.route)
-        statuses = decision.statuses
-        if not any(s.code is Code.OVER_LIMIT for s in statuses):
-            return StageResult(statuses, None, all_ok)
+            return self._store_failed(stage[1], exc, inp.route)
+        return self._result(limits, stage, decision.statuses, inp.route, earlier)
+
+    def run_now(
+        self,
+        limits: CompiledLimits,
+        sets: Sequence[CompiledSet],
+        inp: LimitInput,
+        earlier: tuple[DescriptorStatus, ...] = (),
+    ) -> StageResult | None:
+        """`run` without a coroutine when the store counts without I/O (memory);
+        None when it does not: await `run` then."""
+        snapshot = self._snapshot(limits)
+        limiter = snapshot.limiter
+        if not limiter.counts_now:
+            return None
+        stage = snapshot.stage(sets, inp)
+        if stage is None:
+            return EMPTY
+        try:
+            decision = limiter.decide_now(stage[0])
+        except StoreUnavailable as exc:
+            return self._store_failed(stage[1], exc, inp.route)
+        return self._result(limits, stage, decision.statuses, inp.route, earlier)
+
+    @staticmethod
+    def _result(
+        limits: CompiledLimits,
+        stage: PlannedStage,
+        statuses: tuple[DescriptorStatus, ...],
+        route: str,
+        earlier: tuple[DescriptorStatus, ...],
+    ) -> StageResult:
+        for status in statuses:
+            if status.code is Code.OVER_LIMIT:
+                break
+        else:  # every descriptor within its limits
+            return StageResult(statuses, None, stage[2])
         outcomes: list[tuple[str, str]] = []
         limiting: list[DescriptorStatus] = []
-        for limit_set, first, count in per_set:
+        for limit_set, first, count in stage[1]:
             mine = statuses[first : first + count]
             over = [s for s in mine if s.code is Code.OVER_LIMIT]
             if not over:
@@ -117,7 +150,7 @@ class LimitCounter:
             return StageResult(statuses, None, tuple(outcomes))
         headers = rate_limit_headers(earlier + statuses, limits.style, HEADER_NAMES)
         wait = retry_after(limiting) or 1
-        denial = denials.rate_limited(wait, headers, inp.route)
+        denial = denials.rate_limited(wait, headers, route)
         return StageResult(statuses, denial, tuple(outcomes))
 
     def _store_failed(
@@ -154,21 +187,28 @@ class _Snapshot:
         self.limiter = limiter
         self._by_identity: Memo[PlannedStage | tuple[()]] = Memo(KEPT)
         self._by_key: dict[tuple[int, str, str], PlannedStage | tuple[()]] = {}
-        self._reads: dict[int, frozenset[str]] = {}  # id(sets) -> what they read
+        self._reads: dict[int, str] = {}  # id(sets) -> what they read (compiled.depends_on)
+        # The last identity-keyed stage asked for: (identity, sets, route, its plan).
+        self._last: tuple[Identity | None, Sequence[CompiledSet] | None, str,
+                          PlannedStage | None] = (None, None, "", None)
 
     def stage(self, sets: Sequence[CompiledSet], inp: LimitInput) -> PlannedStage | None:
         """This stage's planned query for this request (None: no descriptor at all)."""
+        last = self._last  # the same caller again (a client's burst): no lookup at all
+        if last[0] is inp.identity and last[1] is sets and last[2] == inp.route:
+            return last[3]
         reads = self._reads.get(id(sets))
         if reads is None:  # the tuples of sets live as long as this snapshot's limits
-            reads = self._reads[id(sets)] = frozenset({s.reads for s in sets} - {NONE})
-        if reads == {IDENTITY} and inp.identity is not None:
+            reads = self._reads[id(sets)] = depends_on({s.reads for s in sets})
+        if reads == IDENTITY and inp.identity is not None:
             key = (id(sets), inp.route)
             kept = self._by_identity.get(inp.identity, key)
             if kept is None:
                 kept = self._by_identity.put(inp.identity, key, self._plan(sets, inp) or NO_PLAN)
+            self._last = (inp.identity, sets, inp.route, kept or None)
             return kept or None
-        if reads <= {ADDRESS}:
-            by_key = (id(sets), inp.route, inp.ctx.source_address if reads else "")
+        if reads in (ADDRESS, NONE):
+            by_key = (id(sets), inp.route, inp.ctx.source_address if reads == ADDRESS else "")
             found = self._by_key.get(by_key)
             if found is None:
                 if len(self._by_key) >= KEPT:

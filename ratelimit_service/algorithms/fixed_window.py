@@ -17,11 +17,26 @@ from ratelimit_service.algorithms.base import (
     window_start,
 )
 from ratelimit_service.models import Limit, Unit, Usage
+from tollgate.memo import KeptText
 
 
 def window_key(base: str, now: float, unit: Unit) -> str:
     """The reference's cache key: `prefix + domain_key_value_..._` + window start."""
-    return f"{base}{window_start(now, unit.seconds)}"
+    return counter_key(base, window_start(now, unit.seconds))
+
+
+# (base, window start) -> key: a busy counter's key is formatted once per window, not
+# per hit (bounded by characters: a descriptor value may be long and client-chosen).
+KEYS = KeptText(256 * 1024)
+
+
+def counter_key(base: str, start: int) -> str:
+    """`base` + the window start: one counter per (descriptor, window)."""
+    key = KEYS.entries.get((base, start))
+    if key is None:
+        key = f"{base}{start}"
+        KEYS.put((base, start), key, len(base) + len(key))
+    return key
 
 
 class FixedWindow:
@@ -47,9 +62,9 @@ end"""
     def step(
         self, cells: MemoryCells, base: str, hits: int, limit: Limit, now: float, *, commit: bool
     ) -> Usage:
-        seconds = limit.unit.seconds
+        seconds = limit.seconds
         start = window_start(now, seconds)
-        key = f"{base}{start}"
+        key = counter_key(base, start)
         if commit:
             after = cells.add(key, hits, start + seconds)
         else:

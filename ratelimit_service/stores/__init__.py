@@ -17,6 +17,8 @@ class CounterStore(Protocol):
 
     A counter that cannot be counted comes back as a Usage with `error` set (the
     others are still answered); raising StoreUnavailable fails the whole request.
+    A store that counts without I/O may also offer `apply_now(ops, now)`, the same
+    call made synchronously: callers that find it skip a coroutine per request.
     """
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]: ...

@@ -138,10 +138,12 @@ class MemoryStore:
 
     def add(self, key: str, hits: int, expires: int) -> int:
         window = self._windows.get(expires)
-        if window is not None and key in window:
-            count = window[key] + hits
-            window[key] = count
-            return count
+        if window is not None:
+            count = window.get(key)
+            if count is not None:  # a counter of this window: one lookup, one store
+                count += hits
+                window[key] = count
+                return count
         if hits == 0:
             return 0  # a check-only request never creates a counter
         cost = _counter_cost(key)

@@ -140,6 +140,9 @@ def test_stats_are_bounded() -> None:
     assert stats.get("d.user_0", "total_hits") == 1
     assert stats.get("overflow", "total_hits") == 7
     assert len(stats.counters) == 4
+    assert stats.names.chars <= stats.names.max_chars  # the names it keeps are bounded too
+    stats.add("d.user_0", "total_hits")
+    assert stats.get("d.user_0", "total_hits") == 2
 
 
 def test_a_memory_decision_finishes_without_ever_suspending() -> None:
@@ -161,3 +164,29 @@ def test_a_memory_decision_finishes_without_ever_suspending() -> None:
         else:
             coroutine.close()
             raise AssertionError("the memory store suspended")
+
+
+def test_counter_keys_are_kept_per_window_and_bounded(monkeypatch) -> None:
+    from tollgate.memo import KeptText
+
+    kept = KeptText(max_chars=100)
+    monkeypatch.setattr(fixed_window, "KEYS", kept)
+    assert fixed_window.counter_key("d_k_a_", MINUTE) == f"d_k_a_{MINUTE}"
+    assert fixed_window.counter_key("d_k_b_", MINUTE) == f"d_k_b_{MINUTE}"  # never shared
+    assert fixed_window.counter_key("d_k_a_", MINUTE + 60) == f"d_k_a_{MINUTE + 60}"
+    assert fixed_window.counter_key("d_k_a_", MINUTE) == f"d_k_a_{MINUTE}"  # kept
+    assert len(kept.entries) == 3
+    long = "d_k_" + "x" * 2000 + "_"  # a long client value: kept only while it fits
+    assert fixed_window.counter_key(long, MINUTE) == f"{long}{MINUTE}"
+    assert len(kept.entries) == 1
+    assert fixed_window.counter_key("d_k_a_", MINUTE) == f"d_k_a_{MINUTE}"
+    assert len(kept.entries) == 1 and kept.chars <= 100
+
+
+def test_kept_counter_keys_still_give_each_descriptor_and_window_its_own_count() -> None:
+    store = MemoryStore()
+    for _ in range(3):
+        store.apply_now([op(10, key="d_k_a_")], MINUTE + 1)
+    assert store.apply_now([op(10, key="d_k_b_")], MINUTE + 1)[0].after == 1
+    assert store.apply_now([op(10, key="d_k_a_")], MINUTE + 59)[0].after == 4
+    assert store.apply_now([op(10, key="d_k_a_")], MINUTE + 60)[0].after == 1  # a new window

@@ -58,3 +58,20 @@ def test_no_limits_no_headers_and_no_retry_after() -> None:
 
 def test_retry_after_is_at_least_one_second() -> None:
     assert retry_after([DescriptorStatus(Code.OVER_LIMIT, PER_SECOND, 0, 0)]) == 1
+
+
+def test_kept_header_parts_follow_the_limit_and_stay_bounded(monkeypatch) -> None:
+    from ratelimit_service import headers
+
+    monkeypatch.setattr(headers, "_KEPT", 2)
+    monkeypatch.setattr(headers, "_ONE_LIMIT", {})
+    for _ in range(2):  # the second time from what was kept
+        assert dict(rate_limit_headers([ok(PER_SECOND, 7, 1)], HeaderStyle.DRAFT03)) == {
+            "X-RateLimit-Limit": "10, 10;w=1", "X-RateLimit-Remaining": "7",
+            "X-RateLimit-Reset": "1"}
+    other = Limit(10, Unit.SECOND, name="burst")  # equal numbers, another policy
+    assert dict(rate_limit_headers([ok(other, 6, 1)], HeaderStyle.DRAFT03))[
+        "X-RateLimit-Limit"] == '10, 10;w=1;name="burst"'
+    assert rate_limit_headers([ok(DAILY, 3, 50)], HeaderStyle.IETF) == (
+        ("RateLimit-Policy", '"daily";q=1000;w=86400'), ("RateLimit", '"daily";r=3;t=50'))
+    assert len(headers._ONE_LIMIT) <= 2
