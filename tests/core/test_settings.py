@@ -165,8 +165,8 @@ def test_check_config_reads_the_rules_alone(
 ) -> None:
     """As before the settings were typed: a migrated environment whose other settings
     this service would refuse can still check its rules and policy."""
-    from authz_service.cli import main as authz_main  # noqa: PLC0415
-    from ratelimit_service.cli import main as ratelimit_main  # noqa: PLC0415
+    from authz_service.cli import main as authz_main
+    from ratelimit_service.cli import main as ratelimit_main
 
     rules = tmp_path / "rules.yaml"
     rules.write_text("domain: d\ndescriptors:\n  - key: k\n"
