@@ -155,3 +155,22 @@ def test_extra_environment_reaches_each_service_after_the_charts_own() -> None:
     assert ratelimit["env"][-1] == {"name": "RATELIMIT_NEAR_LIMIT_RATIO", "value": "0.9"}
     with pytest.raises(Exception, match="extraEnv"):  # the schema: a name and one value
         _render({"extraEnv": {"authz": [{"name": "AUTHZ_X"}]}})
+
+
+@pytest.mark.parametrize(("values", "reason"), [
+    # Set by the chart as an env entry: a second one would hide it.
+    ({"extraEnv": {"authz": [{"name": "AUTHZ_DRAIN_SECONDS", "value": "3"}]}},
+     "AUTHZ_DRAIN_SECONDS is set by the chart"),
+    # Set by the chart as a flag: the flag wins, the variable would be ignored.
+    ({"extraEnv": {"authz": [{"name": "AUTHZ_HTTP_ADDRESS", "value": "0.0.0.0:9"}]}},
+     "AUTHZ_HTTP_ADDRESS is set by the chart"),
+    ({"layout": "grpc", "extraEnv": {"ratelimit": [
+        {"name": "RATELIMIT_STORE_FAILURE_MODE", "value": "closed"}]}},
+     "RATELIMIT_STORE_FAILURE_MODE is set by the chart"),
+    ({"extraEnv": {"ratelimit": [{"name": "RATELIMIT_NEAR_LIMIT_RATIO", "value": "0.9"}]}},
+     "layout grpc only"),
+])
+def test_extra_environment_that_the_chart_would_hide_or_ignore_is_refused(
+        values: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Exception, match=reason):
+        _render(values)

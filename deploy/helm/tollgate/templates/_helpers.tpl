@@ -64,6 +64,28 @@ app.kubernetes.io/component: gateway
 {{- if and (eq .Values.limits.store "redis") (not .Values.redis.deploy) (not .Values.redis.existingSecret) (not .Values.redis.url) -}}
 {{- fail "limits.store=redis: set redis.deploy, redis.existingSecret or redis.url" -}}
 {{- end -}}
+{{- include "tollgate.extraEnvChecks" . -}}
+{{- end -}}
+
+{{/* extraEnv may not name what the chart sets itself: as an env entry twice (one hides
+the other, and an upgrade that drops one drops both) or as a flag (the flag wins, so the
+variable would be ignored). Said by the values that set them instead. */}}
+{{- define "tollgate.extraEnvChecks" -}}
+{{- $authz := list "AUTHZ_CONFIG" "AUTHZ_GRPC_ADDRESS" "AUTHZ_HTTP_ADDRESS" "AUTHZ_METRICS_ADDRESS" "AUTHZ_DRAIN_SECONDS" "AUTHZ_LOG_FORMAT" "AUTHZ_DECISION_LOG" "AUTHZ_DECISION_LOG_ALLOW_SAMPLE_RATE" "AUTHZ_DECISION_LOG_CLAIMS" "AUTHZ_OTLP_ENDPOINT" "AUTHZ_LIMITS_REDIS_URL" "OTEL_SERVICE_NAME" -}}
+{{- $ratelimit := list "RATELIMIT_CONFIG" "RATELIMIT_GRPC_ADDRESS" "RATELIMIT_METRICS_ADDRESS" "RATELIMIT_RESPONSE_HEADERS" "RATELIMIT_STORE_FAILURE_MODE" "RATELIMIT_REDIS_URL" "RATELIMIT_DRAIN_SECONDS" "RATELIMIT_LOG_FORMAT" "RATELIMIT_OTLP_ENDPOINT" "OTEL_SERVICE_NAME" -}}
+{{- range .Values.extraEnv.authz -}}
+{{- if has .name $authz -}}
+{{- fail (printf "extraEnv.authz: %s is set by the chart (from its own values: policy, limits, decisionLog, tracing, metrics, envoy)" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- range .Values.extraEnv.ratelimit -}}
+{{- if has .name $ratelimit -}}
+{{- fail (printf "extraEnv.ratelimit: %s is set by the chart (from its own values: limits, tracing, metrics)" .name) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.extraEnv.ratelimit (ne .Values.layout "grpc") -}}
+{{- fail "extraEnv.ratelimit: ratelimit-service runs in layout grpc only; in layout http authz-service counts the limits (extraEnv.authz, AUTHZ_LIMITS_*)" -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "tollgate.securityContext" -}}
