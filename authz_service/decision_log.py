@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authz_service.claims import ClaimPath, parse_claim_path
-from authz_service.identity import api_key, mtls
-from authz_service.identity.naming import credential_id
+from authz_service.identity.naming import named_credential
 from authz_service.models import Allow, Answer, Identity, RequestContext
 from tollgate.record_log import Record, RecordQueue, RecordSink
 
@@ -27,9 +26,6 @@ MAX_PATH = 2048
 MAX_REQUEST_ID = 128  # as much as a denial body echoes
 MAX_CLAIM_TEXT = 256
 _HEX = frozenset("0123456789abcdef")
-# Which credential a kind's record names, besides the issuer (JWT): the record's field.
-# Read by kind (identity.naming), so a token carrying a `key_id` claim is not taken for a key.
-_NAMED_BY = {api_key.KIND: "api_key_id", mtls.KIND: "spiffe_id"}
 
 
 @dataclass(frozen=True)
@@ -113,11 +109,10 @@ class DecisionLog:
             record["subject"] = identity.subject
             if identity.issuer:
                 record["issuer"] = identity.issuer
-            field = _NAMED_BY.get(identity.kind)
-            if field is not None:
-                named = credential_id(identity, identity.kind)
-                if named:
-                    record[field] = named
+            # Read by kind (identity.naming): a token's `key_id` claim names no key.
+            named = named_credential(identity)
+            if named is not None:
+                record[named[0]] = named[1]
             listed = self._claims(identity.claims)
             if listed:
                 record["claims"] = listed

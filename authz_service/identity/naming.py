@@ -12,6 +12,8 @@ from authz_service.identity import api_key, mtls
 from authz_service.models import Identity
 
 ID_CLAIMS = {api_key.KIND: api_key.ID_CLAIM, mtls.KIND: mtls.ID_CLAIM}
+# What a decision record calls each kind's credential id.
+RECORD_FIELDS = {api_key.KIND: "api_key_id", mtls.KIND: "spiffe_id"}
 
 
 def credential_id(identity: Identity, kind: str) -> str:
@@ -19,3 +21,10 @@ def credential_id(identity: Identity, kind: str) -> str:
     if identity.kind != kind:
         return ""
     return scalar_text(identity.claims.get(ID_CLAIMS[kind])) or ""
+
+
+def named_credential(identity: Identity) -> tuple[str, str] | None:
+    """(record field, id) of the credential that proved `identity`, if its kind names one."""
+    field = RECORD_FIELDS.get(identity.kind)
+    named = credential_id(identity, identity.kind) if field is not None else ""
+    return (field, named) if field is not None and named else None
