@@ -5,7 +5,7 @@ from __future__ import annotations
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 
-from ratelimit_service.decision import Decision, RequestError
+from ratelimit_service.decision import Answer, RequestError
 from ratelimit_service.models import Descriptor, Entry, Limit, RateLimitQuery, Unit
 
 _Response = rls_pb2.RateLimitResponse
@@ -38,7 +38,7 @@ def to_query(request: rls_pb2.RateLimitRequest) -> RateLimitQuery:
     return RateLimitQuery(request.domain, tuple(descriptors), request.hits_addend)
 
 
-def to_response(decision: Decision) -> rls_pb2.RateLimitResponse:
+def to_response(decision: Answer) -> rls_pb2.RateLimitResponse:
     response = _Response(overall_code=int(decision.overall_code))
     for status in decision.statuses:
         # Every number is kept inside its field's range: a value a client made huge

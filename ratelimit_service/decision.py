@@ -2,7 +2,7 @@
 
 No I/O and no clock of its own: `plan` turns a query into checks, `counter_ops` into
 the counters a store must count, a store turns those into `Usage`s, and `decide`
-turns them into a `Decision` exactly as envoyproxy/ratelimit does (its base_limiter
+turns them into a `Answer` exactly as envoyproxy/ratelimit does (its base_limiter
 and service code), case by case. A descriptor with stacked windows gets one counter
 per window and the status of its most restrictive window.
 """
@@ -23,12 +23,12 @@ from ratelimit_service.models import (
     Usage,
 )
 from ratelimit_service.rules import RuleSet
-from ratelimit_service.status import Code, Decision, DescriptorStatus, most_restrictive
+from ratelimit_service.status import Answer, Code, DescriptorStatus, most_restrictive
 
 __all__ = [
+    "Answer",
     "Check",
     "Code",
-    "Decision",
     "DecisionSettings",
     "DescriptorStatus",
     "HeaderNames",
@@ -145,7 +145,7 @@ def decide(
     usages: Sequence[Usage],
     settings: DecisionSettings,
     stats: Stats | None = None,
-) -> Decision:
+) -> Answer:
     """Statuses, overall code and headers from the store's usages (one per window).
 
     A descriptor whose counters the store could not count (`Usage.error`) is answered
@@ -206,7 +206,7 @@ def decide(
         names = settings.headers
         headers = rate_limit_headers(statuses, HeaderStyle.REFERENCE,
                                      (names.limit, names.remaining, names.reset))
-    return Decision(code, tuple(statuses), headers)
+    return Answer(code, tuple(statuses), headers)
 
 
 def _status(
@@ -258,7 +258,7 @@ def _status(
     return status
 
 
-def fail_open(query: RateLimitQuery) -> Decision:
+def fail_open(query: RateLimitQuery) -> Answer:
     """The answer when the store is down and the operator chose fail-open."""
     statuses = tuple(DescriptorStatus(Code.OK) for _ in query.descriptors)
-    return Decision(Code.OK, statuses, failed_open=True)
+    return Answer(Code.OK, statuses, failed_open=True)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ratelimit_service.decision import (
+    Answer,
     Check,
-    Decision,
     DecisionSettings,
     counter_ops,
     decide,
@@ -72,7 +72,7 @@ class RateLimiter:
             getattr(store, "apply_now", None)
         self.counts_now = self._apply_now is not None  # so decide_now can answer
 
-    async def should_rate_limit(self, query: RateLimitQuery) -> Decision:
+    async def should_rate_limit(self, query: RateLimitQuery) -> Answer:
         """Raises RequestError for a malformed query, StoreUnavailable when failing closed."""
         return await self.decide_planned(self.plan_query(query))
 
@@ -83,7 +83,7 @@ class RateLimiter:
         ops = counter_ops(checks, query.domain, self.settings.key_prefix)
         return PlannedQuery(query, tuple(checks), tuple(ops))
 
-    async def decide_planned(self, planned: PlannedQuery) -> Decision:
+    async def decide_planned(self, planned: PlannedQuery) -> Answer:
         """Count a planned query's operations now and decide (see should_rate_limit)."""
         if self._apply_now is not None or not planned.ops:
             return self.decide_now(planned)
@@ -93,7 +93,7 @@ class RateLimiter:
             return self._store_failed(planned.query, exc)
         return self._decided(planned, usages)
 
-    def decide_now(self, planned: PlannedQuery) -> Decision:
+    def decide_now(self, planned: PlannedQuery) -> Answer:
         """`decide_planned` without a coroutine, for a store that `counts_now` (or a
         query with nothing to count)."""
         usages: list[Usage] = []
@@ -107,7 +107,7 @@ class RateLimiter:
                 return self._store_failed(planned.query, exc)
         return self._decided(planned, usages)
 
-    def _decided(self, planned: PlannedQuery, usages: list[Usage]) -> Decision:
+    def _decided(self, planned: PlannedQuery, usages: list[Usage]) -> Answer:
         uncounted = False
         for usage in usages:
             if usage.error:  # the first one: raises StoreUnavailable when failing closed
@@ -144,7 +144,7 @@ class RateLimiter:
                 else None,
             )
 
-    def _store_failed(self, query: RateLimitQuery, exc: Exception) -> Decision:
+    def _store_failed(self, query: RateLimitQuery, exc: Exception) -> Answer:
         self.stats.add("service", "store_error")
         self._log_failure(str(exc), exc)
         if self.failure_mode is FailureMode.OPEN:

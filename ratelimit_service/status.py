@@ -1,4 +1,4 @@
-"""The neutral answer types: per-descriptor statuses and the decision (pure values).
+"""The neutral answer types: per-descriptor statuses and the Answer (pure values).
 
 Re-exported by `ratelimit_service.decision`; both doors turn them into their wire
 answers, and `ratelimit_service.headers` renders them as rate-limit headers.
@@ -49,7 +49,11 @@ class DescriptorStatus:
 # Built per request: not frozen (a frozen dataclass's __init__ costs ~1 µs more, one
 # object.__setattr__ per field); nothing assigns to it once built.
 @dataclass(slots=True)
-class Decision:
+class Answer:
+    """What the engine tells every door (gRPC ShouldRateLimit, authz's limit stage): the
+    overall code, each descriptor's status, the headers; as authz_service.models.Answer
+    is for the authz doors."""
+
     overall_code: Code
     statuses: tuple[DescriptorStatus, ...]
     headers: tuple[tuple[str, str], ...] = ()
