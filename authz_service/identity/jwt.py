@@ -221,8 +221,11 @@ class JwtIdentitySource:
             if parsed.claims.get("iss") != self.rules.issuer:
                 raise ForeignCredential("wrong issuer")
             alg = check_header(parsed.header, self.algorithms, self.config.token_type)
-            verify_signature(parsed, alg, self.keys.key_set)
+            # The claims first (as Envoy's jwt_authn does): an expired, foreign-audience or
+            # not-yet-valid token is refused without a signature check or a key refetch,
+            # so a client retrying its expired token costs a comparison, not an RSA verify.
             valid_until = check_claims(parsed.claims, self.rules, now)
+            verify_signature(parsed, alg, self.keys.key_set)
         except UnknownKeyId as exc:
             raise KeysNeeded(self.name, exc.kid, no_keys=isinstance(exc, NoKeys)) from None
         except TokenError as exc:

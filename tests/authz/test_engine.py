@@ -113,6 +113,23 @@ def test_unknown_kid_asks_for_keys(built: Built) -> None:
     assert outcome.fallback.description == "unknown key id"
 
 
+def test_an_expired_token_is_refused_before_its_signature_or_keys_are_looked_at(
+    built: Built,
+) -> None:
+    # An unknown kid would ask for a refetch, a forged signature fail the verify: the
+    # expiry is answered first, for the cost of a comparison.
+    expired = token(jwt_kit.rsa_key("rotated-1"), exp=NOW - 3600, iat=NOW - 7200,
+                    nbf=NOW - 7200)
+    outcome = deny(built.decide(ctx(headers=bearer(expired))))
+    assert (outcome.status, outcome.description) == (401, "token expired")
+    head, payload, _ = token(exp=NOW - 3600, iat=NOW - 7200, nbf=NOW - 7200).split(".")
+    forged = f"{head}.{payload}.AAAA"
+    assert deny(built.decide(ctx(headers=bearer(forged)))).description == "token expired"
+    # A live token with a forged signature is still refused by the signature.
+    head, payload, _ = token().split(".")
+    assert deny(built.decide(ctx(headers=bearer(f"{head}.{payload}.AAAA")))).status == 401
+
+
 def test_unknown_kid_without_refetch_is_the_fallback(built: Built) -> None:
     tok = token(jwt_kit.rsa_key("rotated-1"))
     outcome = deny(built.decide(ctx(headers=bearer(tok)), may_refetch=False))
