@@ -143,6 +143,10 @@ def read_binding(claims: Mapping[str, Any]) -> TokenBinding | None:
     jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
     if jkt is not None and (not isinstance(jkt, str) or len(jkt) != 43):
         raise InvalidCredential("malformed 'cnf.jkt' claim")
+    if x5t is None and jkt is None and cnf is not None:
+        # A confirmation this service cannot check (RFC 7800 jwk, jku, kid, or none at
+        # all) still says the token is bound: refused, never taken as a bearer token.
+        raise InvalidCredential("unsupported confirmation method in 'cnf'")
     return TokenBinding(x5t, jkt) if x5t is not None or jkt is not None else None
 
 

@@ -222,6 +222,10 @@ def test_a_malformed_binding_is_refused_not_ignored(
     assert invalid_token(service.ask(bearer("opaque-bad-jkt"))) == "malformed 'cnf.jkt' claim"
     endpoint.active("opaque-bad-cnf", iss=ISSUER, cnf="bound")
     assert invalid_token(service.ask(bearer("opaque-bad-cnf"))) == "malformed 'cnf' claim"
+    # RFC 7800's other confirmations say bound too, to a key this service cannot check.
+    endpoint.active("opaque-jwk-cnf", iss=ISSUER, cnf={"jwk": {"kty": "OKP"}})
+    assert invalid_token(service.ask(bearer("opaque-jwk-cnf"))) == \
+        "unsupported confirmation method in 'cnf'"
 
 
 def test_certificate_binding_require_refuses_an_unbound_token(

@@ -218,6 +218,17 @@ def test_a_malformed_certificate_binding_is_refused_not_ignored(
     assert denied(answer).description == "malformed 'cnf.x5t#S256' claim"
 
 
+@pytest.mark.parametrize("cnf", [
+    {"jwk": {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}}, {"kid": "k1"},
+    {"jku": "https://keys.test"}, {}], ids=["jwk", "kid", "jku", "empty"])
+def test_a_confirmation_this_service_cannot_check_is_refused_not_taken_for_bearer(
+        service: Service, cnf: dict[str, Any]) -> None:
+    # RFC 7800 proof-of-possession keys other than RFC 8705's and RFC 9449's.
+    bound = jwt_kit.mint(ISSUER_KEY, iat=NOW, nbf=NOW, exp=NOW + 600, cnf=cnf)
+    answer = service.ask({"authorization": f"Bearer {bound}"})
+    assert denied(answer).description == "unsupported confirmation method in 'cnf'"
+
+
 # --- RFC 9449: DPoP --------------------------------------------------------------------
 
 
