@@ -42,7 +42,7 @@ from tollgate.metrics import register_build_info, serve_metrics
 from tollgate.record_log import JsonLinesSink, RecordSink
 from tollgate.reload import ConfigHolder, ConfigWatcher
 from tollgate.server import GrpcApp, Listener, run, serve_until_signal
-from tollgate.settings import SettingsError, flag, read_settings
+from tollgate.settings import LOG_LEVELS, SettingsError, flag, read_settings
 from tollgate.tls import ServerTls
 from tollgate.tracing import configure_tracing
 from tollgate.version import add_version
@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
          default="", help="also export the records as OpenTelemetry logs over OTLP/gRPC "
                           "to this URL; off when empty")
     flag(p, "--log-level", env=["AUTHZ_LOG_LEVEL", "LOG_LEVEL"], default="info",
-         choices=["debug", "info", "warning", "error"], help="log level")
+         help="debug, info, warning, error (also trace, warn, fatal, panic as "
+              "envoyproxy/ratelimit's LOG_LEVEL says them)")
     flag(p, "--log-format", env=["AUTHZ_LOG_FORMAT", "LOG_FORMAT"], default="json",
-         choices=["json", "text"], help="log format")
+         help="json or text")
     return p
 
 
@@ -303,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.check_config:  # the policy alone: what serving would need is not read
-        configure_logging(args.log_level, args.log_format)
+        configure_logging(LOG_LEVELS.get(args.log_level.lower(), "info"), args.log_format)
         return check_config(args.check_config, sys.stdout, sys.stderr)
     settings = read_settings(parser, AuthzSettings.from_args, args)
     common = settings.common

@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--otlp-endpoint", env=["RATELIMIT_OTLP_ENDPOINT"], default="",
          help="OTLP/gRPC trace endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT); off when empty")
     flag(p, "--log-level", env=["RATELIMIT_LOG_LEVEL", "LOG_LEVEL"], default="info",
-         help="debug, info, warning, error")
+         help="debug, info, warning, error (also trace, warn, fatal, panic, the reference's)")
     flag(p, "--log-format", env=["RATELIMIT_LOG_FORMAT", "LOG_FORMAT"], default="json",
          help="json or text")
     return p

@@ -148,8 +148,9 @@ def test_an_announce_longer_than_the_drain_still_starts_and_is_cut_to_it_at_stop
 @pytest.mark.parametrize(("given", "level"), [
     ("fatal", "critical"), ("panic", "critical"), ("trace", "debug"), ("CRITICAL", "critical"),
 ])
-def test_the_reference_log_levels_are_read(given: str, level: str) -> None:
+def test_the_reference_log_levels_are_read_by_both_services(given: str, level: str) -> None:
     assert ratelimit("--log-level", given).common.log_level == level
+    assert authz("--log-level", given).common.log_level == level
 
 
 def test_an_environment_value_outside_a_flags_choices_is_refused_by_name(
