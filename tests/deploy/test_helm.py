@@ -174,3 +174,48 @@ def test_extra_environment_that_the_chart_would_hide_or_ignore_is_refused(
         values: dict[str, Any], reason: str) -> None:
     with pytest.raises(Exception, match=reason):
         _render(values)
+
+
+# What the chart's containers set, by flag or env entry (templates/deployment.yaml): every
+# environment name each is read by must be refused in extraEnv.
+AUTHZ_SET = {"config", "check_config", "grpc_address", "http_address", "metrics_address",
+             "drain_seconds", "log_format", "decision_log", "decision_log_allow_sample_rate",
+             "decision_log_claims", "otlp_endpoint", "limits_redis_url"}
+RATELIMIT_SET = {"config", "grpc_address", "metrics_address", "response_headers",
+                 "store_failure_mode", "redis_url", "drain_seconds", "log_format",
+                 "otlp_endpoint"}
+# Read besides the flags' own variables (ratelimit_service/settings.py, tollgate/tracing.py).
+ALSO_READ = {"authz": {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                       "OTEL_SERVICE_NAME"},
+             "ratelimit": {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                           "OTEL_SERVICE_NAME", "GRPC_UDS", "GRPC_HOST", "GRPC_PORT",
+                           "USE_PROMETHEUS", "PROMETHEUS_ADDR", "RUNTIME_APPDIRECTORY"}}
+
+
+def _env_names(parser: Any, dests: set[str]) -> set[str]:
+    import re
+
+    return {name for action in parser._actions if action.dest in dests
+            for name in re.findall(r"\$([A-Z_]+)", action.help or "")}
+
+
+@pytest.mark.parametrize("service", ["authz", "ratelimit"])
+def test_every_name_a_chart_setting_is_read_by_is_refused_in_extra_env(service: str) -> None:
+    from authz_service.cli import build_parser as authz_parser
+    from ratelimit_service.cli import build_parser as ratelimit_parser
+
+    parser, dests = ((authz_parser(), AUTHZ_SET) if service == "authz"
+                     else (ratelimit_parser(), RATELIMIT_SET))
+    names = _env_names(parser, dests) | ALSO_READ[service]
+    assert len(names) > len(dests)  # the help text still names the variables
+    layout = {"layout": "grpc"} if service == "ratelimit" else {}
+    for name in sorted(names):
+        with pytest.raises(Exception, match=f"{name} is set by the chart"):
+            _render({**layout, "extraEnv": {service: [{"name": name, "value": "x"}]}})
+
+
+def test_policy_audiences_are_a_list_or_any_never_empty() -> None:
+    assert '"any"' in _render({"policy": {"audiences": "any"}})[
+        "tollgate/templates/configmaps.yaml"]
+    with pytest.raises(Exception, match="audiences"):
+        _render({"policy": {"audiences": []}})
