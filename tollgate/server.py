@@ -288,15 +288,12 @@ async def serve_until_signal(
         raise
     tasks = [asyncio.create_task(_guard(fn)) for fn in background]
     await stop.wait()
-    log.info(
-        "draining",
-        extra={"grace_seconds": drain_seconds, "not_serving_seconds": announce_seconds},
-    )
+    announce = min(max(announce_seconds, 0.0), drain_seconds)
+    log.info("draining", extra={"grace_seconds": drain_seconds, "not_serving_seconds": announce})
     if app is not None:
         await app.announce()
     if on_draining is not None:
         on_draining()
-    announce = min(max(announce_seconds, 0.0), drain_seconds)
     if announce:
         await asyncio.sleep(announce)
     await asyncio.gather(*(door.stop(drain_seconds - announce) for door in doors))
