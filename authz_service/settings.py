@@ -60,10 +60,6 @@ class DecisionLogOutput:
     queue: int
     otlp_endpoint: str
 
-    @property
-    def wanted(self) -> bool:
-        return self.to is not None or bool(self.otlp_endpoint)
-
 
 @dataclass(frozen=True, slots=True)
 class AuthzSettings:

@@ -67,15 +67,9 @@ class RateLimitSettings:
             store=_store(args),
             failure_mode=FailureMode(args.store_failure_mode), decision=_decision(args),
             workers=args.workers,
-            common=CommonSettings.from_args(_with_metrics(args, env)),
+            common=CommonSettings.from_args(
+                args, metrics_address=resolve_metrics_address(args.metrics_address, env)),
         )
-
-
-def _with_metrics(args: argparse.Namespace, env: Mapping[str, str]) -> argparse.Namespace:
-    """The flags, with --metrics-address falling back to the reference's USE_PROMETHEUS."""
-    resolved = argparse.Namespace(**vars(args))
-    resolved.metrics_address = resolve_metrics_address(args.metrics_address, env)
-    return resolved
 
 
 def _store(args: argparse.Namespace) -> StoreSettings:

@@ -101,8 +101,11 @@ class CommonSettings:
     log_format: str
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> CommonSettings:
-        """Checked once, at start; SettingsError names the flag at fault."""
+    def from_args(cls, args: argparse.Namespace,
+                  metrics_address: str | None = None) -> CommonSettings:
+        """Checked once, at start; SettingsError names the flag at fault.
+        `metrics_address`: where --metrics-address resolved to when a service reads
+        other names for it too (default: the flag's value)."""
         try:
             tls = TlsFiles.from_flags(args.tls_cert, args.tls_key, args.tls_client_ca)
         except TlsError as exc:
@@ -123,7 +126,8 @@ class CommonSettings:
         return cls(tls=tls, reload_interval=args.reload_interval,
                    drain_seconds=args.drain_seconds,
                    drain_announce_seconds=args.drain_announce_seconds,
-                   metrics_address=args.metrics_address, otlp_endpoint=args.otlp_endpoint,
+                   metrics_address=args.metrics_address if metrics_address is None
+                   else metrics_address, otlp_endpoint=args.otlp_endpoint,
                    log_level=level, log_format=args.log_format.lower())
 
     def server_tls(self) -> ServerTls | None:

@@ -34,7 +34,7 @@ def test_authz_defaults_serve_both_doors_on_loopback_with_the_embedded_policy() 
     assert settings.http is not None and settings.http.address == "127.0.0.1:9192"
     assert settings.http.forwarding is None  # nothing forwarded is believed by default
     assert settings.limits.store.url == "" and settings.dpop_replay.url == ""
-    assert not settings.decision_log.wanted
+    assert (settings.decision_log.to, settings.decision_log.otlp_endpoint) == (None, "")
     assert settings.common.tls is None and settings.common.metrics_address == ""
 
 
