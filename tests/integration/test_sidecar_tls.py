@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.kits import jwt_kit
 from tests.kits.authz_stack import API_KEY, config_text
-from tests.kits.processes import binary, free_port, stop_process, wait_for
+from tests.kits.processes import accepts, binary, free_port, stop_process, wait_for
 from tollgate_cli import devcerts
 
 pytestmark = pytest.mark.integration
@@ -240,7 +240,7 @@ def test_envoy_asks_authz_over_mtls_through_both_doors_across_a_rotation(
     envoy_file.write_text(json.dumps(envoy_config(listen, admin, grpc_port, http_port, certs)))
     with running(authz, tmp_path, "authz", grpc_port, certs):
         # `running` waits on the gRPC door; the HTTP door's listener may come up after it.
-        wait_for(lambda: _accepts(http_port), 20, "the HTTP door's listener")
+        wait_for(lambda: accepts(http_port), 20, "the HTTP door's listener")
         first = served_serial(http_port, certs)
         assert served_serial(grpc_port, certs, alpn="h2") == first
         with (tmp_path / "envoy.log").open("wb") as log:
@@ -304,13 +304,5 @@ def _ready(admin: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=1) as answer:
             return bool(answer.status == 200)
-    except OSError:
-        return False
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
     except OSError:
         return False

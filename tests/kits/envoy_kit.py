@@ -4,13 +4,12 @@ routes name the `orders-api` route policy and send the body (up to `max_body` by
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.kits.processes import binary, free_port, stop_process, wait_for
+from tests.kits.processes import accepts, binary, free_port, stop_process, wait_for
 
 ENVOY = """
 static_resources:
@@ -94,11 +93,7 @@ def envoy_in_front(
         def listening() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(log_path.read_text())
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-            return True
+            return accepts(port)
 
         wait_for(listening, timeout=30, what="envoy listening")
         yield port

@@ -22,6 +22,15 @@ def free_port() -> int:
         return port
 
 
+def accepts(port: int) -> bool:
+    """Something listens on 127.0.0.1:port (a TCP connect succeeds)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     """Poll until predicate() is true; fail with `what` after timeout seconds."""
     deadline = time.monotonic() + timeout

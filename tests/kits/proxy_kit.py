@@ -21,7 +21,7 @@ from tests.kits import jwt_kit
 from tests.kits.authz_stack import API_KEY, config_text
 from tests.kits.door_kit import Ask, Reply, ask_grpc
 from tests.kits.grpc_kit import AuthzClient
-from tests.kits.processes import binary, free_port, stop_process, wait_for
+from tests.kits.processes import accepts, binary, free_port, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NGINX_DIR = REPO / "deploy" / "nginx"
@@ -93,14 +93,6 @@ def ask_proxy(port: int, method: str, path: str, headers: Mapping[str, str],
     return ProxyReply(response.status, seen, data, tuple(k.lower() for k, _ in lines), upstream)
 
 
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
-
-
 @contextmanager
 def nginx(workdir: Path, door: str, upstream_port: int) -> Iterator[int]:
     """NGINX (Debian's) with deploy/nginx/ as shipped but for the addresses: in the
@@ -133,7 +125,7 @@ def nginx(workdir: Path, door: str, upstream_port: int) -> Iterator[int]:
     with log_path.open("ab") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: proc.poll() is not None or _listening(port), timeout=15,
+        wait_for(lambda: proc.poll() is not None or accepts(port), timeout=15,
                  what="nginx listening")
         if proc.poll() is not None:
             raise AssertionError(f"nginx exited: {log_path.read_text()}")
@@ -169,7 +161,7 @@ def traefik(workdir: Path, door_port: int, upstream_port: int) -> Iterator[int]:
     def routed() -> bool:  # Traefik answers 404 until the file provider's routes load
         if proc.poll() is not None:
             return True
-        if not _listening(port):
+        if not accepts(port):
             return False
         return ask_proxy(port, "GET", "/", {}).status != 404
 

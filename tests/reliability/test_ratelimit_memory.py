@@ -22,7 +22,7 @@ from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from ratelimit_service.models import CounterOp, Limit, Unit
 from ratelimit_service.stores.memory import MemoryStore
-from tests.kits.processes import free_port, stop_process, wait_for
+from tests.kits.processes import accepts, free_port, stop_process, wait_for
 from tests.kits.ratelimit_kit import T0, descriptor, request
 
 MiB = 1024 * 1024
@@ -104,7 +104,7 @@ def test_the_service_rss_follows_the_budget_under_distinct_2kb_values(tmp_path: 
 
                 await asyncio.gather(*(worker() for _ in range(16)))
 
-        wait_for(lambda: _listening(port), 20, "ratelimit-service to listen")
+        wait_for(lambda: accepts(port), 20, "ratelimit-service to listen")
         asyncio.run(send(0, 3000))  # gRPC's buffers and the allocator warm up
         base = rss_bytes(proc.pid)
         asyncio.run(send(3000, 25_000))  # 50 MB of distinct values
@@ -114,10 +114,3 @@ def test_the_service_rss_follows_the_budget_under_distinct_2kb_values(tmp_path: 
         assert grown <= 2 * budget, f"RSS grew {grown / MiB:.1f} MiB for an 8 MiB budget"
     finally:
         stop_process(proc)
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
