@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from typing import TypeVar
 
 from ratelimit_service.models import Limit
 from ratelimit_service.status import Code, DescriptorStatus
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 Header = tuple[str, str]
 
@@ -77,14 +81,19 @@ _POLICIES: dict[tuple[HeaderStyle, tuple[Limit, ...]], str] = {}
 _ONE_LIMIT: dict[tuple[HeaderStyle, int], tuple[Limit, str]] = {}
 
 
+def _keep(kept: dict[K, V], key: K, entry: V) -> None:
+    """Keep one entry in one of the caches above (all of it goes when full)."""
+    if len(kept) >= _KEPT:
+        kept.clear()
+    kept[key] = entry
+
+
 def _quoted_name(limit: Limit) -> str:
     found = _QUOTED.get(id(limit))
     if found is not None and found[0] is limit:
         return found[1]
-    if len(_QUOTED) >= _KEPT:
-        _QUOTED.clear()
     text = _sf_string(_policy_name(limit))
-    _QUOTED[id(limit)] = (limit, text)
+    _keep(_QUOTED, id(limit), (limit, text))
     return text
 
 
@@ -104,9 +113,7 @@ def _policies(style: HeaderStyle, limits: tuple[Limit, ...]) -> str:
             + (f";name={_sf_string(limit.name)}" if limit.name else "")
             for limit in limits
         )
-    if len(_POLICIES) >= _KEPT:
-        _POLICIES.clear()
-    _POLICIES[key] = text
+    _keep(_POLICIES, key, text)
     return text
 
 
@@ -124,10 +131,8 @@ def _one_limit_part(style: HeaderStyle, limit: Limit) -> str:
     found = _ONE_LIMIT.get((style, id(limit)))
     if found is not None and found[0] is limit:
         return found[1]
-    if len(_ONE_LIMIT) >= _KEPT:
-        _ONE_LIMIT.clear()
     text = _fixed_part(style, limit, (limit,))
-    _ONE_LIMIT[style, id(limit)] = (limit, text)
+    _keep(_ONE_LIMIT, (style, id(limit)), (limit, text))
     return text
 
 
