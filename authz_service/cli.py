@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
          "Redis call (e.g. 500us, 1ms; 0: never waits; concurrent checks share one anyway)")
     flag(p, "--limits-redis-pipeline-limit", env=["AUTHZ_LIMITS_REDIS_PIPELINE_LIMIT"],
          default=512, kind=int, help="counters per Redis call at most (0: 512)")
+    flag(p, "--limits-redis-lease-hits", env=["AUTHZ_LIMITS_REDIS_LEASE_HITS"], default=0,
+         kind=int, help="reserve fixed-window hits on Redis in blocks of up to N (at most a "
+         "tenth of a limit) and grant them here: one round trip per block instead of per "
+         "check; never more than the limit, but with several replicas some may be refused "
+         "early (0: off)")
     flag(p, "--limits-key-prefix", env=["AUTHZ_LIMITS_KEY_PREFIX"], default="",
          help="prefix of every counter key (ratelimit-service's CACHE_KEY_PREFIX)")
     flag(p, "--limits-memory-max-keys", env=["AUTHZ_LIMITS_MEMORY_MAX_KEYS"],

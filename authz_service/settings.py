@@ -132,6 +132,7 @@ def _limits(args: argparse.Namespace) -> LimitStoreSettings:
         timeout=args.limits_redis_timeout, memory_max_keys=args.limits_memory_max_keys,
         username=args.limits_redis_username, tls_ca_file=args.limits_redis_tls_ca_file,
         pipeline_limit=args.limits_redis_pipeline_limit,
+        lease_hits=args.limits_redis_lease_hits,
         pipeline_window=pipeline_window(args.limits_redis_pipeline_window, "limits-"),
     ), "limits-")
     return LimitStoreSettings(store, args.limits_key_prefix)

@@ -10,7 +10,8 @@ local_ratelimit, and each Tollgate door with its floor: the plain-HTTP door
 (http_floor: a trivial uvloop + httptools server allowing every Bearer; http_authz:
 Tollgate authz, RS256 JWT + scope + headers + metadata, cached token; _limit_memory /
 _limit_redis: plus a rate limit decided in the same call; _batched: with
---limits-redis-pipeline-window 500us, so busy checks share Redis calls) and the gRPC door
+--limits-redis-pipeline-window 500us, so busy checks share Redis calls; _leased: with
+--limits-redis-lease-hits 100, blocks of hits reserved per round trip) and the gRPC door
 (grpc_floor: an empty grpc.aio handler; grpc_authz...). Envoy's ratelimit filter skips
 direct responses, so the two-hop layout (authz over gRPC + ratelimit-service behind
 Envoy's ratelimit filter) and ratelimit-service alone are measured against an upstream
@@ -58,6 +59,7 @@ LOCAL_CASES = [
     "http_authz_limit_memory",
     "http_authz_limit_redis",
     "http_authz_limit_redis_batched",
+    "http_authz_limit_redis_leased",
     "grpc_floor",
     "grpc_authz",
     "grpc_authz_limit_memory",
@@ -335,7 +337,8 @@ def start_case(case: str, work: Path, port: int, jwks: dict[str, Any]) -> Proces
         door = "--http-address" if case.startswith("http_") else "--grpc-address"
         other = "--grpc-address" if door == "--http-address" else "--http-address"
         policy = "authz-limits.yaml" if "_limit_" in case else "authz.yaml"
-        batched = ["--limits-redis-pipeline-window", "500us"] if case.endswith("_batched") else []
+        batched = {"_batched": ["--limits-redis-pipeline-window", "500us"],
+                   "_leased": ["--limits-redis-lease-hits", "100"]}.get(case[case.rfind("_"):], [])
         services["authz"] = subprocess.Popen(
             [binary("authz-service"), door, sock, other, "off", "--config", str(work / policy),
              "--limits-redis-url", redis_url, *batched, "--log-level", "error"], **quiet,

@@ -6,8 +6,9 @@ The authz pipeline (cached RS256 JWT, scope, one per-subject limit as
 bench/envoy_bench.py's `_limit_` cases) decides checks in this process on one uvloop
 loop, as the HTTP door drives it (tollgate.eager.start: no task unless a check waits),
 with N checks in flight at once; the CPU time of this process per check is reported
-for no limit, the memory store and Redis (a redis-server started here on a free port,
-its own CPU not counted), with the Redis calls sent per check. Each concurrency is
+for no limit, the memory store, Redis (a redis-server started here on a free port,
+its own CPU not counted) and Redis with `lease_hits=100` (stores/leases.py), with the
+Redis calls sent per check. Each concurrency is
 run for the three cases back to back, so their ratios are side by side.
 
 Redis costs per *round trip*, not per check: concurrent checks share one script call
@@ -30,7 +31,7 @@ from bench.envoy_bench import AUTHZ_CONFIG, AUTHZ_LIMITS, RATELIMIT_CONFIG
 from tests.kits import jwt_kit
 from tests.kits.redis_procs import RedisProcess
 
-CASES = ("no limit", "memory", "redis")
+CASES = ("no limit", "memory", "redis", "redis leased")
 
 
 async def _pipeline(work: Path, case: str, redis_url: str) -> tuple[Any, Any, Any]:
@@ -50,8 +51,9 @@ async def _pipeline(work: Path, case: str, redis_url: str) -> tuple[Any, Any, An
     if case != "no limit":
         policy += AUTHZ_LIMITS.format(rules=work / "ratelimit.yaml")
     (work / "authz.yaml").write_text(policy)
-    store, _ = build_store(StoreSettings(url=redis_url if case == "redis" else "",
-                                         timeout=1.0))
+    store, _ = build_store(StoreSettings(url=redis_url if case.startswith("redis") else "",
+                                         timeout=1.0,
+                                         lease_hits=100 if case == "redis leased" else 0))
     keys = KeyRegistry()
     pipeline = Pipeline(ConfigHolder(load_policy(work / "authz.yaml", keys)), keys,
                         LimitCounter(store))
@@ -90,8 +92,8 @@ async def run(args: argparse.Namespace, redis_url: str, work: Path) -> list[dict
             pipeline, ctx, store = built[case]
             sent = getattr(store, "calls_sent", 0)
             row[case] = await _measure(pipeline, ctx, args.checks, concurrency)
-            if case == "redis":
-                row["calls"] = (store.calls_sent - sent) / (2 * args.checks)
+            if case.startswith("redis"):
+                row[f"{case} calls"] = (store.calls_sent - sent) / (2 * args.checks)
         rows.append(row)
     for _, _, store in built.values():
         await store.close()
@@ -99,14 +101,17 @@ async def run(args: argparse.Namespace, redis_url: str, work: Path) -> list[dict
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| checks in flight | no limit µs | memory µs | Redis µs | memory vs none "
-             "| Redis vs none | Redis calls per check |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| checks in flight | no limit µs | memory µs | Redis µs | Redis leased µs "
+             "| memory vs none | Redis vs none | leased vs none | Redis calls per check "
+             "(leased) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         none = r["no limit"]
         lines.append(f"| {r['concurrency']} | {none:.1f} | {r['memory']:.1f} | "
-                     f"{r['redis']:.1f} | {none / r['memory']:.2f}x | "
-                     f"{none / r['redis']:.2f}x | {r['calls']:.2f} |")
+                     f"{r['redis']:.1f} | {r['redis leased']:.1f} | "
+                     f"{none / r['memory']:.2f}x | {none / r['redis']:.2f}x | "
+                     f"{none / r['redis leased']:.2f}x | "
+                     f"{r['redis calls']:.2f} ({r['redis leased calls']:.3f}) |")
     return "\n".join(lines)
 
 

@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--redis-pipeline-limit",
          env=["RATELIMIT_REDIS_PIPELINE_LIMIT", "REDIS_PIPELINE_LIMIT"], default=512, kind=int,
          help="counters per Redis call at most (0: 512)")
+    flag(p, "--redis-lease-hits", env=["RATELIMIT_REDIS_LEASE_HITS"], default=0, kind=int,
+         help="reserve fixed-window hits on Redis in blocks of up to N (at most a tenth of a "
+         "limit) and grant them here: one round trip per block instead of per request; "
+         "never more than the limit, but with several replicas some may be refused early "
+         "(0: off, the reference's exact counting)")
     flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
          help="seconds to connect to / wait for Redis before the store counts as down")
     flag(p, "--store-failure-mode", env=["RATELIMIT_STORE_FAILURE_MODE"], default="open",

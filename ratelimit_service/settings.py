@@ -80,6 +80,7 @@ def _store(args: argparse.Namespace) -> StoreSettings:
         stop_when_over=args.stop_cache_key_increment_when_overlimit,
         memory_max_bytes=args.memory_max_bytes, tls_ca_file=args.redis_tls_ca_file,
         username=args.redis_username, pipeline_limit=args.redis_pipeline_limit,
+        lease_hits=args.redis_lease_hits,
         pipeline_window=pipeline_window(args.redis_pipeline_window, ""),
     ), "")
 

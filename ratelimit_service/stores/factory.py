@@ -34,6 +34,7 @@ class StoreSettings:
     username: str = ""  # set: `auth` is the whole password, even with ':' in it
     pipeline_window: float = 0.0  # seconds a busy store waits for requests to share a call
     pipeline_limit: int = 512  # counters per script call at most
+    lease_hits: int = 0  # > 0: fixed-window hits reserved in blocks (stores/leases.py)
 
 
 def pipeline_window(text: str, prefix: str) -> float:
@@ -61,6 +62,8 @@ def check_store(settings: StoreSettings, prefix: str) -> StoreSettings:
          "at least 1"),
         (settings.local_cache_bytes >= 0, "local-cache-size-bytes",
          settings.local_cache_bytes, "at least 0"),
+        (0 <= settings.lease_hits <= 1_000_000, "redis-lease-hits", settings.lease_hits,
+         "between 0 (off) and 1000000"),
     )
     for ok, name, value, rule in rules:
         if not ok:
@@ -68,11 +71,18 @@ def check_store(settings: StoreSettings, prefix: str) -> StoreSettings:
     if settings.tls_ca_file and not Path(settings.tls_ca_file).is_file():
         raise SettingsError(f"--{prefix}redis-tls-ca-file {settings.tls_ca_file}: no such file")
     try:
-        parse_target(settings.url, redis_type=settings.redis_type,
+        target = parse_target(settings.url, redis_type=settings.redis_type,
                      socket_type=settings.socket_type, auth=settings.auth, tls=settings.tls,
                      username=settings.username)
     except TargetError as exc:  # its message never shows a password
         raise SettingsError(f"--{prefix}redis-url: {exc}") from None
+    if settings.lease_hits and target.kind == "memory":
+        raise SettingsError(f"--{prefix}redis-lease-hits needs a Redis store "
+                            f"(--{prefix}redis-url): in memory every hit is counted locally")
+    if settings.lease_hits and settings.stop_when_over:
+        raise SettingsError(f"--{prefix}redis-lease-hits cannot be used with "
+                            "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT: a lease is charged "
+                            "before the request's other counters are known")
     return settings
 
 
@@ -112,4 +122,8 @@ def build_store(settings: StoreSettings) -> tuple[CounterStore, StoreTarget]:
     store = RedisStore(link, local_cache_bytes=settings.local_cache_bytes, stop_when_over=stop,
                        pipeline_window=settings.pipeline_window,
                        pipeline_limit=settings.pipeline_limit or 512)
+    if settings.lease_hits:
+        from ratelimit_service.stores.leases import LeasedStore  # noqa: PLC0415
+
+        return LeasedStore(store, settings.lease_hits), target
     return store, target

@@ -1,0 +1,190 @@
+"""Leased counting (stores/leases.py) against a real redis-server on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ratelimit_service.cli import parse_settings
+from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit, Usage
+from ratelimit_service.stores.factory import StoreSettings, build_store, check_store
+from ratelimit_service.stores.leases import LeasedStore
+from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
+from tests.kits.ratelimit_kit import T0
+from tests.kits.redis_procs import RedisProcess, cli
+from tollgate.settings import SettingsError
+
+pytestmark = pytest.mark.integration  # a real redis-server
+
+HUNDRED = Limit(100, Unit.MINUTE)  # blocks of at most 10 (a tenth of the limit)
+START = int(T0) // 60 * 60  # the window T0 falls in
+
+
+def leased(server: RedisProcess, lease_hits: int = 50, *, cache: int = 0) -> LeasedStore:
+    inner = RedisStore(connect_single(server.url, RedisOptions(timeout=0.5)),
+                       local_cache_bytes=cache)
+    return LeasedStore(inner, lease_hits)
+
+
+def op(key: str = "rl_user_ann_", hits: int = 1, limit: Limit = HUNDRED,
+       group: int = -1) -> CounterOp:
+    return CounterOp(key, hits, limit, group)
+
+
+async def one(store: LeasedStore, counter: CounterOp, now: float = T0) -> Usage:
+    (usage,) = await store.apply([counter], now)
+    assert not usage.error, usage.error
+    return usage
+
+
+def allowed(usages: list[Usage], limit: Limit = HUNDRED) -> int:
+    return sum(u.after <= limit.capacity for u in usages)
+
+
+def test_one_replica_allows_exactly_the_limit_with_a_trip_per_block(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        usages = [await one(store, op()) for _ in range(130)]
+        assert allowed(usages) == 100
+        # What the headers say is what was granted, hit by hit, as without leases.
+        assert [u.after for u in usages[:100]] == list(range(1, 101))
+        assert all(u.after > 100 for u in usages[100:])
+        assert all(u.reset_seconds == 60 - int(T0) % 60 for u in usages)
+        # 10 blocks of 10 for the allowed hits; the refused ones are counted one by one.
+        assert store.calls_sent == 10 + 30
+        assert store.granted_locally == 90
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_concurrent_checks_of_one_replica_never_pass_the_limit(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        usages = [u for batch in await asyncio.gather(
+            *(store.apply([op()], T0) for _ in range(160))) for u in batch]
+        assert allowed(usages) == 100
+        assert sorted(u.after for u in usages if u.after <= 100) == list(range(1, 101))
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_replicas_together_never_pass_the_limit_and_lose_at_most_a_block_each(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        stores = [leased(redis_server) for _ in range(3)]
+        usages: list[Usage] = []
+        for i in range(200):  # interleaved, as a load balancer spreads them
+            usages.append(await one(stores[i % 3], op()))
+        # Never more than the limit; a replica's unused reservation (under a block, 10)
+        # is lost to the others only.
+        assert 100 - 2 * 10 <= allowed(usages) <= 100
+        for store in stores:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_a_new_window_takes_a_new_block(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        assert allowed([await one(store, op()) for _ in range(101)]) == 100
+        fresh = await one(store, op(), T0 + 60)
+        assert fresh.after == 1
+        assert cli(redis_server.port, "GET", f"rl_user_ann_{START + 60}").strip() == "10"
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_counter_in_redis_holds_the_reserved_block(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        await one(store, op())
+        assert cli(redis_server.port, "GET", f"rl_user_ann_{START}").strip() == "10"
+        assert cli(redis_server.port, "TTL", f"rl_user_ann_{START}").strip() not in ("-1", "-2")
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_what_does_not_lease_is_counted_exactly(redis_server: RedisProcess) -> None:
+    """Other algorithms, grouped counters, small limits and big hits: one trip each."""
+    async def main() -> None:
+        store = leased(redis_server)
+        smooth = Limit(100, Unit.MINUTE, algorithm=Algorithm.SLIDING_WINDOW)
+        small = Limit(15, Unit.MINUTE)  # a tenth is 1: not worth a block
+        cases = [op("s_", limit=smooth), op("g_", group=0), op("m_", limit=small),
+                 op("h_", hits=6)]  # a block of 10 does not hold two requests of 6
+        for counter in cases:
+            before = store.calls_sent
+            assert (await one(store, counter)).after == counter.hits
+            assert (await one(store, counter)).after == 2 * counter.hits
+            assert store.calls_sent == before + 2, counter
+        assert store.granted_locally == 0
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_reserved_hits_outlive_a_redis_outage_and_then_it_fails_by_counter(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        await one(store, op())  # a block of 10: 9 left
+        redis_server.stop()
+        assert [(await one(store, op())).after for _ in range(9)] == list(range(2, 11))
+        (down,) = await store.apply([op()], T0)
+        assert down.error  # the limiter's failure mode decides, as without leases
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_an_evicted_lease_only_loses_its_hits(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        inner = RedisStore(connect_single(redis_server.url, RedisOptions(timeout=0.5)))
+        store = LeasedStore(inner, 50, max_leases=1)
+        await one(store, op("a_"))
+        await one(store, op("b_"))  # evicts a_'s lease with 9 hits unused
+        assert len(store) == 1
+        usages = [await one(store, op("a_")) for _ in range(100)]
+        assert allowed(usages) == 90  # never more: a_'s lost hits stay counted in Redis
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_admin_reset_drops_the_lease(redis_server: RedisProcess) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        await one(store, op())
+        assert await store.delete([f"rl_user_ann_{START}"]) == 1
+        assert len(store) == 0
+        assert (await one(store, op())).after == 1
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_settings_refuse_a_lease_that_cannot_work(redis_server: RedisProcess) -> None:
+    with pytest.raises(SettingsError, match="--redis-lease-hits needs a Redis store"):
+        check_store(StoreSettings(lease_hits=10), "")
+    with pytest.raises(SettingsError, match="STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT"):
+        check_store(StoreSettings(url=redis_server.url, lease_hits=10, stop_when_over=True), "")
+    with pytest.raises(SettingsError, match="--limits-redis-lease-hits -1"):
+        check_store(StoreSettings(url=redis_server.url, lease_hits=-1), "limits-")
+    settings = parse_settings(["--redis-url", redis_server.url, "--redis-lease-hits", "64"])
+    store, _ = build_store(settings.store)
+    assert isinstance(store, LeasedStore)
+    assert store.lease_hits == 64
+    plain, _ = build_store(parse_settings(["--redis-url", redis_server.url]).store)
+    assert isinstance(plain, RedisStore)
