@@ -124,6 +124,27 @@ def test_on_redis_replicas_share_counts_in_one_round_trip_per_stage(
     assert statuses == [200, 429, 429, 429]
 
 
+def test_leased_replicas_never_pass_a_limit_and_spare_most_round_trips(
+    tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    key = jwt_kit.rsa_key("leased")
+    with limited(tmp_path / "a", redis_url=redis_server.url, key=key, lease_hits=50) as one, \
+            limited(tmp_path / "b", redis_url=redis_server.url, key=key, lease_hits=50) as two:
+        gold = one.bearer(sub="gold-leased", plan="gold")  # 100 a minute: blocks of 10
+        before = redis_server.command_calls()
+        statuses = [ask_http((one, two)[i % 2].http,
+                             Ask(headers=gold, source_address=f"10.9.0.{i % 10}")).status
+                    for i in range(120)]
+        after = redis_server.command_calls()
+    allowed = statuses.count(200)
+    # Never more than the limit; a replica's unused reservation is lost to the other only.
+    assert 100 - 9 <= allowed <= 100, statuses
+    assert set(statuses) == {200, 429}
+    # Two stages per request (per address, then per plan): 240 script calls unleased.
+    scripts = sum(after.get(c, 0) - before.get(c, 0) for c in ("evalsha", "eval"))
+    assert scripts <= 120, scripts
+
+
 def test_redis_down_applies_each_sets_store_failure_mode(
     tmp_path: Path, redis_server: RedisProcess
 ) -> None:

@@ -107,7 +107,7 @@ def _scrape(port: int) -> str:
 
 @contextmanager
 def limited(workdir: Path, *, headers: str = "draft03", redis_url: str = "",
-            key: jwt_kit.SigningKey | None = None) -> Iterator[Limited]:
+            key: jwt_kit.SigningKey | None = None, lease_hits: int = 0) -> Iterator[Limited]:
     from tests.kits.processes import free_port
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,8 @@ def limited(workdir: Path, *, headers: str = "draft03", redis_url: str = "",
     config.write_text(POLICY.format(issuer=jwt_kit.ISSUER, audience=jwt_kit.AUDIENCE,
                                     jwks=jwks, headers=headers))
     port = free_port()
-    env = {"AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{port}", "AUTHZ_LIMITS_REDIS_URL": redis_url}
+    env = {"AUTHZ_METRICS_ADDRESS": f"127.0.0.1:{port}", "AUTHZ_LIMITS_REDIS_URL": redis_url,
+           "AUTHZ_LIMITS_REDIS_LEASE_HITS": str(lease_hits)}
     with authz_process(config, workdir, env) as (_, client):
         http = HttpDoorClient(door_socket(workdir))
         try:
