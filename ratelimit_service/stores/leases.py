@@ -25,12 +25,18 @@ What it keeps and what it gives up:
   take their round trip as before. A block smaller than two requests' hits is not
   worth one: that counter is counted directly.
 
+One block per counter is on its way at a time: a check that would ask for another
+waits for it (the round trip it would have paid) and is served from it, so a burst
+of concurrent checks does not reserve a block each. A lease taken before a reload
+lowered the limit grants no more than the new limit.
+
 The lease table is bounded; an evicted or expired lease only loses its unused hits
 (fewer allowed, never more).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +68,7 @@ class LeasedStore:
         self.lease_hits = lease_hits
         self.max_leases = max_leases
         self._leases: dict[str, _Lease] = {}
+        self._asking: dict[str, asyncio.Future[None]] = {}  # counters with a block on its way
         self.granted_locally = 0  # hits answered from a lease, with no round trip
 
     @property
@@ -76,39 +83,72 @@ class LeasedStore:
         block = min(self.lease_hits, op.limit.capacity // _SHARE)
         return block if block >= 2 * op.hits else op.hits
 
+    def _leasable(self, op: CounterOp, now: float) -> str:
+        """The counter key `op` may lease under, or '' when it is counted directly."""
+        limit = op.limit
+        if limit.algorithm != FIXED_WINDOW.name or op.group != -1 or op.hits < 1:
+            return ""
+        return counter_key(op.key, window_start(now, limit.unit.seconds))
+
+    def _lease(self, key: str, now: float) -> _Lease | None:
+        lease = self._leases.get(key)
+        if lease is not None and lease.until <= now:
+            del self._leases[key]
+            return None
+        return lease
+
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
+        keys = [self._leasable(op, now) for op in ops]
+        # One reservation per counter at a time: a check that would ask for a block while
+        # another is on its way waits for it (one round trip, as it would pay anyway) and
+        # is then served from it, so concurrent checks never hoard blocks.
+        while True:
+            waiting = next((self._asking[key] for op, key in zip(ops, keys, strict=True)
+                            if key in self._asking and not self._holds(key, op, now)), None)
+            if waiting is None:
+                break
+            await asyncio.shield(waiting)
         usages: list[Usage | None] = [None] * len(ops)
         asks: list[tuple[int, CounterOp, str]] = []  # (index, op sent, lease key or '')
-        leases = self._leases
-        for i, op in enumerate(ops):
-            limit = op.limit
-            if limit.algorithm != FIXED_WINDOW.name or op.group != -1 or op.hits < 1:
+        for i, (op, key) in enumerate(zip(ops, keys, strict=True)):
+            if not key:
                 asks.append((i, op, ""))
                 continue
-            seconds = limit.unit.seconds
-            start = window_start(now, seconds)
-            key = counter_key(op.key, start)
-            lease = leases.get(key)
-            if lease is not None and lease.until <= now:
-                del leases[key]
-                lease = None
-            if lease is not None and lease.left >= op.hits:
+            lease = self._lease(key, now)
+            if lease is not None and self._holds(key, op, now):
                 lease.left -= op.hits
                 self.granted_locally += op.hits
                 after = lease.top - lease.left
-                usages[i] = Usage(after - op.hits, after, reset_seconds(now, seconds))
+                usages[i] = Usage(after - op.hits, after, reset_seconds(now, op.limit.seconds))
                 continue
             block = op.hits if lease is not None and lease.spent else self._block(op)
             if block == op.hits:
                 asks.append((i, op, ""))
             else:
-                asks.append((i, CounterOp(op.key, block, limit, op.group), key))
-        if asks:
+                asks.append((i, CounterOp(op.key, block, op.limit, op.group), key))
+        if not asks:
+            return [u for u in usages if u is not None]
+        asking = [key for _, _, key in asks if key and key not in self._asking]
+        done = asyncio.get_running_loop().create_future()
+        for key in asking:
+            self._asking[key] = done
+        try:
             replies = await self.inner.apply([sent for _, sent, _ in asks], now)
             for (i, sent, key), usage in zip(asks, replies, strict=True):
                 usages[i] = usage if not key or usage.error else \
                     self._reserved(key, ops[i], sent.hits, usage, now)
+        finally:
+            for key in asking:
+                del self._asking[key]
+            done.set_result(None)
         return [u for u in usages if u is not None]
+
+    def _holds(self, key: str, op: CounterOp, now: float) -> bool:
+        """Whether this replica's lease on `key` can grant `op` (under today's limit: a
+        lease taken before a reload that lowered it grants no more than the new one)."""
+        lease = self._lease(key, now)
+        return lease is not None and lease.left >= op.hits and \
+            lease.top - lease.left + op.hits <= op.limit.capacity
 
     def _reserved(self, key: str, op: CounterOp, block: int, usage: Usage,
                   now: float) -> Usage:

@@ -1,8 +1,9 @@
 """Redis killed and frozen under load, against real redis-server processes.
 
 - Frozen (SIGSTOP): every call ends by its deadline (at most 1.1x --redis-timeout,
-  connecting included), refused (closed) or answered by the failure mode (open),
-  and counting resumes when Redis thaws.
+  connecting included, plus however late the shared event loop ran callbacks),
+  refused (closed) or answered by the failure mode (open), and counting resumes when
+  Redis thaws.
 - Killed: no admission while it is down when failing closed; with fail-open, a
   descriptor the local cache knows is over still answers OVER_LIMIT (one counter
   that cannot be counted opens only its own descriptor); recovery after a restart.
@@ -67,6 +68,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisProcess]:
         server.stop()
 
 
+async def _probe_lag(lags: list[float]) -> None:
+    """Append how much later than asked each 10 ms sleep of this loop woke up."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time() + 0.01
+        await asyncio.sleep(0.01)
+        lags.append(loop.time() - asked)
+
+
 def freeze(server: RedisProcess) -> None:
     assert server.proc is not None
     os.kill(server.proc.pid, signal.SIGSTOP)
@@ -82,7 +92,8 @@ def test_a_frozen_redis_bounds_every_call_by_its_deadline(
     redis_server: RedisProcess, mode: FailureMode
 ) -> None:
     """Issue 15 item 7: with --redis-timeout 2 the first calls waited up to 3.8 s. Each
-    store call now ends by 1.1x the timeout; the answer over gRPC follows (the loaded
+    store call now ends by 1.1x the timeout (plus the loop's own lateness, measured
+    beside it); the answer over gRPC follows (the loaded
     test machine may add transport time on top, so that is only held to not hang)."""
     store = TimedStore(connect_single(redis_server.url, RedisOptions(timeout=TIMEOUT)))
     store.durations = []
@@ -104,6 +115,10 @@ def test_a_frozen_redis_bounds_every_call_by_its_deadline(
                     outcomes.append(err.code().name)
                 durations.append(time.monotonic() - started)
 
+            # How late the loop itself runs callbacks (the gRPC server and the callers
+            # share it): a store call is held to its deadline plus that, not to wall time.
+            lags: list[float] = [0.0]
+            probing = asyncio.ensure_future(_probe_lag(lags))
             freeze(redis_server)
             # A steady stream for 1.5 timeouts (calls join an in-flight one, wait
             # behind it, or reconnect after the drop), plus a burst at once.
@@ -114,9 +129,13 @@ def test_a_frozen_redis_bounds_every_call_by_its_deadline(
                     calls += [asyncio.ensure_future(timed()) for _ in range(30)]
                 await asyncio.sleep(TIMEOUT * 1.5 / 75)
             await asyncio.gather(*calls)
+            probing.cancel()
             thaw(redis_server)
             assert len(store.durations) >= 105
-            assert max(store.durations) <= 1.1 * TIMEOUT, sorted(store.durations)[-5:]
+            late = max(lags)
+            assert late < TIMEOUT / 2, late  # else the bound below would say little
+            assert max(store.durations) <= 1.1 * TIMEOUT + late, (sorted(store.durations)[-5:],
+                                                                  late)
             assert max(durations) <= TIMEOUT + 1.0, sorted(durations)[-5:]
             if mode is FailureMode.CLOSED:
                 assert set(outcomes) <= {"ok", "UNAVAILABLE"} and "UNAVAILABLE" in outcomes
