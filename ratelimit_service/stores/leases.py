@@ -102,7 +102,7 @@ class LeasedStore:
         # One reservation per counter at a time: a check that would ask for a block while
         # another is on its way waits for it (one round trip, as it would pay anyway) and
         # is then served from it, so concurrent checks never hoard blocks.
-        while True:
+        while self._asking:
             waiting = next((self._asking[key] for op, key in zip(ops, keys, strict=True)
                             if key in self._asking and not self._holds(key, op, now)), None)
             if waiting is None:
@@ -115,7 +115,7 @@ class LeasedStore:
                 asks.append((i, op, ""))
                 continue
             lease = self._lease(key, now)
-            if lease is not None and self._holds(key, op, now):
+            if lease is not None and _grants(lease, op):
                 lease.left -= op.hits
                 self.granted_locally += op.hits
                 after = lease.top - lease.left
@@ -144,11 +144,8 @@ class LeasedStore:
         return [u for u in usages if u is not None]
 
     def _holds(self, key: str, op: CounterOp, now: float) -> bool:
-        """Whether this replica's lease on `key` can grant `op` (under today's limit: a
-        lease taken before a reload that lowered it grants no more than the new one)."""
         lease = self._lease(key, now)
-        return lease is not None and lease.left >= op.hits and \
-            lease.top - lease.left + op.hits <= op.limit.capacity
+        return lease is not None and _grants(lease, op)
 
     def _reserved(self, key: str, op: CounterOp, block: int, usage: Usage,
                   now: float) -> Usage:
@@ -188,3 +185,9 @@ class LeasedStore:
     async def close(self) -> None:
         self._leases.clear()
         await self.inner.close()
+
+
+def _grants(lease: _Lease, op: CounterOp) -> bool:
+    """Whether `lease` can grant `op`, under today's limit (a lease taken before a
+    reload that lowered it grants no more than the new one)."""
+    return lease.left >= op.hits and lease.top - lease.left + op.hits <= op.limit.capacity
