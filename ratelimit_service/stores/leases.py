@@ -162,13 +162,14 @@ class LeasedStore:
         if granted:  # a block refused whole (the limit reached) leaves the account as it was
             lease.top = max(lease.top, before + granted)
             lease.left += granted
-        if lease.left >= op.hits:
+        if _grants(lease, op):
             lease.left -= op.hits
             after = lease.top - lease.left
             return Usage(after - op.hits, after, usage.reset_seconds)
         lease.spent = True  # what is left stays for requests with fewer hits
         after = max(before, lease.top - lease.left) + op.hits
-        return Usage(after - op.hits, after, usage.reset_seconds)
+        return Usage(after - op.hits, after, usage.reset_seconds,
+                     from_local_cache=usage.from_local_cache)
 
     async def peek(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         return await self.inner.peek(ops, now)

@@ -221,3 +221,19 @@ def test_settings_refuse_a_lease_that_cannot_work(redis_server: RedisProcess) ->
     assert store.lease_hits == 64
     plain, _ = build_store(parse_settings(["--redis-url", redis_server.url]).store)
     assert isinstance(plain, RedisStore)
+
+
+def test_with_the_over_limit_cache_a_spent_window_costs_no_more_trips(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = leased(redis_server, cache=1 << 20)
+        usages = [await one(store, op()) for _ in range(101)]
+        assert allowed(usages) == 100
+        sent = store.calls_sent
+        later = [await one(store, op()) for _ in range(20)]
+        assert all(u.after > 100 and u.from_local_cache for u in later)
+        assert store.calls_sent == sent
+        await store.close()
+
+    asyncio.run(main())
