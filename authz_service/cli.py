@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--limits-redis-lease-hits", env=["AUTHZ_LIMITS_REDIS_LEASE_HITS"], default=0,
          kind=int, help="reserve fixed-window hits on Redis in blocks of up to N (at most a "
          "tenth of a limit) and grant them here: one round trip per block instead of per "
-         "check; never more than the limit, but with several replicas some may be refused "
+         "check; never more than the limit, but near it some may be refused up to a block "
          "early (0: off)")
     flag(p, "--limits-key-prefix", env=["AUTHZ_LIMITS_KEY_PREFIX"], default="",
          help="prefix of every counter key (ratelimit-service's CACHE_KEY_PREFIX)")

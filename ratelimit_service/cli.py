@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag(p, "--redis-lease-hits", env=["RATELIMIT_REDIS_LEASE_HITS"], default=0, kind=int,
          help="reserve fixed-window hits on Redis in blocks of up to N (at most a tenth of a "
          "limit) and grant them here: one round trip per block instead of per request; "
-         "never more than the limit, but with several replicas some may be refused early "
+         "never more than the limit, but near it some may be refused up to a block early "
          "(0: off, the reference's exact counting)")
     flag(p, "--redis-timeout", env=["RATELIMIT_REDIS_TIMEOUT"], default=1.0, kind=float,
          help="seconds to connect to / wait for Redis before the store counts as down")

@@ -67,10 +67,11 @@ class RateLimiter:
         self.clock = clock
         self.stats = stats if stats is not None else Stats()
         self._last_failure_log = 0.0
-        # A store that counts without I/O (memory) is called directly: no coroutine.
-        self._apply_now: Callable[[Sequence[CounterOp], float], list[Usage]] | None = \
+        # A store that can count without I/O (memory; a leased store while its leases
+        # last) is called directly: no coroutine.
+        self._apply_now: Callable[[Sequence[CounterOp], float], list[Usage] | None] | None = \
             getattr(store, "apply_now", None)
-        self.counts_now = self._apply_now is not None  # so decide_now can answer
+        self.counts_now = self._apply_now is not None  # so decide_now may answer
 
     async def should_rate_limit(self, query: RateLimitQuery) -> Answer:
         """Raises RequestError for a malformed query, StoreUnavailable when failing closed."""
@@ -86,26 +87,29 @@ class RateLimiter:
     async def decide_planned(self, planned: PlannedQuery) -> Answer:
         """Count a planned query's operations now and decide (see should_rate_limit)."""
         if self._apply_now is not None or not planned.ops:
-            return self.decide_now(planned)
+            answer = self.decide_now(planned)
+            if answer is not None:
+                return answer
         try:
             usages = await self.store.apply(planned.ops, self.clock())
         except Exception as exc:  # any store failure is an outage, never a crash
             return self._store_failed(planned.query, exc)
         return self._decided(planned, usages)
 
-    def decide_now(self, planned: PlannedQuery) -> Answer:
+    def decide_now(self, planned: PlannedQuery) -> Answer | None:
         """`decide_planned` without a coroutine, for a store that `counts_now` (or a
-        query with nothing to count)."""
-        usages: list[Usage] = []
-        if planned.ops:
-            apply_now = self._apply_now
-            if apply_now is None:
-                raise TypeError("this store counts with I/O: await decide_planned")
-            try:
-                usages = apply_now(planned.ops, self.clock())
-            except Exception as exc:  # any store failure is an outage, never a crash
-                return self._store_failed(planned.query, exc)
-        return self._decided(planned, usages)
+        query with nothing to count); None when the store cannot count these without
+        I/O this time (a lease ran out): await `decide_planned` then."""
+        if not planned.ops:
+            return self._decided(planned, [])
+        apply_now = self._apply_now
+        if apply_now is None:
+            raise TypeError("this store counts with I/O: await decide_planned")
+        try:
+            usages = apply_now(planned.ops, self.clock())
+        except Exception as exc:  # any store failure is an outage, never a crash
+            return self._store_failed(planned.query, exc)
+        return None if usages is None else self._decided(planned, usages)
 
     def _decided(self, planned: PlannedQuery, usages: list[Usage]) -> Answer:
         uncounted = False

@@ -106,8 +106,8 @@ class LimitCounter:
         inp: LimitInput,
         earlier: tuple[DescriptorStatus, ...] = (),
     ) -> StageResult | None:
-        """`run` without a coroutine when the store counts without I/O (memory);
-        None when it does not: await `run` then."""
+        """`run` without a coroutine when the store counts without I/O (memory, or a
+        leased store while its leases last); None when it does not: await `run` then."""
         snapshot = self._snapshot(limits)
         limiter = snapshot.limiter
         if not limiter.counts_now:
@@ -119,6 +119,8 @@ class LimitCounter:
             decision = limiter.decide_now(stage[0])
         except StoreUnavailable as exc:
             return self._store_failed(stage[1], exc, inp.route)
+        if decision is None:
+            return None
         return self._result(limits, stage, decision.statuses, inp.route, earlier)
 
     @staticmethod

@@ -17,8 +17,10 @@ class CounterStore(Protocol):
 
     A counter that cannot be counted comes back as a Usage with `error` set (the
     others are still answered); raising StoreUnavailable fails the whole request.
-    A store that counts without I/O may also offer `apply_now(ops, now)`, the same
-    call made synchronously: callers that find it skip a coroutine per request.
+    A store that can count without I/O may also offer `apply_now(ops, now)`, the same
+    call made synchronously: callers that find it skip a coroutine per request. It
+    returns None, having changed nothing, when it cannot answer without I/O this time
+    (a leased store whose lease ran out): the caller awaits `apply` then.
     """
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]: ...

@@ -12,11 +12,15 @@ What it keeps and what it gives up:
 - **Never more than the limit.** A block is taken by INCRBY in Redis before any
   of its hits is granted, and only the part under the limit is granted, so every
   replica together allows at most the limit in a window, exactly as without leases.
+- **One replica answers as exact counting does** while the limit is more than a
+  block away; nearer, it may refuse up to a block early (a request counted directly
+  treats the hits it holds reserved as used), and its remaining hits are within a
+  block of exact counting's (tests/ratelimit/test_leases.py compares the two).
 - **Earlier denials with several replicas.** Hits a replica reserved but did not
   use in a window are lost to the others: near the limit, another replica may be
   refused while this one still holds up to a block. A block is at most
   `lease_hits` and at most a tenth of the limit, so with R replicas at most
-  (R - 1) blocks of a window go unused. One replica counts exactly.
+  (R - 1) blocks of a window go unused.
 - **The counter in Redis runs ahead** of the hits granted by up to a block per
   replica (what `peek` and the admin API read), and a block that crosses the
   limit leaves the counter over it, which the reference does too for refused hits.
@@ -97,6 +101,24 @@ class LeasedStore:
             return None
         return lease
 
+    def apply_now(self, ops: Sequence[CounterOp], now: float) -> list[Usage] | None:
+        """Every op granted from its lease, without I/O; None (nothing taken) unless
+        each one can be: `apply` then."""
+        leases: list[_Lease] = []
+        for op in ops:
+            key = self._leasable(op, now)
+            lease = self._lease(key, now) if key else None
+            if lease is None or not _grants(lease, op) or any(lease is held for held in leases):
+                return None
+            leases.append(lease)
+        return [self._take(lease, op, now) for lease, op in zip(leases, ops, strict=True)]
+
+    def _take(self, lease: _Lease, op: CounterOp, now: float) -> Usage:
+        lease.left -= op.hits
+        self.granted_locally += op.hits
+        after = lease.top - lease.left
+        return Usage(after - op.hits, after, reset_seconds(now, op.limit.seconds))
+
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         keys = [self._leasable(op, now) for op in ops]
         # One reservation per counter at a time: a check that would ask for a block while
@@ -116,27 +138,29 @@ class LeasedStore:
                 continue
             lease = self._lease(key, now)
             if lease is not None and _grants(lease, op):
-                lease.left -= op.hits
-                self.granted_locally += op.hits
-                after = lease.top - lease.left
-                usages[i] = Usage(after - op.hits, after, reset_seconds(now, op.limit.seconds))
+                usages[i] = self._take(lease, op, now)
                 continue
             block = op.hits if lease is not None and lease.spent else self._block(op)
             if block == op.hits:
-                asks.append((i, op, ""))
+                asks.append((i, op, key))  # counted directly, on a counter that may lease
             else:
                 asks.append((i, CounterOp(op.key, block, op.limit, op.group), key))
         if not asks:
             return [u for u in usages if u is not None]
-        asking = [key for _, _, key in asks if key and key not in self._asking]
+        asking = [key for i, sent, key in asks
+                  if key and sent is not ops[i] and key not in self._asking]
         done = asyncio.get_running_loop().create_future()
         for key in asking:
             self._asking[key] = done
         try:
             replies = await self.inner.apply([sent for _, sent, _ in asks], now)
             for (i, sent, key), usage in zip(asks, replies, strict=True):
-                usages[i] = usage if not key or usage.error else \
-                    self._reserved(key, ops[i], sent.hits, usage, now)
+                if not key or usage.error:
+                    usages[i] = usage
+                elif sent is ops[i]:
+                    usages[i] = self._counted(key, usage)
+                else:
+                    usages[i] = self._reserved(key, ops[i], sent.hits, usage, now)
         finally:
             for key in asking:
                 del self._asking[key]
@@ -146,6 +170,14 @@ class LeasedStore:
     def _holds(self, key: str, op: CounterOp, now: float) -> bool:
         lease = self._lease(key, now)
         return lease is not None and _grants(lease, op)
+
+    def _counted(self, key: str, usage: Usage) -> Usage:
+        """A hit counted directly on a counter this replica also leases: its account
+        follows the counter (the answer is Redis', reserved hits counted as used)."""
+        lease = self._leases.get(key)
+        if lease is not None and not usage.from_local_cache:
+            lease.top = max(lease.top, usage.after)
+        return usage
 
     def _reserved(self, key: str, op: CounterOp, block: int, usage: Usage,
                   now: float) -> Usage:
@@ -167,7 +199,10 @@ class LeasedStore:
             after = lease.top - lease.left
             return Usage(after - op.hits, after, usage.reset_seconds)
         lease.spent = True  # what is left stays for requests with fewer hits
-        after = max(before, lease.top - lease.left) + op.hits
+        # Refused: counted from this replica's account, as exact counting would see it
+        # alone (the counter in Redis holds unused reservations too), and over the limit.
+        after = max(lease.top - lease.left + op.hits, capacity + 1)
+        lease.top = after + lease.left  # refused hits count, as in the reference
         return Usage(after - op.hits, after, usage.reset_seconds,
                      from_local_cache=usage.from_local_cache)
 

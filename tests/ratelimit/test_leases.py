@@ -6,12 +6,14 @@ import asyncio
 
 import pytest
 
+from ratelimit_service.adapter import to_query
 from ratelimit_service.cli import parse_settings
+from ratelimit_service.decision import Code
 from ratelimit_service.models import Algorithm, CounterOp, Limit, Unit, Usage
 from ratelimit_service.stores.factory import StoreSettings, build_store, check_store
 from ratelimit_service.stores.leases import LeasedStore
 from ratelimit_service.stores.redis import RedisOptions, RedisStore, connect_single
-from tests.kits.ratelimit_kit import T0
+from tests.kits.ratelimit_kit import T0, Clock, descriptor, make_limiter, request, rules_from
 from tests.kits.redis_procs import RedisProcess, cli
 from tollgate.settings import SettingsError
 
@@ -235,5 +237,80 @@ def test_with_the_over_limit_cache_a_spent_window_costs_no_more_trips(
         assert all(u.after > 100 and u.from_local_cache for u in later)
         assert store.calls_sent == sent
         await store.close()
+
+    asyncio.run(main())
+
+
+def test_apply_now_grants_from_a_lease_or_leaves_everything_to_apply(
+    redis_server: RedisProcess,
+) -> None:
+    async def main() -> None:
+        store = leased(redis_server)
+        assert store.apply_now([op()], T0) is None  # no lease yet: nothing to grant
+        assert (await one(store, op())).after == 1  # a block of 10
+        now = store.apply_now([op(), op("other_")], T0)
+        assert now is None  # one of them has no lease: none taken
+        assert [u.after for u in store.apply_now([op()], T0) or []] == [2]
+        # The same counter twice in one request is left to apply, which takes in turn.
+        assert store.apply_now([op(), op()], T0) is None
+        assert [u.after for u in await store.apply([op(), op()], T0)] == [3, 4]
+        taken: list[Usage] = []
+        for _ in range(6):
+            taken += store.apply_now([op()], T0) or []
+        assert [u.after for u in taken] == [5, 6, 7, 8, 9, 10]
+        assert store.apply_now([op()], T0) is None  # the block is used up
+        await store.close()
+
+    asyncio.run(main())
+
+
+RULES = """
+domain: {domain}
+descriptors:
+  - key: user
+    rate_limit: {{unit: minute, requests_per_unit: 50}}
+  - key: ip
+    rate_limit: {{unit: minute, requests_per_unit: 200}}
+"""
+
+
+def test_one_leasing_replica_decides_as_exact_counting_does_until_near_the_limit(
+    redis_server: RedisProcess,
+) -> None:
+    """The same requests (1-4 hits, two limits, past both) through the limiter on exact
+    Redis counting and on leases: the same codes while the limit is more than a block
+    away, remaining hits within a block, and never more hits allowed than the limit."""
+    async def main() -> None:
+        clock = Clock(T0)
+
+        def redis() -> RedisStore:
+            return RedisStore(connect_single(redis_server.url, RedisOptions(timeout=5)))
+
+        exact = make_limiter(rules_from(RULES.format(domain="ex")), clock=clock, store=redis())
+        leasing = make_limiter(rules_from(RULES.format(domain="ls")), clock=clock,
+                               store=LeasedStore(redis(), 1000))
+        blocks = {50: 5, 200: 20}  # a tenth of each limit
+        used = {50: 0, 200: 0}  # hits exact counting has seen (refused ones count)
+        allowed_hits = {50: 0, 200: 0}
+        for i in range(90):
+            hits = 1 + (i * 7) % 4
+            replies = []
+            for domain, limiter in (("ex", exact), ("ls", leasing)):
+                query = to_query(request(domain, descriptor(("user", "u")),
+                                         descriptor(("ip", "1.2.3.4")), hits=hits))
+                replies.append((await limiter.should_rate_limit(query)).statuses)
+            for mine, theirs, limit in zip(replies[1], replies[0], (50, 200), strict=True):
+                used[limit] += hits
+                if used[limit] <= limit - blocks[limit]:
+                    assert mine.code == theirs.code, (i, limit)
+                assert abs(mine.limit_remaining - theirs.limit_remaining) <= blocks[limit]
+                assert mine.duration_until_reset == theirs.duration_until_reset
+            if all(s.code == Code.OK for s in replies[1]):
+                for limit in allowed_hits:
+                    allowed_hits[limit] += hits
+        assert allowed_hits[50] <= 50
+        assert leasing.store.granted_locally > 0  # type: ignore[attr-defined]
+        await exact.store.close()
+        await leasing.store.close()
 
     asyncio.run(main())
