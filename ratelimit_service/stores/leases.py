@@ -108,9 +108,13 @@ class LeasedStore:
         for op in ops:
             key = self._leasable(op, now)
             lease = self._lease(key, now) if key else None
-            if lease is None or not _grants(lease, op) or any(lease is held for held in leases):
+            if lease is None or not _grants(lease, op):
                 return None
+            if leases and any(lease is held for held in leases):
+                return None  # one counter twice: `apply` takes them in turn
             leases.append(lease)
+        if len(ops) == 1:
+            return [self._take(leases[0], ops[0], now)]
         return [self._take(lease, op, now) for lease, op in zip(leases, ops, strict=True)]
 
     def _take(self, lease: _Lease, op: CounterOp, now: float) -> Usage:
