@@ -72,8 +72,8 @@ def check_store(settings: StoreSettings, prefix: str) -> StoreSettings:
         raise SettingsError(f"--{prefix}redis-tls-ca-file {settings.tls_ca_file}: no such file")
     try:
         target = parse_target(settings.url, redis_type=settings.redis_type,
-                     socket_type=settings.socket_type, auth=settings.auth, tls=settings.tls,
-                     username=settings.username)
+                              socket_type=settings.socket_type, auth=settings.auth,
+                              tls=settings.tls, username=settings.username)
     except TargetError as exc:  # its message never shows a password
         raise SettingsError(f"--{prefix}redis-url: {exc}") from None
     if settings.lease_hits and target.kind == "memory":
