@@ -337,11 +337,12 @@ def start_case(case: str, work: Path, port: int, jwks: dict[str, Any]) -> Proces
         door = "--http-address" if case.startswith("http_") else "--grpc-address"
         other = "--grpc-address" if door == "--http-address" else "--http-address"
         policy = "authz-limits.yaml" if "_limit_" in case else "authz.yaml"
-        batched = {"_batched": ["--limits-redis-pipeline-window", "500us"],
-                   "_leased": ["--limits-redis-lease-hits", "100"]}.get(case[case.rfind("_"):], [])
+        store_flags = {"_batched": ["--limits-redis-pipeline-window", "500us"],
+                       "_leased": ["--limits-redis-lease-hits", "100"]}.get(
+                           case[case.rfind("_"):], [])
         services["authz"] = subprocess.Popen(
             [binary("authz-service"), door, sock, other, "off", "--config", str(work / policy),
-             "--limits-redis-url", redis_url, *batched, "--log-level", "error"], **quiet,
+             "--limits-redis-url", redis_url, *store_flags, "--log-level", "error"], **quiet,
         )
     if "authz" in services:
         wait_for((work / "authz.sock").exists, 30, "authz socket")

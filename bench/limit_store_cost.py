@@ -8,8 +8,8 @@ loop, as the HTTP door drives it (tollgate.eager.start: no task unless a check w
 with N checks in flight at once; the CPU time of this process per check is reported
 for no limit, the memory store, Redis (a redis-server started here on a free port,
 its own CPU not counted) and Redis with `lease_hits=100` (stores/leases.py), with the
-Redis calls sent per check. Each concurrency is
-run for the three cases back to back, so their ratios are side by side.
+Redis calls sent per check. Each concurrency is run for the four cases back to back,
+so their ratios are side by side.
 
 Redis costs per *round trip*, not per check: concurrent checks share one script call
 (stores/redis.py), so the cost per check falls as more are in flight together.

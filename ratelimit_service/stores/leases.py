@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from ratelimit_service.algorithms.base import reset_seconds, window_start
 from ratelimit_service.algorithms.fixed_window import FIXED_WINDOW, counter_key
 from ratelimit_service.models import CounterOp, Usage
-from ratelimit_service.stores import InspectableStore
+from ratelimit_service.stores.redis import RedisStore
 
 # A lease is a few numbers; 100k of them are ~15 MB at most, far more than the
 # distinct descriptors a replica sees busy in one window.
@@ -60,13 +60,12 @@ class _Lease:
     left: int  # hits reserved in Redis and not granted yet
     top: int  # the counter as this replica accounts it, reserved hits included
     until: float  # the window's end (Unix seconds)
-    spent: bool = False  # a block came back short: the window is at its limit
 
 
 class LeasedStore:
     """A CounterStore that leases fixed-window hits from `inner` (a RedisStore)."""
 
-    def __init__(self, inner: InspectableStore, lease_hits: int, *,
+    def __init__(self, inner: RedisStore, lease_hits: int, *,
                  max_leases: int = MAX_LEASES) -> None:
         self.inner = inner
         self.lease_hits = lease_hits
@@ -77,7 +76,7 @@ class LeasedStore:
 
     @property
     def calls_sent(self) -> int:
-        return int(getattr(self.inner, "calls_sent", 0))  # for bench/
+        return self.inner.calls_sent  # for bench/
 
     def __len__(self) -> int:
         return len(self._leases)
@@ -114,14 +113,13 @@ class LeasedStore:
                 return None  # one counter twice: `apply` takes them in turn
             leases.append(lease)
         if len(ops) == 1:
-            return [self._take(leases[0], ops[0], now)]
-        return [self._take(lease, op, now) for lease, op in zip(leases, ops, strict=True)]
+            return [self._local(leases[0], ops[0], now)]
+        return [self._local(lease, op, now) for lease, op in zip(leases, ops, strict=True)]
 
-    def _take(self, lease: _Lease, op: CounterOp, now: float) -> Usage:
-        lease.left -= op.hits
+    def _local(self, lease: _Lease, op: CounterOp, now: float) -> Usage:
+        """Grant `op` from its lease with no round trip."""
         self.granted_locally += op.hits
-        after = lease.top - lease.left
-        return Usage(after - op.hits, after, reset_seconds(now, op.limit.seconds))
+        return _take(lease, op, reset_seconds(now, op.limit.seconds))
 
     async def apply(self, ops: Sequence[CounterOp], now: float) -> list[Usage]:
         keys = [self._leasable(op, now) for op in ops]
@@ -142,9 +140,11 @@ class LeasedStore:
                 continue
             lease = self._lease(key, now)
             if lease is not None and _grants(lease, op):
-                usages[i] = self._take(lease, op, now)
+                usages[i] = self._local(lease, op, now)
                 continue
-            block = op.hits if lease is not None and lease.spent else self._block(op)
+            # Past the limit (a refusal counted, or a reload lowered it): count directly.
+            spent = lease is not None and lease.top > op.limit.capacity
+            block = op.hits if spent else self._block(op)
             if block == op.hits:
                 asks.append((i, op, key))  # counted directly, on a counter that may lease
             else:
@@ -199,14 +199,13 @@ class LeasedStore:
             lease.top = max(lease.top, before + granted)
             lease.left += granted
         if _grants(lease, op):
-            lease.left -= op.hits
-            after = lease.top - lease.left
-            return Usage(after - op.hits, after, usage.reset_seconds)
-        lease.spent = True  # what is left stays for requests with fewer hits
+            return _take(lease, op, usage.reset_seconds)
         # Refused: counted from this replica's account, as exact counting would see it
         # alone (the counter in Redis holds unused reservations too), and over the limit.
+        # Refused hits count, as in the reference: the account passes the limit, so the
+        # lease grants no more in this window and later hits are counted directly.
         after = max(lease.top - lease.left + op.hits, capacity + 1)
-        lease.top = after + lease.left  # refused hits count, as in the reference
+        lease.top = after + lease.left
         return Usage(after - op.hits, after, usage.reset_seconds,
                      from_local_cache=usage.from_local_cache)
 
@@ -220,7 +219,7 @@ class LeasedStore:
         return await self.inner.delete(keys)
 
     async def ping(self) -> None:
-        await self.inner.ping()  # type: ignore[attr-defined]
+        await self.inner.ping()
 
     async def close(self) -> None:
         self._leases.clear()
@@ -231,3 +230,10 @@ def _grants(lease: _Lease, op: CounterOp) -> bool:
     """Whether `lease` can grant `op`, under today's limit (a lease taken before a
     reload that lowered it grants no more than the new one)."""
     return lease.left >= op.hits and lease.top - lease.left + op.hits <= op.limit.capacity
+
+
+def _take(lease: _Lease, op: CounterOp, reset: int) -> Usage:
+    """Take `op`'s hits from `lease` (which `_grants` them); the Usage as accounted."""
+    lease.left -= op.hits
+    after = lease.top - lease.left
+    return Usage(after - op.hits, after, reset)
